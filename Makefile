@@ -1,0 +1,64 @@
+# keypool — build, run, test and deploy.
+#   make dev     run keypool locally on http://127.0.0.1:8787 (workerd + local D1)
+#   make test    vet, unit and store tests, end-to-end suite on both builds
+#   make deploy  deploy to your Cloudflare account
+
+# The compiler `make build` uses; see README ("Builds") for why.
+COMPILER ?= go
+PORT ?= 8787
+
+SHELL := /bin/bash
+GO_WASM_ENV = GOOS=js GOARCH=wasm
+ASSETS_GEN = go run github.com/syumai/workers/cmd/workers-assets-gen
+export WRANGLER_SEND_METRICS = false
+
+.PHONY: dev build build-go build-tinygo tinygo test vet unit e2e deploy clean
+
+dev: node_modules build
+	PORT=$(PORT) scripts/dev.sh
+
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+# build/worker is what wrangler.toml runs: a copy of the default build.
+build: build-$(COMPILER)
+	rm -rf build/worker
+	cp -r build/$(COMPILER) build/worker
+
+build-go:
+	$(ASSETS_GEN) -mode=go -o build/go
+	$(GO_WASM_ENV) go build -trimpath -ldflags='-s -w' -o build/go/app.wasm .
+
+# TinyGo from PATH, else the one `make tinygo` bootstraps (done on demand).
+build-tinygo:
+	@tg=$$(command -v tinygo || scripts/tinygo.sh) && \
+	$(ASSETS_GEN) -mode=tinygo -o build/tinygo && \
+	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug ." && \
+	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug .
+
+tinygo:
+	scripts/tinygo.sh
+
+test: vet unit e2e
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	go vet ./...
+	go vet -tags e2e ./e2e/...
+	$(GO_WASM_ENV) go vet .
+
+unit:
+	go test -count=1 ./...
+
+# The end-to-end suite runs the real worker under wrangler dev against a
+# fake upstream on 127.0.0.1, once per build.
+e2e: node_modules build-go build-tinygo
+	KEYPOOL_BUILDS="go tinygo" go test -tags e2e -count=1 -timeout 30m -v ./e2e/
+
+deploy: node_modules build
+	scripts/deploy.sh
+
+clean:
+	rm -rf build .wrangler

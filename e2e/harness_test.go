@@ -1,0 +1,310 @@
+//go:build e2e
+
+// The end-to-end suite: the real built worker under `wrangler dev`
+// (workerd, local D1) against the fake upstream on 127.0.0.1. `make e2e`
+// builds both compilers' workers and names them in KEYPOOL_BUILDS.
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/e2e/fakeupstream"
+)
+
+func repoRoot(t testing.TB) string {
+	_, here, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(here))
+}
+
+// builds lists the builds under test, e.g. "go tinygo".
+func builds(t *testing.T) []string {
+	b := strings.Fields(os.Getenv("KEYPOOL_BUILDS"))
+	if len(b) == 0 {
+		t.Fatal("KEYPOOL_BUILDS is empty: run the suite with `make e2e`, which builds the workers first")
+	}
+	return b
+}
+
+// worker is one running `wrangler dev` with fresh local D1 state.
+type worker struct {
+	base   string
+	admin  string
+	token  string
+	gwAcct string
+	gwName string
+	gwTok  string
+	up     *fakeupstream.Server
+	logs   *lockedBuffer
+	dir    string
+	root   string
+	client *http.Client
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startWorker runs build (a directory under build/) under wrangler dev,
+// with every provider's base URL and the AI Gateway pointed at up.
+func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars map[string]string) *worker {
+	t.Helper()
+	root := repoRoot(t)
+	main := filepath.Join(root, "build", build, "worker.mjs")
+	if _, err := os.Stat(main); err != nil {
+		t.Fatalf("build %q missing (%v): run `make build-%s`", build, err, build)
+	}
+	dir := t.TempDir()
+	w := &worker{
+		admin: "adm-" + randomHex(16), token: "kp-" + randomHex(16),
+		gwAcct: "acct" + randomHex(4), gwName: "gw" + randomHex(3), gwTok: "aig-" + randomHex(8),
+		up: up, logs: &lockedBuffer{}, dir: dir, root: root,
+		client: &http.Client{Timeout: 60 * time.Second},
+	}
+	config := fmt.Sprintf(`name = "keypool-e2e"
+main = %q
+compatibility_date = "2025-09-01"
+[assets]
+directory = %q
+[[d1_databases]]
+binding = "DB"
+database_name = "keypool"
+database_id = "00000000-0000-0000-0000-000000000000"
+migrations_dir = %q
+[triggers]
+crons = ["*/5 * * * *"]
+`, main, filepath.Join(root, "ui", "public"), filepath.Join(root, "migrations"))
+	must(t, os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(config), 0o600))
+	vars := map[string]string{
+		"ADMIN_PASSWORD": w.admin, "AUTH_KEY": w.token, "DEFAULT_PROVIDER": "openai",
+		"CF_ACCOUNT_ID": w.gwAcct, "AI_GATEWAY": w.gwName, "CF_AIG_TOKEN": w.gwTok,
+		"AI_GATEWAY_URL": up.URL + "/v1",
+		"KEYPOOL_DEBUG":  "1", "MAX_BODY_BYTES": "1048576",
+	}
+	for _, p := range []string{"OPENAI", "SILICONFLOW", "GOOGLE_AI_STUDIO", "ANTHROPIC", "GROQ", "DEEPSEEK", "OPENROUTER", "MISTRAL", "GROK"} {
+		vars[p+"_BASE_URL"] = up.URL
+	}
+	for k, v := range extraVars {
+		vars[k] = v
+	}
+	var dv strings.Builder
+	for k, v := range vars {
+		fmt.Fprintf(&dv, "%s=%s\n", k, v)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, ".dev.vars"), []byte(dv.String()), 0o600))
+
+	w.wrangler(t, "d1", "migrations", "apply", "DB", "--local")
+
+	port := freePort(t)
+	w.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cmd := exec.Command(filepath.Join(root, "node_modules", ".bin", "wrangler"), "dev",
+		"-c", filepath.Join(dir, "wrangler.toml"), "--persist-to", filepath.Join(dir, "state"),
+		"--ip", "127.0.0.1", "--port", fmt.Sprint(port), "--inspector-port", fmt.Sprint(freePort(t)),
+		"--test-scheduled", "--show-interactive-dev-session=false")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CI=true", "WRANGLER_SEND_METRICS=false", "NO_COLOR=1")
+	cmd.Stdout, cmd.Stderr = w.logs, w.logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("worker log (%s):\n%s", build, tail(w.logs.String(), 6000))
+		}
+	})
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("wrangler dev exited early:\n%s", tail(w.logs.String(), 4000))
+		default:
+		}
+		resp, err := http.Get(w.base + "/v1/models")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker not ready after 120 s:\n%s", tail(w.logs.String(), 4000))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return w
+}
+
+// wrangler runs a wrangler command against this worker's config and state.
+func (w *worker) wrangler(t testing.TB, args ...string) string {
+	t.Helper()
+	args = append(args, "-c", filepath.Join(w.dir, "wrangler.toml"), "--persist-to", filepath.Join(w.dir, "state"))
+	cmd := exec.Command(filepath.Join(w.root, "node_modules", ".bin", "wrangler"), args...)
+	cmd.Dir = w.dir
+	cmd.Env = append(os.Environ(), "CI=true", "WRANGLER_SEND_METRICS=false", "NO_COLOR=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrangler %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// query runs SQL against the worker's local D1 and returns the rows.
+func (w *worker) query(t testing.TB, sql string) []gjson.Result {
+	t.Helper()
+	out := w.wrangler(t, "d1", "execute", "DB", "--local", "--json", "--command", sql)
+	i := strings.Index(out, "[")
+	if i < 0 {
+		t.Fatalf("no JSON in wrangler output: %s", out)
+	}
+	return gjson.Get(out[i:], "0.results").Array()
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json() gjson.Result { return gjson.ParseBytes(r.body) }
+
+func (w *worker) do(t testing.TB, method, path string, header map[string]string, body string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, w.base+path, rd)
+	must(t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := w.client.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	must(t, err)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// call calls a proxy route with the client token.
+func (w *worker) call(t testing.TB, method, path, body string) response {
+	t.Helper()
+	return w.do(t, method, path, map[string]string{"Authorization": "Bearer " + w.token}, body)
+}
+
+// adminCall calls an admin route with the admin password.
+func (w *worker) adminCall(t testing.TB, method, path, body string) response {
+	t.Helper()
+	return w.do(t, method, path, map[string]string{"Authorization": "Bearer " + w.admin}, body)
+}
+
+// importKeys adds keys through the admin API and returns its answer.
+func (w *worker) importKeys(t testing.TB, prov string, keys ...string) gjson.Result {
+	t.Helper()
+	r := w.adminCall(t, "POST", "/admin/api/keys", `{"provider":"`+prov+`","keys":"`+strings.Join(keys, `\n`)+`"}`)
+	if r.status != http.StatusCreated && r.status != http.StatusOK {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	return r.json()
+}
+
+// keyState returns the admin view of the key whose masked form is masked.
+func (w *worker) keyState(t testing.TB, prov, secret string) gjson.Result {
+	t.Helper()
+	r := w.adminCall(t, "GET", "/admin/api/keys?provider="+prov, "")
+	if r.status != http.StatusOK {
+		t.Fatalf("list keys: %d %s", r.status, r.body)
+	}
+	for _, k := range r.json().Get("keys").Array() {
+		if k.Get("key").String() == mask(secret) {
+			return k
+		}
+	}
+	t.Fatalf("key %s not in the pool: %s", mask(secret), r.body)
+	return gjson.Result{}
+}
+
+// eventually polls cond for up to 10 s: state changes are written after
+// the response, with waitUntil.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mask mirrors provider.Mask for the keys the tests use (ASCII, ≥ 12 chars).
+func mask(s string) string { return s[:5] + "…" + s[len(s)-4:] }
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,129 @@
+// Package handler is keypool's HTTP surface: the proxy routes clients call
+// (/v1/*, /api/<provider>/*), the admin API (/admin/api/*) and the cron
+// task. Everything it touches from the outside world (configuration, D1,
+// outbound fetch, the clock, work after the response) comes in through
+// Deps, so tests drive it with SQLite, an httptest upstream and a fixed
+// clock, and main.go binds it to the Workers runtime.
+package handler
+
+import (
+	"context"
+	"database/sql"
+	"log"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keypool/keypool/store"
+)
+
+// Deps are the handler's connections to the world.
+type Deps struct {
+	// Getenv reads a var or secret; "" when unset.
+	Getenv func(name string) string
+	// DB returns the database of the current request or event.
+	DB func() (*sql.DB, error)
+	// Fetch sends a request upstream.
+	Fetch func(*http.Request) (*http.Response, error)
+	// Defer runs work that must finish after the response has gone, without
+	// delaying it (ctx.waitUntil on Workers).
+	Defer func(func())
+	// Now is the clock.
+	Now func() time.Time
+	// IntN draws a random number in [0, n) for key selection; rand.IntN
+	// when nil.
+	IntN func(n int) int
+}
+
+// Handler serves every route of the worker.
+type Handler struct {
+	d Deps
+}
+
+// New returns the handler wired to d.
+func New(d Deps) *Handler {
+	if d.IntN == nil {
+		d.IntN = rand.IntN
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Handler{d: d}
+}
+
+// ServeHTTP routes a request. A panic anywhere below becomes a 500 in the
+// OpenAI error format instead of a dead instance and a hung client.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tw := &trackingWriter{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			log.Printf("keypool: panic serving %s %s: %v", r.Method, r.URL.Path, v)
+			if !tw.wrote {
+				internalError("internal error in keypool; the request was not completed").write(tw)
+			}
+		}
+	}()
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/v1/"):
+		h.proxyOpenAI(tw, r)
+	case strings.HasPrefix(p, "/api/"):
+		h.proxyNative(tw, r)
+	case strings.HasPrefix(p, "/admin/api/"):
+		h.admin(tw, r)
+	default:
+		notFound("no route for " + r.Method + " " + p + "; keypool serves /v1/*, /api/<provider>/* and /admin/api/*").write(tw)
+	}
+}
+
+// trackingWriter remembers whether the response has started, so a panic
+// handler knows if it can still send an error.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController and io.Copy find the runtime's
+// writer, which can take an upstream body without copying it through Go.
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// Scheduled is the cron task: it deletes cooldowns that have ended.
+func (h *Handler) Scheduled(ctx context.Context) error {
+	db, err := h.d.DB()
+	if err != nil {
+		log.Printf("keypool cron: no database: %v", err)
+		return nil
+	}
+	n, err := store.NewKeys(db).PruneCooling(ctx, h.d.Now().UnixMilli())
+	if err != nil {
+		log.Printf("keypool cron: pruning cooldowns: %v", err)
+		return nil // an error returned here would crash the instance
+	}
+	log.Printf("keypool cron: pruned %d ended cooldowns", n)
+	return nil
+}
+
+func (h *Handler) intVar(name string, def, lo, hi int64) int64 {
+	v := strings.TrimSpace(h.d.Getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		log.Printf("keypool: ignoring %s=%q: want an integer from %d to %d", name, v, lo, hi)
+		return def
+	}
+	return n
+}

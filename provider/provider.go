@@ -1,0 +1,141 @@
+// Package provider is the registry of upstream AI providers keypool can pool
+// keys for: where each one lives, how it wants its key, and what its keys
+// look like. It does no I/O.
+package provider
+
+import (
+	"sort"
+	"strings"
+)
+
+// Family groups providers whose error bodies and APIs look alike, so that
+// error classification can be written once per family.
+type Family int
+
+const (
+	FamilyOpenAI    Family = iota // OpenAI and the OpenAI-compatible services
+	FamilyGemini                  // Google AI Studio
+	FamilyAnthropic               // Anthropic
+)
+
+// Provider describes one upstream.
+type Provider struct {
+	// Name is keypool's id for the provider and, where the provider is on
+	// Cloudflare AI Gateway, its gateway slug (/api/<Name>/... maps 1:1).
+	Name string
+	// Origin is the scheme and host of the provider's API, e.g.
+	// "https://api.openai.com". Overridable per deployment (see BaseURLVar).
+	Origin string
+	// NativePrefix is the path the AI Gateway puts in front of the path a
+	// client sends to /api/<Name>/<path>, e.g. "/v1" for openai
+	// (gateway "openai/chat/completions" is "api.openai.com/v1/chat/completions").
+	NativePrefix string
+	// OpenAIPrefix is the path of the provider's OpenAI-compatible API, used
+	// for keypool's /v1/* routes, e.g. "/v1beta/openai" for Google AI Studio.
+	OpenAIPrefix string
+	// KeyHeader is the header the provider's native API reads the key from.
+	// When KeyBearer is set the value is "Bearer <key>".
+	KeyHeader string
+	KeyBearer bool
+	// Gateway reports whether Cloudflare AI Gateway knows this provider.
+	Gateway bool
+	// Family selects the error classification rules.
+	Family Family
+	// KeyPrefixes lists the prefixes real keys of this provider start with.
+	// Empty means any well-formed token is accepted.
+	KeyPrefixes []string
+}
+
+var registry = map[string]Provider{
+	"openai": {
+		Name: "openai", Origin: "https://api.openai.com", NativePrefix: "/v1", OpenAIPrefix: "/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"sk-"},
+	},
+	"siliconflow": {
+		Name: "siliconflow", Origin: "https://api.siliconflow.cn", NativePrefix: "", OpenAIPrefix: "/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"sk-"},
+	},
+	"google-ai-studio": {
+		Name: "google-ai-studio", Origin: "https://generativelanguage.googleapis.com", NativePrefix: "", OpenAIPrefix: "/v1beta/openai",
+		KeyHeader: "x-goog-api-key", Gateway: true, Family: FamilyGemini,
+		KeyPrefixes: []string{"AIza"},
+	},
+	"anthropic": {
+		Name: "anthropic", Origin: "https://api.anthropic.com", NativePrefix: "", OpenAIPrefix: "/v1",
+		KeyHeader: "x-api-key", Gateway: true, Family: FamilyAnthropic,
+		KeyPrefixes: []string{"sk-ant-"},
+	},
+	"groq": {
+		Name: "groq", Origin: "https://api.groq.com", NativePrefix: "/openai/v1", OpenAIPrefix: "/openai/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"gsk_"},
+	},
+	"deepseek": {
+		Name: "deepseek", Origin: "https://api.deepseek.com", NativePrefix: "", OpenAIPrefix: "/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"sk-"},
+	},
+	"openrouter": {
+		Name: "openrouter", Origin: "https://openrouter.ai", NativePrefix: "/api", OpenAIPrefix: "/api/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"sk-or-"},
+	},
+	"mistral": {
+		Name: "mistral", Origin: "https://api.mistral.ai", NativePrefix: "", OpenAIPrefix: "/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+	},
+	"grok": {
+		Name: "grok", Origin: "https://api.x.ai", NativePrefix: "", OpenAIPrefix: "/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"xai-"},
+	},
+}
+
+// Lookup returns the provider called name.
+func Lookup(name string) (Provider, bool) {
+	p, ok := registry[name]
+	return p, ok
+}
+
+// Names lists every registered provider, sorted.
+func Names() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// BaseURLVar is the name of the variable that overrides the provider's
+// origin, e.g. GOOGLE_AI_STUDIO_BASE_URL. It exists for self-hosted
+// compatible services, proxies, and tests that play the provider locally.
+func (p Provider) BaseURLVar() string {
+	return strings.ToUpper(strings.ReplaceAll(p.Name, "-", "_")) + "_BASE_URL"
+}
+
+// WithOrigin returns p with its origin replaced when override is not empty.
+// A trailing slash is dropped so that paths join cleanly.
+func (p Provider) WithOrigin(override string) Provider {
+	if override != "" {
+		p.Origin = strings.TrimRight(override, "/")
+	}
+	return p
+}
+
+// SetKey puts key into h the way this provider's native API expects it.
+func (p Provider) SetKey(h Header, key string) {
+	if p.KeyBearer {
+		h.Set(p.KeyHeader, "Bearer "+key)
+		return
+	}
+	h.Set(p.KeyHeader, key)
+}
+
+// Header is the part of http.Header that SetKey needs; it keeps this
+// package free of net/http.
+type Header interface {
+	Set(key, value string)
+}

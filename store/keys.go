@@ -1,0 +1,443 @@
+// Package store keeps keypool's state in D1 (SQLite) through database/sql.
+// The same code runs on Workers against D1 and in tests against SQLite with
+// the same migration files. It makes no decisions: package rotation does.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/rotation"
+)
+
+// Key states.
+const (
+	StatusActive    = "active"
+	StatusDisabled  = "disabled"
+	StatusBlocked   = "blocked"
+	StatusExhausted = "exhausted"
+)
+
+// Per-model states.
+const (
+	ModelCooling = "cooling"
+	ModelBlocked = "blocked"
+)
+
+// Key is one upstream key with its counters and per-model states.
+type Key struct {
+	ID            int64
+	Provider      string
+	Secret        string
+	Label         string
+	Status        string
+	StatusReason  string
+	Balance       sql.NullFloat64
+	CreatedAt     int64
+	UpdatedAt     int64
+	LastUsedAt    int64
+	LastCheckedAt int64
+	Requests      int64
+	Successes     int64
+	Failures      int64
+	Models        []ModelState
+}
+
+// ModelState is a key's state for one model.
+type ModelState struct {
+	Model  string
+	State  string
+	Until  int64 // end of cooling, unix ms; 0 when blocked
+	Reason string
+	Streak int64
+}
+
+// Event is one recorded state change of a key.
+type Event struct {
+	At      int64
+	Model   string
+	From    string
+	To      string
+	Reason  string
+	Status  int64
+	Excerpt string
+}
+
+// Keys is the key pool in the database.
+type Keys struct {
+	db *sql.DB
+}
+
+// NewKeys returns the pool stored in db.
+func NewKeys(db *sql.DB) *Keys { return &Keys{db: db} }
+
+// ErrNotFound is returned for a key id that does not exist.
+var ErrNotFound = errors.New("key not found")
+
+// addChunk bounds one INSERT's JSON parameter; D1 caps values at 1 MB.
+const addChunk = 500
+
+// Add inserts secrets for provider and reports which were new and which
+// were already in the pool. Each chunk of keys is a single statement, so a
+// bulk import of thousands of keys costs a handful of D1 round trips, and a
+// concurrent import of the same key cannot insert it twice.
+func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, now int64) (added []Key, duplicates []string, err error) {
+	seen := make(map[string]bool, len(secrets))
+	unique := secrets[:0:0]
+	for _, s := range secrets {
+		if seen[s] {
+			duplicates = append(duplicates, s)
+			continue
+		}
+		seen[s] = true
+		unique = append(unique, s)
+	}
+	secrets = unique
+	for start := 0; start < len(secrets); start += addChunk {
+		chunk := secrets[start:min(start+addChunk, len(secrets))]
+		rows, err := k.db.QueryContext(ctx,
+			`INSERT INTO keys (provider, secret, label, created_at, updated_at)
+			 SELECT ?, j.value, ?, ?, ? FROM json_each(?) AS j WHERE true
+			 ON CONFLICT (provider, secret) DO NOTHING
+			 RETURNING id, secret`,
+			prov, label, now, now, string(jsonout.StringArray(chunk)))
+		if err != nil {
+			return added, duplicates, err
+		}
+		fresh := map[string]int64{}
+		for rows.Next() {
+			var id int64
+			var s string
+			if err := rows.Scan(&id, &s); err != nil {
+				rows.Close()
+				return added, duplicates, err
+			}
+			fresh[s] = id
+		}
+		if err := closeRows(rows); err != nil {
+			return added, duplicates, err
+		}
+		for _, s := range chunk {
+			id, ok := fresh[s]
+			if !ok {
+				duplicates = append(duplicates, s)
+				continue
+			}
+			added = append(added, Key{ID: id, Provider: prov, Secret: s, Label: label,
+				Status: StatusActive, CreatedAt: now, UpdatedAt: now})
+		}
+	}
+	return added, duplicates, nil
+}
+
+func closeRows(rows *sql.Rows) error {
+	err := rows.Err()
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+const keyColumns = `id, provider, secret, label, status, status_reason, balance, created_at,
+	updated_at, last_used_at, last_checked_at, requests, successes, failures`
+
+func scanKey(rows *sql.Rows) (Key, error) {
+	var x Key
+	err := rows.Scan(&x.ID, &x.Provider, &x.Secret, &x.Label, &x.Status, &x.StatusReason, &x.Balance,
+		&x.CreatedAt, &x.UpdatedAt, &x.LastUsedAt, &x.LastCheckedAt, &x.Requests, &x.Successes, &x.Failures)
+	return x, err
+}
+
+// List returns the keys of one provider (all providers when prov is ""),
+// oldest first, each with its per-model states. It costs two queries
+// whatever the number of keys.
+func (k *Keys) List(ctx context.Context, prov string) ([]Key, error) {
+	q := `SELECT ` + keyColumns + ` FROM keys`
+	var args []any
+	if prov != "" {
+		q += ` WHERE provider = ?`
+		args = append(args, prov)
+	}
+	rows, err := k.db.QueryContext(ctx, q+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var keys []Key
+	index := map[int64]int{}
+	for rows.Next() {
+		x, err := scanKey(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		index[x.ID] = len(keys)
+		keys = append(keys, x)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
+	q = `SELECT m.key_id, m.model, m.state, m.until, m.reason, m.streak FROM key_models m`
+	if prov != "" {
+		q += ` JOIN keys k ON k.id = m.key_id WHERE k.provider = ?`
+	}
+	rows, err = k.db.QueryContext(ctx, q+` ORDER BY m.key_id, m.model`, args...)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var id int64
+		var m ModelState
+		if err := rows.Scan(&id, &m.Model, &m.State, &m.Until, &m.Reason, &m.Streak); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if i, ok := index[id]; ok {
+			keys[i].Models = append(keys[i].Models, m)
+		}
+	}
+	return keys, closeRows(rows)
+}
+
+// Get returns one key with its per-model states and its most recent events,
+// newest first.
+func (k *Keys) Get(ctx context.Context, id int64, events int) (Key, []Event, error) {
+	rows, err := k.db.QueryContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = ?`, id)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	if !rows.Next() {
+		if err := closeRows(rows); err != nil {
+			return Key{}, nil, err
+		}
+		return Key{}, nil, ErrNotFound
+	}
+	x, err := scanKey(rows)
+	rows.Close()
+	if err != nil {
+		return Key{}, nil, err
+	}
+	rows, err = k.db.QueryContext(ctx,
+		`SELECT model, state, until, reason, streak FROM key_models WHERE key_id = ? ORDER BY model`, id)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	for rows.Next() {
+		var m ModelState
+		if err := rows.Scan(&m.Model, &m.State, &m.Until, &m.Reason, &m.Streak); err != nil {
+			rows.Close()
+			return Key{}, nil, err
+		}
+		x.Models = append(x.Models, m)
+	}
+	if err := closeRows(rows); err != nil {
+		return Key{}, nil, err
+	}
+	rows, err = k.db.QueryContext(ctx,
+		`SELECT at, model, from_state, to_state, reason, status, excerpt FROM key_events
+		 WHERE key_id = ? ORDER BY at DESC, id DESC LIMIT ?`, id, events)
+	if err != nil {
+		return Key{}, nil, err
+	}
+	var evs []Event
+	for rows.Next() {
+		var e Event
+		if err := rows.Scan(&e.At, &e.Model, &e.From, &e.To, &e.Reason, &e.Status, &e.Excerpt); err != nil {
+			rows.Close()
+			return Key{}, nil, err
+		}
+		evs = append(evs, e)
+	}
+	return x, evs, closeRows(rows)
+}
+
+// Delete removes a key and everything recorded about it.
+func (k *Keys) Delete(ctx context.Context, id int64) error {
+	res, err := k.db.ExecContext(ctx, `DELETE FROM keys WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return ErrNotFound
+	}
+	// Explicit, in case foreign keys are not enforced on this connection.
+	if _, err := k.db.ExecContext(ctx, `DELETE FROM key_models WHERE key_id = ?`, id); err != nil {
+		return err
+	}
+	_, err = k.db.ExecContext(ctx, `DELETE FROM key_events WHERE key_id = ?`, id)
+	return err
+}
+
+// Candidates returns up to limit active keys of prov that are neither
+// cooling nor blocked for model at now, least recently used first. The
+// index on (provider, status, last_used_at) keeps the rows read close to
+// limit instead of the size of the pool.
+func (k *Keys) Candidates(ctx context.Context, prov, model string, now int64, limit int) ([]rotation.Candidate, error) {
+	rows, err := k.db.QueryContext(ctx,
+		`SELECT k.id, k.secret, k.last_used_at FROM keys k
+		 WHERE k.provider = ? AND k.status = 'active'
+		   AND NOT EXISTS (SELECT 1 FROM key_models m WHERE m.key_id = k.id AND m.model = ?
+		                   AND (m.state = 'blocked' OR m.until > ?))
+		 ORDER BY k.last_used_at, k.id LIMIT ?`, prov, model, now, limit)
+	if err != nil {
+		return nil, err
+	}
+	var cs []rotation.Candidate
+	for rows.Next() {
+		var c rotation.Candidate
+		if err := rows.Scan(&c.ID, &c.Secret, &c.LastUsed); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		cs = append(cs, c)
+	}
+	return cs, closeRows(rows)
+}
+
+// NextCoolingEnd returns when the first active key of prov that is cooling
+// for model comes back (unix ms), or 0 when none is cooling. Only asked when
+// no key is usable, to tell the client how long to wait.
+func (k *Keys) NextCoolingEnd(ctx context.Context, prov, model string, now int64) (int64, error) {
+	var until sql.NullInt64
+	err := k.db.QueryRowContext(ctx,
+		`SELECT MIN(m.until) FROM key_models m JOIN keys k ON k.id = m.key_id
+		 WHERE k.provider = ? AND k.status = 'active' AND m.model = ? AND m.state = 'cooling' AND m.until > ?`,
+		prov, model, now).Scan(&until)
+	if err != nil {
+		return 0, err
+	}
+	return until.Int64, nil
+}
+
+// Outcome is what one upstream attempt did to a key.
+type Outcome struct {
+	KeyID   int64
+	Model   string
+	Verdict rotation.Verdict
+	Status  int    // upstream HTTP status, 0 for a network error
+	Excerpt string // start of the upstream error body, already masked
+}
+
+// Record persists the outcomes of one proxied request: usage counters for
+// every key tried, and the state changes the verdicts call for.
+func (k *Keys) Record(ctx context.Context, outcomes []Outcome, now int64) error {
+	var errs []error
+	for _, o := range outcomes {
+		if err := k.record(ctx, o, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (k *Keys) record(ctx context.Context, o Outcome, now int64) error {
+	v := o.Verdict
+	success, failure := 0, 0
+	switch v.Action {
+	case rotation.Serve, rotation.Return:
+		success = 1
+	default:
+		failure = 1
+	}
+	res, err := k.db.ExecContext(ctx,
+		`UPDATE keys SET last_used_at = ?, requests = requests + 1,
+		   successes = successes + ?, failures = failures + ? WHERE id = ?`,
+		now, success, failure, o.KeyID)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return nil // the key was deleted while the request ran
+	}
+	switch v.Action {
+	case rotation.BlockKey:
+		return k.setStatus(ctx, o.KeyID, StatusBlocked, v.Reason, o.Status, o.Excerpt, now)
+	case rotation.Cool:
+		until := now + v.Cooldown.Milliseconds()
+		if _, err := k.db.ExecContext(ctx,
+			`INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at)
+			 VALUES (?, ?, 'cooling', ?, ?, 1, ?)
+			 ON CONFLICT (key_id, model) DO UPDATE SET
+			   state = 'cooling', until = excluded.until, reason = excluded.reason,
+			   streak = key_models.streak + 1, updated_at = excluded.updated_at`,
+			o.KeyID, o.Model, until, v.Reason, now); err != nil {
+			return err
+		}
+		return k.event(ctx, o.KeyID, o.Model, StatusActive, ModelCooling, v.Reason, o.Status, o.Excerpt, now)
+	}
+	return nil
+}
+
+// setStatus moves a key to status and records the change; a key already in
+// that status is left alone and no event is written.
+func (k *Keys) setStatus(ctx context.Context, id int64, status, reason string, httpStatus int, excerpt string, now int64) error {
+	var from string
+	if err := k.db.QueryRowContext(ctx, `SELECT status FROM keys WHERE id = ?`, id).Scan(&from); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // deleted meanwhile
+		}
+		return err
+	}
+	if from == status {
+		return nil
+	}
+	// The status condition makes a concurrent change win instead of being
+	// recorded under a stale "from".
+	res, err := k.db.ExecContext(ctx,
+		`UPDATE keys SET status = ?, status_reason = ?, updated_at = ? WHERE id = ? AND status = ?`,
+		status, reason, now, id, from)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err
+	}
+	return k.event(ctx, id, "", from, status, reason, httpStatus, excerpt, now)
+}
+
+func (k *Keys) event(ctx context.Context, id int64, model, from, to, reason string, status int, excerpt string, now int64) error {
+	_, err := k.db.ExecContext(ctx,
+		`INSERT INTO key_events (key_id, at, model, from_state, to_state, reason, status, excerpt)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, now, model, from, to, reason, status, excerpt)
+	return err
+}
+
+// PruneCooling deletes cooling rows whose time has passed; they no longer
+// affect selection. Blocked rows stay until a check or the admin clears them.
+func (k *Keys) PruneCooling(ctx context.Context, now int64) (int64, error) {
+	res, err := k.db.ExecContext(ctx, `DELETE FROM key_models WHERE state = 'cooling' AND until <= ?`, now)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// MaskExcerpt cuts an upstream body to a short excerpt fit for the key's
+// history, with the key's own secret masked wherever the provider echoed
+// it, even cut short at the end of the body.
+func MaskExcerpt(body []byte, secret string) string {
+	const max = 300
+	s := string(body)
+	if secret != "" {
+		s = strings.ReplaceAll(s, secret, provider.Mask(secret))
+		// A body read up to a limit may end in the first part of the secret.
+		for i := len(secret) - 1; i >= 4; i-- {
+			if strings.HasSuffix(s, secret[:i]) {
+				s = s[:len(s)-i]
+				break
+			}
+		}
+	}
+	if len(s) > max {
+		s = s[:max]
+		// Do not leave half a character at the cut.
+		for len(s) > 0 && !utf8.ValidString(s[len(s)-min(len(s), 3):]) {
+			s = s[:len(s)-1]
+		}
+	}
+	return s
+}
