@@ -26,14 +26,18 @@ build: build-$(COMPILER)
 	rm -rf build/worker
 	cp -r build/$(COMPILER) build/worker
 
+# workers-assets-gen writes the glue (wasm_exec.js, runtime.mjs); keypool's
+# own entry module (entry/worker.mjs) replaces its worker.mjs.
 build-go:
 	$(ASSETS_GEN) -mode=go -o build/go
+	cp entry/worker.mjs build/go/worker.mjs
 	$(GO_WASM_ENV) go build -trimpath -ldflags='-s -w' -o build/go/app.wasm .
 
 # TinyGo from PATH, else the one `make tinygo` bootstraps (done on demand).
 build-tinygo:
 	@tg=$$(command -v tinygo || scripts/tinygo.sh) && \
 	$(ASSETS_GEN) -mode=tinygo -o build/tinygo && \
+	cp entry/worker.mjs build/tinygo/worker.mjs && \
 	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug ." && \
 	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug .
 
