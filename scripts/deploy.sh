@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Deploys keypool to your Cloudflare account (`make deploy`, after the build):
+#   1. creates the D1 database "keypool" if it does not exist and writes its
+#      id into wrangler.toml,
+#   2. applies the migrations to it,
+#   3. asks for the secrets that are not set yet (ADMIN_PASSWORD, AUTH_KEY;
+#      an empty answer generates a random one and prints it once),
+#   4. runs wrangler deploy.
+# Re-running it is safe: each step skips what is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+db_name=${KEYPOOL_DB_NAME:-keypool}
+wrangler() { WRANGLER_SEND_METRICS=false npx --no-install wrangler "$@"; }
+json_get() { # json_get <js expression over `d`>: reads JSON on stdin
+	node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>{const d=JSON.parse(s);const v=('"$1"');if(v!==undefined&&v!==null)console.log(v)})'
+}
+
+if ! wrangler whoami >/dev/null 2>&1; then
+	echo "Not logged in to Cloudflare: run 'npx wrangler login' (or set CLOUDFLARE_API_TOKEN) and try again." >&2
+	exit 1
+fi
+
+# 1. The D1 database.
+id=$(wrangler d1 list --json | json_get "(d.find(x => x.name === '$db_name') || {}).uuid")
+if [ -z "$id" ]; then
+	echo "Creating D1 database $db_name…" >&2
+	out=$(wrangler d1 create "$db_name")
+	id=$(printf '%s\n' "$out" | grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' | head -n 1)
+	[ -n "$id" ] || { echo "could not read the new database's id from:" >&2; echo "$out" >&2; exit 1; }
+fi
+if ! grep -q "database_id = \"$id\"" wrangler.toml; then
+	sed -i.bak -E "s/^database_id = \"[^\"]*\"/database_id = \"$id\"/" wrangler.toml && rm -f wrangler.toml.bak
+	echo "wrangler.toml now names D1 database $db_name ($id)." >&2
+fi
+
+# 2. Migrations.
+CI=true wrangler d1 migrations apply DB --remote
+
+# 3. Secrets.
+have=$(wrangler secret list --format json 2>/dev/null | json_get "d.map(x => x.name).join(' ')" || true)
+for name in ADMIN_PASSWORD AUTH_KEY; do
+	case " $have " in *" $name "*) continue ;; esac
+	value=""
+	if [ -t 0 ]; then
+		read -r -s -p "$name (empty: generate one): " value
+		echo >&2
+	fi
+	if [ -z "$value" ]; then
+		value=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
+		[ "$name" = AUTH_KEY ] && value="kp-$value"
+		echo "Generated $name: $value  (shown once; keep it)" >&2
+	fi
+	printf '%s' "$value" | wrangler secret put "$name"
+done
+
+# 4. Deploy.
+wrangler deploy
