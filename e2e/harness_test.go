@@ -94,11 +94,15 @@ func freePort(t testing.TB) int {
 func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars map[string]string) *worker {
 	t.Helper()
 	root := repoRoot(t)
-	main := filepath.Join(root, "build", build, "worker.mjs")
-	if _, err := os.Stat(main); err != nil {
+	src := filepath.Join(root, "build", build)
+	if _, err := os.Stat(filepath.Join(src, "worker.mjs")); err != nil {
 		t.Fatalf("build %q missing (%v): run `make build-%s`", build, err, build)
 	}
 	dir := t.TempDir()
+	// Run a copy, so that a rebuild during the suite cannot reload the
+	// worker under it.
+	must(t, os.CopyFS(filepath.Join(dir, "worker"), os.DirFS(src)))
+	main := filepath.Join(dir, "worker", "worker.mjs")
 	w := &worker{
 		admin: "adm-" + randomHex(16), token: "kp-" + randomHex(16),
 		gwAcct: "acct" + randomHex(4), gwName: "gw" + randomHex(3), gwTok: "aig-" + randomHex(8),
@@ -124,6 +128,9 @@ crons = ["*/5 * * * *"]
 		"CF_ACCOUNT_ID": w.gwAcct, "AI_GATEWAY": w.gwName, "CF_AIG_TOKEN": w.gwTok,
 		"AI_GATEWAY_URL": up.URL + "/v1",
 		"KEYPOOL_DEBUG":  "1", "MAX_BODY_BYTES": "1048576",
+		// Counters written per request, so the suite can check them at once;
+		// coalescing is covered by the handler tests.
+		"USAGE_FLUSH_SECONDS": "0",
 	}
 	for _, p := range []string{"OPENAI", "SILICONFLOW", "GOOGLE_AI_STUDIO", "ANTHROPIC", "GROQ", "DEEPSEEK", "OPENROUTER", "MISTRAL", "GROK"} {
 		vars[p+"_BASE_URL"] = up.URL

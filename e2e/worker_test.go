@@ -40,6 +40,13 @@ func TestWorker(t *testing.T) {
 			t.Run("hop-by-hop", w.testHopByHop)
 			t.Run("panic", w.testPanic)
 			t.Run("cron", w.testCron)
+			t.Run("concurrent-streams", w.testConcurrentStreams)
+			t.Run("long-stream-burst", w.testLongStreamBurst)
+			t.Run("timers-after-reuse", w.testTimersAfterReuse)
+			t.Run("client-disconnect", w.testClientDisconnect)
+			t.Run("no-state-leak", w.testNoStateLeak)
+			t.Run("cron-interleaved", w.testCronInterleaved)
+			t.Run("panic-then-serve", w.testPanic)
 			t.Run("secrets-stay-secret", w.testSecretsStaySecret)
 		})
 	}
@@ -495,8 +502,13 @@ func (w *worker) testNoKey(t *testing.T) {
 		t.Errorf("Retry-After %q, want 30", ra)
 	}
 	eventually(t, "grok key cooling", func() bool { return w.keyState(t, "grok", key).Get("models.#").Int() == 1 })
+	// While it cools, no upstream call: 429 again, with the time left.
+	before := len(w.up.Requests())
 	r = w.call(t, "POST", "/v1/chat/completions", `{"model":"grok/grok-2","messages":[]}`)
-	checkOpenAIError(t, r, 503)
+	checkOpenAIError(t, r, 429)
+	if len(w.up.Requests()) != before {
+		t.Errorf("a cooling key was called")
+	}
 	if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 || ra > 30 {
 		t.Errorf("Retry-After %q while the only key cools, want 1…30", r.header.Get("Retry-After"))
 	}

@@ -1,10 +1,26 @@
-// keypool's Workers entry module. It replaces the worker.mjs that
-// workers-assets-gen generates, and works with both compilers' wasm_exec.js.
+// keypool's Workers entry module, for both compilers' wasm_exec.js. It
+// replaces the worker.mjs that workers-assets-gen generates, which starts a
+// new Go instance (and pays Go's start-up, ~16 ms of CPU) for every event.
 //
-// What it adds: when the Go program dies mid-request (a TinyGo panic is a
-// wasm trap, since TinyGo cannot recover() on wasm; a standard Go program can
-// exit or throw out of a nested JS call), the request gets a 500 in the
-// OpenAI error format at once instead of hanging until workerd cancels it.
+// Here Go instances are kept and reused:
+// - one event runs in an instance at a time; a request never waits for an
+//   instance (with no I/O of its own, workerd would cancel it as hung): when
+//   none is idle, a new one is started;
+// - an instance goes back to the pool only when the response body has been
+//   produced, every promise it passed to waitUntil has settled, and its
+//   program is alive; at most MAX_IDLE wait there, the rest are dropped;
+// - each event sets the instance's env and ctx (the Go side reads them
+//   lazily), and re-arms the Go timers an earlier event scheduled: their
+//   setTimeout died with that event, and a time.Sleep would never wake;
+// - a program that traps (a TinyGo panic: TinyGo cannot recover() on wasm),
+//   exits, or throws out of a nested JS call fails the current event with a
+//   500 in the OpenAI error format at once, and the instance is dropped; so
+//   is an instance whose response body the client abandoned;
+// - instances are retired after a number of events or above a memory mark,
+//   which bounds TinyGo's growth (it has no finalizers, so JS references a
+//   request creates are never released).
+// This relies on wasm_exec.js internals: re-test it when Go, TinyGo or
+// syumai/workers is upgraded.
 import "./wasm_exec.js";
 import { createRuntimeContext, loadModule } from "./runtime.mjs";
 
@@ -26,73 +42,231 @@ const internalError = JSON.stringify({
   },
 });
 
-// start runs a fresh Go instance for one event. It resolves once Go has
-// registered its handlers, with { died }: a promise that rejects when the
-// program traps or exits, so the caller can stop waiting for it. (Wrapped
-// in an object: an async function returning a promise would wait for it.)
-async function start(env, ctx, binding) {
-  const mod = await loadModule();
-  const go = new Go();
-  let fail;
-  const died = new Promise((_, reject) => {
-    fail = reject;
-  });
-  died.catch(() => {}); // observed through Promise.race only
-  let ready;
-  const isReady = new Promise((resolve) => {
-    ready = resolve;
-  });
-  const instance = new WebAssembly.Instance(mod, {
-    ...go.importObject,
-    workers: { ready: () => ready() },
-  });
-  const running = go.run(instance, createRuntimeContext({ env, ctx, binding }));
-  running.then(
-    () => fail(new Error("the Go program exited")),
-    (e) => fail(e),
-  );
-  // Every re-entry into Go goes through exports.resume (both compilers) or
-  // exports.go_scheduler (TinyGo timers); a trap surfaces there as a throw.
-  // The real exports object is frozen, so the glue gets a guarded copy.
-  const exports = { ...instance.exports };
-  for (const name of ["resume", "go_scheduler"]) {
-    const f = instance.exports[name];
-    if (typeof f !== "function") continue;
-    exports[name] = (...args) => {
-      try {
-        return f(...args);
-      } catch (e) {
-        fail(e);
-        throw e;
-      }
+// Limits. Each standard Go instance takes ~10 MB of process memory, so
+// MAX_IDLE keeps the pool well inside the 128 MB a Worker may use.
+const MAX_IDLE = 6;
+const LIMITS = {
+  go: { maxEvents: 10000, maxMemory: 64 << 20 },
+  tinygo: { maxEvents: 200, maxMemory: 32 << 20 },
+};
+
+const idle = [];
+let mod;
+
+class Instance {
+  constructor() {
+    this.go = new Go();
+    this.binding = {};
+    this.context = createRuntimeContext({ env: undefined, ctx: undefined, binding: this.binding });
+    this.dead = false;
+    this.events = 0;
+    this.fail = null; // rejects the current event's `died` promise
+    this.deadlines = new Map(); // Go timer id -> wall-clock deadline (standard Go)
+  }
+
+  // start instantiates the program and runs it until it has registered its
+  // handlers (workers.Ready).
+  async start(died) {
+    mod ??= await loadModule();
+    const go = this.go;
+    const imports = go.importObject;
+    let ready;
+    const isReady = new Promise((resolve) => (ready = resolve));
+    this.hookTimers(imports);
+    const instance = new WebAssembly.Instance(mod, {
+      ...imports,
+      workers: { ready: () => ready() },
+    });
+    this.memory = instance.exports.mem || instance.exports.memory;
+    this.compiler = instance.exports.go_scheduler ? "tinygo" : "go";
+    // go.run's promise belongs to this first event; settling it later would
+    // cross request contexts, so exit is detected through the hooks below.
+    go.run(instance, this.context);
+    go._resolveExitPromise = () => this.die(new Error("the Go program exited"));
+    const exit = go.exit;
+    go.exit = (code) => {
+      this.die(new Error("the Go program exited with code " + code));
+      if (exit) exit.call(go, code);
+    };
+    // Every re-entry into Go goes through exports.resume (both compilers)
+    // or exports.go_scheduler (TinyGo timers); a trap surfaces there as a
+    // throw. The real exports are frozen, so the glue gets a guarded copy.
+    const exports = { ...instance.exports };
+    for (const name of ["resume", "go_scheduler"]) {
+      const f = instance.exports[name];
+      if (typeof f !== "function") continue;
+      exports[name] = (...args) => {
+        try {
+          return f(...args);
+        } catch (e) {
+          this.die(e);
+          throw e;
+        }
+      };
+    }
+    if (go._inst) go._inst = { exports };
+    await Promise.race([isReady, died]);
+  }
+
+  // hookTimers records the deadlines of the timers standard Go asks for, so
+  // that the next event can re-arm them. (TinyGo asks for its timer afresh
+  // each time it is resumed.)
+  hookTimers(imports) {
+    const gojs = imports.gojs;
+    if (!gojs || !gojs["runtime.scheduleTimeoutEvent"]) return;
+    const go = this.go;
+    const schedule = gojs["runtime.scheduleTimeoutEvent"];
+    const clear = gojs["runtime.clearTimeoutEvent"];
+    gojs["runtime.scheduleTimeoutEvent"] = (sp) => {
+      const at = (sp >>> 0) + 8;
+      const delay = go.mem.getUint32(at, true) + go.mem.getInt32(at + 4, true) * 4294967296;
+      schedule(sp);
+      const id = go.mem.getInt32((sp >>> 0) + 16, true);
+      this.deadlines.set(id, Date.now() + delay);
+    };
+    gojs["runtime.clearTimeoutEvent"] = (sp) => {
+      this.deadlines.delete(go.mem.getInt32((sp >>> 0) + 8, true));
+      clear(sp);
     };
   }
-  go._inst = { exports };
-  await Promise.race([isReady, died]);
-  return { died };
+
+  rearmTimers() {
+    const go = this.go;
+    for (const [id, deadline] of this.deadlines) {
+      clearTimeout(go._scheduledTimeouts.get(id));
+      go._scheduledTimeouts.set(
+        id,
+        setTimeout(() => {
+          go._resume();
+          // As wasm_exec.js does, for a timeout Go failed to register.
+          for (let i = 0; i < 10 && go._scheduledTimeouts.has(id); i++) go._resume();
+        }, Math.max(0, deadline - Date.now())),
+      );
+    }
+  }
+
+  // died returns a promise for this event that rejects if the program dies.
+  died() {
+    const p = new Promise((_, reject) => (this.fail = reject));
+    p.catch(() => {}); // observed through Promise.race only
+    if (this.dead) this.fail(new Error("the Go program is dead"));
+    return p;
+  }
+
+  die(err) {
+    this.dead = true;
+    if (this.fail) this.fail(err);
+  }
+
+  // begin binds the instance to an event.
+  begin(env, ctx) {
+    this.events++;
+    this.pending = [];
+    const pending = this.pending;
+    this.context.env = env;
+    this.context.ctx = {
+      waitUntil(p) {
+        pending.push(Promise.resolve(p).catch(() => {}));
+        ctx.waitUntil(p);
+      },
+      passThroughOnException() {
+        ctx.passThroughOnException();
+      },
+      get props() {
+        return ctx.props;
+      },
+    };
+    if (this.events > 1) this.rearmTimers();
+    return this.died();
+  }
+
+  // end returns the instance to the pool once its body is produced and all
+  // of its waitUntil work has settled, unless it must be dropped.
+  async end(bodyDone) {
+    const ok = await bodyDone;
+    for (let seen = 0; seen < this.pending.length; ) {
+      seen = this.pending.length;
+      await Promise.all(this.pending);
+    }
+    const limit = LIMITS[this.compiler];
+    const keep =
+      ok &&
+      !this.dead &&
+      !this.go.exited &&
+      this.events < limit.maxEvents &&
+      this.memory.buffer.byteLength <= limit.maxMemory &&
+      idle.length < MAX_IDLE;
+    this.fail = null;
+    if (keep) idle.push(this);
+  }
+}
+
+async function acquire(env, ctx) {
+  const inst = idle.pop() ?? new Instance();
+  const died = inst.begin(env, ctx);
+  if (inst.events === 1) await inst.start(died);
+  return { inst, died };
+}
+
+// track passes a response through and reports, via the returned promise,
+// whether its body was produced completely (false: failed or abandoned).
+// The copy is a read/write loop: workerd cannot pipeTo between its own
+// streams. A body with a Content-Length stays a FixedLengthStream.
+function track(resp) {
+  if (resp.body === null) return { resp, bodyDone: Promise.resolve(true) };
+  const len = Number(resp.headers.get("content-length"));
+  const { readable, writable } =
+    len > 0 && typeof FixedLengthStream === "function" ? new FixedLengthStream(len) : new TransformStream();
+  const bodyDone = copy(resp.body.getReader(), writable.getWriter());
+  return { resp: new Response(readable, resp), bodyDone };
+}
+
+async function copy(reader, writer) {
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      await writer.write(value);
+    }
+    await writer.close();
+    return true;
+  } catch (e) {
+    reader.cancel(e).catch(() => {});
+    writer.abort(e).catch(() => {});
+    return false;
+  }
+}
+
+function errorResponse() {
+  return new Response(internalError, {
+    status: 500,
+    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+  });
 }
 
 async function fetch(req, env, ctx) {
+  let inst, died;
   try {
-    const binding = {};
-    const { died } = await start(env, ctx, binding);
-    return await Promise.race([binding.handleRequest(req), died]);
+    ({ inst, died } = await acquire(env, ctx));
+    const out = track(await Promise.race([inst.binding.handleRequest(req), died]));
+    ctx.waitUntil(inst.end(out.bodyDone));
+    return out.resp;
   } catch (e) {
-    console.error("keypool: the Go program failed during a request:", String(e && e.message || e));
-    return new Response(internalError, {
-      status: 500,
-      headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
-    });
+    if (inst) inst.die(e);
+    console.error("keypool: the Go program failed during a request:", String((e && e.message) || e));
+    return errorResponse();
   }
 }
 
 async function scheduled(event, env, ctx) {
+  let inst, died;
   try {
-    const binding = {};
-    const { died } = await start(env, ctx, binding);
-    await Promise.race([binding.runScheduler(event), died]);
+    ({ inst, died } = await acquire(env, ctx));
+    await Promise.race([inst.binding.runScheduler(event), died]);
+    await inst.end(Promise.resolve(true));
   } catch (e) {
-    console.error("keypool: the Go program failed during a cron event:", String(e && e.message || e));
+    if (inst) inst.die(e);
+    console.error("keypool: the Go program failed during a cron event:", String((e && e.message) || e));
   }
 }
 

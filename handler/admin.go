@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -63,6 +64,28 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 		// leaves the worker serving, on both compilers. Off unless the
 		// KEYPOOL_DEBUG var is 1, and behind the admin password anyway.
 		panic("debug panic requested")
+	case p == "/debug/sleep" && h.d.Getenv("KEYPOOL_DEBUG") == "1":
+		// Sleeps ?ms= and leaves a timer of ?leave= ms armed after the
+		// response: the end-to-end suite uses it to prove that a reused Go
+		// instance's timers still fire.
+		q := r.URL.Query()
+		sleep, _ := strconv.Atoi(q.Get("ms"))
+		leave, _ := strconv.Atoi(q.Get("leave"))
+		if leave > 0 {
+			time.AfterFunc(time.Duration(min(leave, 10000))*time.Millisecond, func() {})
+		}
+		time.Sleep(time.Duration(min(sleep, 10000)) * time.Millisecond)
+		var b jsonout.Builder
+		writeJSON(w, http.StatusOK, b.Object().Key("slept_ms").Int(int64(sleep)).EndObject().Bytes())
+	case p == "/debug/stats" && h.d.Getenv("KEYPOOL_DEBUG") == "1":
+		var b jsonout.Builder
+		b.Object().Key("d1_queries")
+		if h.d.Queries != nil {
+			b.Int(h.d.Queries.Load())
+		} else {
+			b.Null()
+		}
+		writeJSON(w, http.StatusOK, b.EndObject().Bytes())
 	default:
 		notFound("no admin route " + r.Method + " " + r.URL.Path).write(w)
 	}
@@ -101,7 +124,7 @@ func (h *Handler) keys(w http.ResponseWriter) (*store.Keys, bool) {
 		internalError("keypool's database is not available (is the D1 binding DB configured?)").write(w)
 		return nil, false
 	}
-	return store.NewKeys(db), true
+	return store.NewKeys(db).Counting(h.d.Queries), true
 }
 
 // addKeys imports pasted key text: {"provider": "...", "keys": "<text>",
@@ -174,6 +197,9 @@ func (h *Handler) addKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	added, dups, err := keys.Add(r.Context(), prov.Name, label, parsed.Keys, h.d.Now().UnixMilli())
+	if len(added) > 0 {
+		h.invalidate()
+	}
 	if err != nil {
 		// Keys added before the failure stay added; say so.
 		log.Printf("keypool: importing keys: %v", err)
@@ -300,6 +326,7 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	err := keys.Delete(r.Context(), id)
+	h.invalidate()
 	if errors.Is(err, store.ErrNotFound) {
 		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
 		return

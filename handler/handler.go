@@ -32,14 +32,27 @@ type Deps struct {
 	Defer func(func())
 	// Now is the clock.
 	Now func() time.Time
+	// Queries counts D1 round trips (nil: not counted); the benchmarks read
+	// it through /admin/api/debug/stats.
+	Queries Counter
+	// Generation is bumped on every state change, isolate-wide, so that
+	// the other Go instances of the isolate drop their caches (nil: none).
+	Generation Counter
 	// IntN draws a random number in [0, n) for key selection; rand.IntN
 	// when nil.
 	IntN func(n int) int
 }
 
+// Counter is a shared count; atomic.Int64 is one.
+type Counter interface {
+	Add(delta int64) int64
+	Load() int64
+}
+
 // Handler serves every route of the worker.
 type Handler struct {
-	d Deps
+	d   Deps
+	hot *hotState
 }
 
 // New returns the handler wired to d.
@@ -50,7 +63,7 @@ func New(d Deps) *Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Handler{d: d}
+	return &Handler{d: d, hot: newHotState()}
 }
 
 // ServeHTTP routes a request. A panic anywhere below becomes a 500 in the
@@ -106,7 +119,7 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 		log.Printf("keypool cron: no database: %v", err)
 		return nil
 	}
-	n, err := store.NewKeys(db).PruneCooling(ctx, h.d.Now().UnixMilli())
+	n, err := store.NewKeys(db).Counting(h.d.Queries).PruneCooling(ctx, h.d.Now().UnixMilli())
 	if err != nil {
 		log.Printf("keypool cron: pruning cooldowns: %v", err)
 		return nil // an error returned here would crash the instance

@@ -13,7 +13,6 @@ var dropRequestHeaders = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Expect": true, "Te": true, "Trailer": true,
 	"Transfer-Encoding": true, "Upgrade": true, "Host": true, "Content-Length": true,
 	"Accept-Encoding": true, "Cookie": true,
-	"X-Forwarded-For": true, "X-Forwarded-Proto": true, "X-Forwarded-Host": true,
 	"X-Real-Ip": true, "True-Client-Ip": true, "Forwarded": true,
 }
 
@@ -23,7 +22,7 @@ func upstreamHeaders(in http.Header) http.Header {
 	out := make(http.Header, len(in))
 	for name, vs := range in {
 		cn := http.CanonicalHeaderKey(name)
-		if dropRequestHeaders[cn] || strings.HasPrefix(cn, "Proxy-") {
+		if dropRequestHeaders[cn] || strings.HasPrefix(cn, "Proxy-") || strings.HasPrefix(cn, "X-Forwarded-") {
 			continue
 		}
 		// Cloudflare's own request metadata (cf-ray, cf-connecting-ip…)

@@ -42,6 +42,9 @@ type upstreamCall struct {
 	// provider's OpenAI-compatible API expects, instead of the provider's
 	// native key header.
 	openAIRoute bool
+	// viaGateway: the request goes to Cloudflare AI Gateway, the only
+	// place the gateway token may be sent.
+	viaGateway bool
 }
 
 // checkClient answers 401/503 and returns false unless the request carries
@@ -155,14 +158,16 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 		model = modelFromPath(rest)
 	}
 	target := prov.Origin + prov.NativePrefix + "/" + rest
+	viaGateway := false
 	if acct, gw := h.d.Getenv("CF_ACCOUNT_ID"), h.d.Getenv("AI_GATEWAY"); acct != "" && gw != "" && prov.Gateway {
 		base := strings.TrimRight(h.d.Getenv("AI_GATEWAY_URL"), "/")
 		if base == "" {
 			base = defaultGatewayURL
 		}
 		target = base + "/" + url.PathEscape(acct) + "/" + url.PathEscape(gw) + "/" + prov.Name + "/" + rest
+		viaGateway = true
 	}
-	h.forward(w, r, upstreamCall{prov: prov, model: model, body: body, url: target + upstreamQuery(r.URL)})
+	h.forward(w, r, upstreamCall{prov: prov, model: model, body: body, viaGateway: viaGateway, url: target + upstreamQuery(r.URL)})
 }
 
 func (h *Handler) defaultProvider() string {
@@ -192,10 +197,10 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, call upstreamC
 		internalError("keypool's database is not available (is the D1 binding DB configured?)").write(w)
 		return
 	}
-	keys := store.NewKeys(db)
+	keys := store.NewKeys(db).Counting(h.d.Queries)
 	ctx := r.Context()
 	started := h.d.Now()
-	cands, err := keys.Candidates(ctx, call.prov.Name, call.model, started.UnixMilli(), candidateLimit)
+	cands, err := h.candidates(ctx, keys, call.prov.Name, call.model, started)
 	if err != nil {
 		log.Printf("keypool: reading candidate keys: %v", err)
 		internalError("keypool could not read its key pool").write(w)
@@ -207,17 +212,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, call upstreamC
 	}
 
 	var outcomes []store.Outcome
-	defer func() {
-		if len(outcomes) == 0 {
-			return
-		}
-		now := h.d.Now().UnixMilli()
-		h.d.Defer(func() {
-			if err := keys.Record(context.Background(), outcomes, now); err != nil {
-				log.Printf("keypool: recording key outcomes: %v", err)
-			}
-		})
-	}()
+	defer func() { h.record(keys, call.prov.Name, outcomes) }()
 
 	tried := map[int64]bool{}
 	var last rotation.Verdict
@@ -253,6 +248,43 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, call upstreamC
 		log.Printf("keypool: %s key %d for %q: %s; trying another key", call.prov.Name, key.ID, call.model, v.Reason)
 	}
 	h.noKeyLeft(w, keys, call, len(tried), last, lastStatus, outcomes)
+}
+
+// record applies a request's outcomes: at once to this instance's cache,
+// then to D1 after the response. State changes (cool, block) are written
+// right away, since other isolates must see them; usage counters are
+// coalesced and written every USAGE_FLUSH_SECONDS at most.
+func (h *Handler) record(keys *store.Keys, prov string, outcomes []store.Outcome) {
+	if len(outcomes) == 0 {
+		return
+	}
+	now := h.d.Now()
+	if h.hot.observe(prov, outcomes, now) {
+		h.publish()
+	}
+	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
+	usage := h.hot.takeUsage(now, interval)
+	var states []store.Outcome
+	for _, o := range outcomes {
+		if o.Verdict.Action == rotation.Cool || o.Verdict.Action == rotation.BlockKey {
+			states = append(states, o)
+		}
+	}
+	if len(usage) == 0 && len(states) == 0 {
+		return
+	}
+	ms := now.UnixMilli()
+	h.d.Defer(func() {
+		ctx := context.Background()
+		if err := keys.AddUsage(ctx, usage); err != nil {
+			log.Printf("keypool: writing key usage: %v", err)
+		}
+		for _, o := range states {
+			if err := keys.ApplyVerdict(ctx, o, ms); err != nil {
+				log.Printf("keypool: recording key %d state: %v", o.KeyID, err)
+			}
+		}
+	})
 }
 
 // noKeyLeft answers when no attempt succeeded, saying why in terms the
@@ -291,7 +323,8 @@ func (h *Handler) noKeyLeft(w http.ResponseWriter, keys *store.Keys, call upstre
 	if next > now {
 		retry = (next - now + 999) / 1000
 	}
-	if attempts > 0 && last.Action == rotation.Cool {
+	if retry > 0 {
+		// Waiting helps: a key that is only cooling comes back.
 		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
 			Message: "every usable " + what + " is rate limited; retry after " + strconv.FormatInt(retry, 10) + "s"}.write(w)
 		return
@@ -321,7 +354,7 @@ func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call ups
 	if call.prov.Family == provider.FamilyAnthropic && req.Header.Get("Anthropic-Version") == "" {
 		req.Header.Set("Anthropic-Version", "2023-06-01")
 	}
-	if tok := h.d.Getenv("CF_AIG_TOKEN"); tok != "" && !call.openAIRoute {
+	if tok := h.d.Getenv("CF_AIG_TOKEN"); tok != "" && call.viaGateway {
 		req.Header.Set("Cf-Aig-Authorization", "Bearer "+tok)
 	}
 	req.ContentLength = int64(len(call.body))

@@ -70,11 +70,50 @@ type Event struct {
 
 // Keys is the key pool in the database.
 type Keys struct {
-	db *sql.DB
+	db countingDB
+}
+
+// Counter counts database round trips; atomic.Int64 is one. The
+// benchmarks read it to report D1 queries per proxied request.
+type Counter interface {
+	Add(delta int64) int64
 }
 
 // NewKeys returns the pool stored in db.
-func NewKeys(db *sql.DB) *Keys { return &Keys{db: db} }
+func NewKeys(db *sql.DB) *Keys { return &Keys{db: countingDB{db: db}} }
+
+// Counting makes k count each database round trip in queries (nil: none).
+func (k *Keys) Counting(queries Counter) *Keys {
+	k.db.n = queries
+	return k
+}
+
+// countingDB is the part of *sql.DB the store uses, with each call counted.
+type countingDB struct {
+	db *sql.DB
+	n  Counter
+}
+
+func (c countingDB) count() {
+	if c.n != nil {
+		c.n.Add(1)
+	}
+}
+
+func (c countingDB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	c.count()
+	return c.db.QueryContext(ctx, q, args...)
+}
+
+func (c countingDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	c.count()
+	return c.db.QueryRowContext(ctx, q, args...)
+}
+
+func (c countingDB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	c.count()
+	return c.db.ExecContext(ctx, q, args...)
+}
 
 // ErrNotFound is returned for a key id that does not exist.
 var ErrNotFound = errors.New("key not found")
@@ -322,50 +361,93 @@ type Outcome struct {
 	Excerpt string // start of the upstream error body, already masked
 }
 
-// Record persists the outcomes of one proxied request: usage counters for
-// every key tried, and the state changes the verdicts call for.
+// Usage is the coalesced traffic of one key since the last write.
+type Usage struct {
+	KeyID     int64
+	Requests  int64
+	Successes int64
+	Failures  int64
+	LastUsed  int64 // unix ms of the latest use
+}
+
+// Add counts one attempt's outcome into u.
+func (u *Usage) Add(o Outcome, now int64) {
+	u.KeyID = o.KeyID
+	u.Requests++
+	switch o.Verdict.Action {
+	case rotation.Serve, rotation.Return:
+		u.Successes++
+	default:
+		u.Failures++
+	}
+	u.LastUsed = max(u.LastUsed, now)
+}
+
+// AddUsage adds the counters of many keys in one statement: one D1 round
+// trip however many keys a busy instance has used.
+func (k *Keys) AddUsage(ctx context.Context, usage []Usage) error {
+	if len(usage) == 0 {
+		return nil
+	}
+	var b jsonout.Builder
+	b.Array()
+	for _, u := range usage {
+		b.Array().Int(u.KeyID).Int(u.Requests).Int(u.Successes).Int(u.Failures).Int(u.LastUsed).EndArray()
+	}
+	b.EndArray()
+	_, err := k.db.ExecContext(ctx,
+		`UPDATE keys SET
+		   requests = requests + json_extract(u.value, '$[1]'),
+		   successes = successes + json_extract(u.value, '$[2]'),
+		   failures = failures + json_extract(u.value, '$[3]'),
+		   last_used_at = MAX(last_used_at, json_extract(u.value, '$[4]'))
+		 FROM json_each(?) AS u WHERE keys.id = json_extract(u.value, '$[0]')`,
+		string(b.Bytes()))
+	return err
+}
+
+// Record persists the outcomes of one proxied request at once: usage
+// counters, then the state changes the verdicts call for.
 func (k *Keys) Record(ctx context.Context, outcomes []Outcome, now int64) error {
-	var errs []error
+	usage := map[int64]*Usage{}
+	var list []Usage
 	for _, o := range outcomes {
-		if err := k.record(ctx, o, now); err != nil {
-			errs = append(errs, err)
+		if usage[o.KeyID] == nil {
+			usage[o.KeyID] = &Usage{}
 		}
+		usage[o.KeyID].Add(o, now)
+	}
+	for _, u := range usage {
+		list = append(list, *u)
+	}
+	errs := []error{k.AddUsage(ctx, list)}
+	for _, o := range outcomes {
+		errs = append(errs, k.ApplyVerdict(ctx, o, now))
 	}
 	return errors.Join(errs...)
 }
 
-func (k *Keys) record(ctx context.Context, o Outcome, now int64) error {
+// ApplyVerdict makes the state change a verdict calls for: block the key,
+// or cool it for the model. Other verdicts change nothing.
+func (k *Keys) ApplyVerdict(ctx context.Context, o Outcome, now int64) error {
 	v := o.Verdict
-	success, failure := 0, 0
-	switch v.Action {
-	case rotation.Serve, rotation.Return:
-		success = 1
-	default:
-		failure = 1
-	}
-	res, err := k.db.ExecContext(ctx,
-		`UPDATE keys SET last_used_at = ?, requests = requests + 1,
-		   successes = successes + ?, failures = failures + ? WHERE id = ?`,
-		now, success, failure, o.KeyID)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return nil // the key was deleted while the request ran
-	}
 	switch v.Action {
 	case rotation.BlockKey:
 		return k.setStatus(ctx, o.KeyID, StatusBlocked, v.Reason, o.Status, o.Excerpt, now)
 	case rotation.Cool:
 		until := now + v.Cooldown.Milliseconds()
-		if _, err := k.db.ExecContext(ctx,
+		res, err := k.db.ExecContext(ctx,
 			`INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at)
-			 VALUES (?, ?, 'cooling', ?, ?, 1, ?)
+			 SELECT id, ?, 'cooling', ?, ?, 1, ? FROM keys WHERE id = ?
 			 ON CONFLICT (key_id, model) DO UPDATE SET
 			   state = 'cooling', until = excluded.until, reason = excluded.reason,
 			   streak = key_models.streak + 1, updated_at = excluded.updated_at`,
-			o.KeyID, o.Model, until, v.Reason, now); err != nil {
+			o.Model, until, v.Reason, now, o.KeyID)
+		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return nil // the key was deleted while the request ran
 		}
 		return k.event(ctx, o.KeyID, o.Model, StatusActive, ModelCooling, v.Reason, o.Status, o.Excerpt, now)
 	}

@@ -1,0 +1,404 @@
+package handler
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+)
+
+func TestClientCredential(t *testing.T) {
+	tests := []struct {
+		name   string
+		target string
+		hdr    []string // name/value pairs
+		want   string
+	}{
+		{"bearer", "/v1/models", []string{"Authorization", "Bearer tok-1"}, "tok-1"},
+		{"bearer lower case", "/v1/models", []string{"Authorization", "bearer tok-1"}, "tok-1"},
+		{"bearer upper case and spaces", "/v1/models", []string{"Authorization", "  BEARER   tok-1  "}, "tok-1"},
+		{"authorization without scheme", "/v1/models", []string{"Authorization", "tok-raw"}, "tok-raw"},
+		{"x-api-key", "/v1/models", []string{"x-api-key", "tok-2"}, "tok-2"},
+		{"x-goog-api-key", "/v1/models", []string{"x-goog-api-key", "tok-3"}, "tok-3"},
+		{"api-key", "/v1/models", []string{"api-key", "tok-4"}, "tok-4"},
+		{"xi-api-key", "/v1/models", []string{"xi-api-key", "tok-5"}, "tok-5"},
+		{"query key", "/api/google-ai-studio/v1beta/models?key=tok-6&alt=sse", nil, "tok-6"},
+		{"header value trimmed", "/v1/models", []string{"x-api-key", "  tok-7\t"}, "tok-7"},
+		{"none", "/v1/models?other=1", nil, ""},
+		{"empty query key", "/v1/models?key=", nil, ""},
+		{"blank header ignored", "/v1/models", []string{"Authorization", "   ", "x-api-key", "tok-8"}, "tok-8"},
+		{"authorization before x-api-key", "/v1/models", []string{"x-api-key", "second", "Authorization", "Bearer first"}, "first"},
+		{"x-api-key before x-goog-api-key", "/v1/models", []string{"x-goog-api-key", "second", "x-api-key", "first"}, "first"},
+		{"x-goog-api-key before api-key", "/v1/models", []string{"api-key", "second", "x-goog-api-key", "first"}, "first"},
+		{"api-key before xi-api-key", "/v1/models", []string{"xi-api-key", "second", "api-key", "first"}, "first"},
+		{"header before query", "/v1/models?key=second", []string{"xi-api-key", "first"}, "first"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
+			for i := 0; i+1 < len(tc.hdr); i += 2 {
+				r.Header.Set(tc.hdr[i], tc.hdr[i+1])
+			}
+			if got := clientCredential(r); got != tc.want {
+				t.Errorf("clientCredential = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSecretEqual(t *testing.T) {
+	tests := []struct {
+		presented, want string
+		eq              bool
+	}{
+		{"s3cret", "s3cret", true},
+		{"s3cret", "s3cre", false},
+		{"s3cre", "s3cret", false},
+		{"S3cret", "s3cret", false},
+		{"s3cret ", "s3cret", false},
+		{"", "s3cret", false},
+		{"s3cret", "", false},
+		{"", "", true},
+		{strings.Repeat("a", 1000), strings.Repeat("a", 1000), true},
+		{strings.Repeat("a", 1000), strings.Repeat("a", 999) + "b", false},
+		{"clé✓", "clé✓", true},
+	}
+	for _, tc := range tests {
+		if got := secretEqual(tc.presented, tc.want); got != tc.eq {
+			t.Errorf("secretEqual(%q, %q) = %v, want %v", tc.presented, tc.want, got, tc.eq)
+		}
+	}
+}
+
+func TestUpstreamHeaders(t *testing.T) {
+	tests := []struct {
+		name string
+		keep bool
+	}{
+		// Client credentials, in every form.
+		{"Authorization", false},
+		{"x-api-key", false},
+		{"X-Goog-Api-Key", false},
+		{"api-key", false},
+		{"xi-api-key", false},
+		// Hop-by-hop and runtime-managed headers.
+		{"Connection", false},
+		{"Keep-Alive", false},
+		{"Expect", false},
+		{"TE", false},
+		{"Trailer", false},
+		{"Transfer-Encoding", false},
+		{"Upgrade", false},
+		{"Proxy-Authorization", false},
+		{"Proxy-Connection", false},
+		{"proxy-anything", false},
+		{"Host", false},
+		{"Content-Length", false},
+		{"Accept-Encoding", false},
+		{"Cookie", false},
+		// Who the client is.
+		{"X-Forwarded-For", false},
+		{"X-Forwarded-Proto", false},
+		{"X-Forwarded-Host", false},
+		{"X-Forwarded-Port", false},   // README: X-Forwarded-* are not forwarded
+		{"X-Forwarded-Server", false}, // README: X-Forwarded-* are not forwarded
+		{"X-Real-Ip", false},
+		{"True-Client-Ip", false},
+		{"Forwarded", false},
+		// Cloudflare metadata goes, AI Gateway options stay.
+		{"cf-ray", false},
+		{"CF-Connecting-IP", false},
+		{"cf-ipcountry", false},
+		{"cf-aig-cache-ttl", true},
+		{"cf-aig-skip-cache", true},
+		// Ordinary headers stay.
+		{"Content-Type", true},
+		{"Accept", true},
+		{"User-Agent", true},
+		{"OpenAI-Organization", true},
+		{"anthropic-version", true},
+		{"anthropic-beta", true},
+		{"X-Stainless-Lang", true},
+		{"X-Custom", true},
+	}
+	in := http.Header{}
+	for _, tc := range tests {
+		// Set the raw (possibly non-canonical) name, as a runtime might.
+		in[tc.name] = []string{"value-of-" + tc.name}
+	}
+	out := upstreamHeaders(in)
+	for _, tc := range tests {
+		cn := http.CanonicalHeaderKey(tc.name)
+		vs, ok := out[cn]
+		if ok != tc.keep {
+			t.Errorf("%s: forwarded = %v, want %v", tc.name, ok, tc.keep)
+			continue
+		}
+		if ok && (len(vs) != 1 || vs[0] != "value-of-"+tc.name) {
+			t.Errorf("%s: forwarded as %q, want the client's value", tc.name, vs)
+		}
+	}
+	for name := range out {
+		if name != http.CanonicalHeaderKey(name) {
+			t.Errorf("output header %q is not canonical", name)
+		}
+	}
+	// Multiple values survive, and the input is not modified.
+	in2 := http.Header{"Accept": {"a/b", "c/d"}, "Authorization": {"Bearer x"}}
+	out2 := upstreamHeaders(in2)
+	if got := out2.Values("Accept"); len(got) != 2 || got[0] != "a/b" || got[1] != "c/d" {
+		t.Errorf("multi-valued header forwarded as %q", got)
+	}
+	if in2.Get("Authorization") != "Bearer x" {
+		t.Errorf("upstreamHeaders modified its input")
+	}
+	if len(upstreamHeaders(http.Header{})) != 0 {
+		t.Errorf("empty input gave headers")
+	}
+}
+
+func TestCopyResponseHeaders(t *testing.T) {
+	tests := []struct {
+		name string
+		src  http.Header
+		want http.Header
+	}{
+		{
+			name: "plain answer keeps Content-Length",
+			src: http.Header{
+				"Content-Type":       {"application/json"},
+				"Content-Length":     {"123"},
+				"X-Request-Id":       {"req_1"},
+				"Openai-Model":       {"gpt-4o-mini"},
+				"X-Ratelimit-Remain": {"9"},
+			},
+			want: http.Header{
+				"Content-Type":       {"application/json"},
+				"Content-Length":     {"123"},
+				"X-Request-Id":       {"req_1"},
+				"Openai-Model":       {"gpt-4o-mini"},
+				"X-Ratelimit-Remain": {"9"},
+			},
+		},
+		{
+			name: "encoded answer drops encoding and length together",
+			src: http.Header{
+				"Content-Type":     {"application/json"},
+				"Content-Encoding": {"gzip"},
+				"Content-Length":   {"55"},
+				"Vary":             {"Accept-Encoding"},
+			},
+			want: http.Header{
+				"Content-Type": {"application/json"},
+				"Vary":         {"Accept-Encoding"},
+			},
+		},
+		{
+			name: "hop-by-hop and cookies dropped",
+			src: http.Header{
+				"Connection":         {"keep-alive"},
+				"Keep-Alive":         {"timeout=5"},
+				"Te":                 {"trailers"},
+				"Trailer":            {"X-Foo"},
+				"Transfer-Encoding":  {"chunked"},
+				"Upgrade":            {"h2c"},
+				"Proxy-Authenticate": {"Basic"},
+				"Proxy-Connection":   {"keep-alive"},
+				"Set-Cookie":         {"__cf_bm=abc; path=/", "_cfuvid=def"},
+				"Cache-Control":      {"no-cache"},
+				"Retry-After":        {"3"},
+			},
+			want: http.Header{
+				"Cache-Control": {"no-cache"},
+				"Retry-After":   {"3"},
+			},
+		},
+		{
+			name: "event stream",
+			src:  http.Header{"Content-Type": {"text/event-stream"}, "Cache-Control": {"no-cache"}},
+			want: http.Header{"Content-Type": {"text/event-stream"}, "Cache-Control": {"no-cache"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := http.Header{"X-Already": {"there"}}
+			copyResponseHeaders(dst, tc.src)
+			tc.want["X-Already"] = []string{"there"}
+			if got, want := headerString(dst), headerString(tc.want); got != want {
+				t.Errorf("copied headers:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func headerString(h http.Header) string {
+	var lines []string
+	for k, vs := range h {
+		lines = append(lines, k+": "+strings.Join(vs, " | "))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func TestUpstreamQuery(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want url.Values // nil: expect ""
+	}{
+		{"", nil},
+		{"key=abc", nil},
+		{"key=abc&key=def", nil},
+		{"alt=sse", url.Values{"alt": {"sse"}}},
+		{"key=abc&alt=sse", url.Values{"alt": {"sse"}}},
+		{"alt=sse&key=abc&pageSize=5", url.Values{"alt": {"sse"}, "pageSize": {"5"}}},
+		{"q=a%20b%26c&key=x", url.Values{"q": {"a b&c"}}},
+		{"ids=1&ids=2", url.Values{"ids": {"1", "2"}}},
+		{"keys=1&apikey=2", url.Values{"keys": {"1"}, "apikey": {"2"}}},
+	}
+	for _, tc := range tests {
+		got := upstreamQuery(&url.URL{Path: "/x", RawQuery: tc.raw})
+		if tc.want == nil {
+			if got != "" {
+				t.Errorf("upstreamQuery(%q) = %q, want \"\"", tc.raw, got)
+			}
+			continue
+		}
+		if !strings.HasPrefix(got, "?") {
+			t.Errorf("upstreamQuery(%q) = %q, want a leading ?", tc.raw, got)
+			continue
+		}
+		vals, err := url.ParseQuery(got[1:])
+		if err != nil {
+			t.Errorf("upstreamQuery(%q) = %q: not a query: %v", tc.raw, got, err)
+			continue
+		}
+		if vals.Encode() != tc.want.Encode() {
+			t.Errorf("upstreamQuery(%q) = %q, want %q", tc.raw, got, "?"+tc.want.Encode())
+		}
+	}
+}
+
+func TestModelFromPath(t *testing.T) {
+	tests := []struct{ path, want string }{
+		{"v1beta/models/gemini-2.0-flash:generateContent", "gemini-2.0-flash"},
+		{"v1beta/models/gemini-1.5-pro:streamGenerateContent", "gemini-1.5-pro"},
+		{"v1beta/models/text-embedding-004:batchEmbedContents", "text-embedding-004"},
+		{"v1/models/gpt-4o", "gpt-4o"},
+		{"v1/models/gpt-4o/versions", "gpt-4o"},
+		{"v1beta/models/gemini-pro?alt=sse", "gemini-pro"},
+		{"v1beta/models", ""},
+		{"v1beta/models/", ""},
+		{"v1/messages", ""},
+		{"chat/completions", ""},
+		{"", ""},
+	}
+	for _, tc := range tests {
+		if got := modelFromPath(tc.path); got != tc.want {
+			t.Errorf("modelFromPath(%q) = %q, want %q", tc.path, got, tc.want)
+		}
+	}
+}
+
+func TestReplaceString(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		bare string
+		want string
+	}{
+		{
+			name: "simple",
+			body: `{"model":"groq/llama-3.1-8b-instant","messages":[]}`,
+			bare: "llama-3.1-8b-instant",
+			want: `{"model":"llama-3.1-8b-instant","messages":[]}`,
+		},
+		{
+			name: "odd spacing and escapes elsewhere kept byte for byte",
+			body: "{\n  \"messages\" : [{\"role\":\"user\",\"content\":\"say \\\"model\\\": \\\"x\\\" \\u00e9 \\ud83d\\ude00 ☃ 日本\"}],\n\t\"model\"  :  \"groq\\/llama\" ,\"n\":1 , \"stop\":[\"\\n\"]}\n",
+			bare: "llama",
+			want: "{\n  \"messages\" : [{\"role\":\"user\",\"content\":\"say \\\"model\\\": \\\"x\\\" \\u00e9 \\ud83d\\ude00 ☃ 日本\"}],\n\t\"model\"  :  \"llama\" ,\"n\":1 , \"stop\":[\"\\n\"]}\n",
+		},
+		{
+			name: "multibyte text before the model",
+			body: `{"messages":[{"content":"日本語のテキスト ✓"}],"model":"groq/m-1","temperature":0.5}`,
+			bare: "m-1",
+			want: `{"messages":[{"content":"日本語のテキスト ✓"}],"model":"m-1","temperature":0.5}`,
+		},
+		{
+			name: "nested model key untouched",
+			body: `{"metadata":{"model":"keep/me"},"model":"siliconflow/Qwen/Qwen2.5-7B-Instruct"}`,
+			bare: "Qwen/Qwen2.5-7B-Instruct",
+			want: `{"metadata":{"model":"keep/me"},"model":"Qwen/Qwen2.5-7B-Instruct"}`,
+		},
+		{
+			name: "unicode escape in the model value",
+			body: `{"model":"groq/mod\u00e9l","x":"\u00e9"}`,
+			bare: "modél",
+			want: `{"model":"modél","x":"\u00e9"}`,
+		},
+		{
+			name: "bare needing escapes",
+			body: `{"model":"groq/a\"b<c","y":2}`,
+			bare: `a"b<c`,
+			want: `{"model":"a\"b\u003cc","y":2}`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			orig := append([]byte(nil), body...)
+			m := gjson.GetBytes(body, "model")
+			if !m.Exists() {
+				t.Fatalf("test body has no model")
+			}
+			got := replaceString(body, m, tc.bare)
+			if string(got) != tc.want {
+				t.Errorf("replaceString:\n got %q\nwant %q", got, tc.want)
+			}
+			if !bytes.Equal(body, orig) {
+				t.Errorf("replaceString modified its input")
+			}
+			if !gjson.ValidBytes(got) {
+				t.Errorf("result is not valid JSON: %s", got)
+			}
+			if gm := gjson.GetBytes(got, "model").String(); gm != tc.bare {
+				t.Errorf("model in result = %q, want %q", gm, tc.bare)
+			}
+		})
+	}
+	// A result that does not point into the body leaves it unchanged.
+	body := []byte(`{"model":"groq/x"}`)
+	if got := replaceString(body, gjson.Result{}, "x"); string(got) != string(body) {
+		t.Errorf("replaceString with an empty result = %q, want the body unchanged", got)
+	}
+	if got := replaceString(body, gjson.Result{Index: 100, Raw: `"groq/x"`}, "x"); string(got) != string(body) {
+		t.Errorf("replaceString with an out-of-range result = %q, want the body unchanged", got)
+	}
+}
+
+func TestIsJSON(t *testing.T) {
+	tests := []struct {
+		ct   string
+		want bool
+	}{
+		{"", true},
+		{"application/json", true},
+		{"application/json; charset=utf-8", true},
+		{"Application/JSON", true},
+		{"application/vnd.api+json", true},
+		{"text/plain", false},
+		{"multipart/form-data; boundary=xyz", false},
+		{"application/x-www-form-urlencoded", false},
+		{"application/octet-stream", false},
+	}
+	for _, tc := range tests {
+		if got := isJSON(tc.ct); got != tc.want {
+			t.Errorf("isJSON(%q) = %v, want %v", tc.ct, got, tc.want)
+		}
+	}
+}
