@@ -170,6 +170,10 @@ crons = ["*/5 * * * *"]
 		if t.Failed() {
 			t.Logf("worker log (%s):\n%s", build, tail(w.logs.String(), 6000))
 		}
+		// Keep the whole log as an artifact.
+		if err := os.MkdirAll(filepath.Join(root, "build"), 0o755); err == nil {
+			os.WriteFile(filepath.Join(root, "build", "e2e-"+build+".log"), []byte(w.logs.String()), 0o644)
+		}
 	})
 	deadline := time.Now().Add(120 * time.Second)
 	for {

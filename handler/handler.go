@@ -27,6 +27,9 @@ type Deps struct {
 	DB func() (*sql.DB, error)
 	// Fetch sends a request upstream.
 	Fetch func(*http.Request) (*http.Response, error)
+	// ReadBody reads a request body of at most limit bytes in one piece
+	// (ok false: larger). io.ReadAll when nil.
+	ReadBody func(r *http.Request, limit int64) (body []byte, ok bool, err error)
 	// Defer runs work that must finish after the response has gone, without
 	// delaying it (ctx.waitUntil on Workers).
 	Defer func(func())

@@ -77,17 +77,26 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		return nil, true
 	}
 	limit := h.intVar("MAX_BODY_BYTES", defaultMaxBodyBytes, 1024, 100<<20)
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	read := h.d.ReadBody
+	if read == nil {
+		read = readAll
+	}
+	body, ok, err := read(r, limit)
 	if err != nil {
 		badRequest("could not read the request body: "+err.Error(), "").write(w)
 		return nil, false
 	}
-	if int64(len(body)) > limit {
+	if !ok {
 		apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
 			Message: "request body is larger than this keypool accepts (" + strconv.FormatInt(limit, 10) + " bytes, MAX_BODY_BYTES)"}.write(w)
 		return nil, false
 	}
 	return body, true
+}
+
+func readAll(r *http.Request, limit int64) ([]byte, bool, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	return body, int64(len(body)) <= limit, err
 }
 
 // proxyOpenAI serves /v1/*: the OpenAI-compatible surface. The provider

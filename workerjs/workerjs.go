@@ -1,0 +1,228 @@
+//go:build js && wasm
+
+// Package workerjs binds keypool to the Workers JavaScript runtime where
+// syumai/workers' general-purpose conversions cost too much: bodies cross
+// between Go and JS in one piece instead of in 16 KB pulls (under TinyGo
+// every crossing is slow), and response bodies Go only relays never enter
+// Go at all.
+package workerjs
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"syscall/js"
+
+	"github.com/syumai/workers/cloudflare/d1"
+)
+
+var (
+	uint8Array = js.Global().Get("Uint8Array")
+	response   = js.Global().Get("Response")
+	headersCls = js.Global().Get("Headers")
+	object     = js.Global().Get("Object")
+	arrayCls   = js.Global().Get("Array")
+	fetchFn    = js.Global().Get("fetch")
+)
+
+// await waits for a JS promise from Go.
+func await(p js.Value) (js.Value, error) {
+	type result struct {
+		v   js.Value
+		err error
+	}
+	ch := make(chan result, 1)
+	then := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		ch <- result{v: args[0]}
+		return nil
+	})
+	catch := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		ch <- result{err: errors.New(args[0].Call("toString").String())}
+		return nil
+	})
+	p.Call("then", then, catch)
+	r := <-ch
+	then.Release()
+	catch.Release()
+	return r.v, r.err
+}
+
+// bytesOf copies an ArrayBuffer into Go in one piece.
+func bytesOf(buf js.Value) []byte {
+	u8 := uint8Array.New(buf)
+	b := make([]byte, u8.Get("byteLength").Int())
+	js.CopyBytesToGo(b, u8)
+	return b
+}
+
+// rawBody is what syumai/workers' request and response bodies expose: the
+// JS ReadableStream behind them.
+type rawBody interface {
+	GetRawJSBody() js.Value
+}
+
+// ReadBody reads an incoming request's body in one piece, at most limit
+// bytes; ok is false when it is larger. Bodies that are not JS streams are
+// read the ordinary way.
+func ReadBody(r *http.Request, limit int64) (body []byte, ok bool, err error) {
+	if n, err := strconv.ParseInt(r.Header.Get("Content-Length"), 10, 64); err == nil && n > limit {
+		return nil, false, nil
+	}
+	rb, isJS := r.Body.(rawBody)
+	if !isJS {
+		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+		return body, int64(len(body)) <= limit, err
+	}
+	buf, err := await(response.New(rb.GetRawJSBody()).Call("arrayBuffer"))
+	if err != nil {
+		return nil, false, err
+	}
+	if int64(buf.Get("byteLength").Int()) > limit {
+		return nil, false, nil
+	}
+	return bytesOf(buf), true, nil
+}
+
+// Fetch sends req with the runtime's fetch. The request body goes to JS as
+// one Uint8Array, which also keeps its Content-Length (a stream would be
+// sent chunked). The response body stays in JS (see jsBody).
+func Fetch(req *http.Request) (*http.Response, error) {
+	init := object.New()
+	init.Set("method", req.Method)
+	h := headersCls.New()
+	for name, vs := range req.Header {
+		for _, v := range vs {
+			h.Call("append", name, v)
+		}
+	}
+	init.Set("headers", h)
+	if req.Body != nil && req.Method != http.MethodGet && req.Method != http.MethodHead {
+		b, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		u8 := uint8Array.New(len(b))
+		js.CopyBytesToJS(u8, b)
+		init.Set("body", u8)
+	}
+	init.Set("redirect", "manual")
+	// Invoke, not Call: fetch must not get the global proxy as `this`.
+	res, err := await(fetchFn.Invoke(req.URL.String(), init))
+	if err != nil {
+		return nil, err
+	}
+	status := res.Get("status").Int()
+	header := http.Header{}
+	pairs := arrayCls.Call("from", res.Get("headers"))
+	for i, n := 0, pairs.Length(); i < n; i++ {
+		p := pairs.Index(i)
+		header.Add(p.Index(0).String(), p.Index(1).String())
+	}
+	cl, _ := strconv.ParseInt(header.Get("Content-Length"), 10, 64)
+	return &http.Response{
+		Status:        strconv.Itoa(status) + " " + res.Get("statusText").String(),
+		StatusCode:    status,
+		Header:        header,
+		Body:          &jsBody{res: res},
+		ContentLength: cl,
+		Request:       req,
+	}, nil
+}
+
+// jsBody is a fetched response's body, left in JS until Go asks for it.
+// Relayed with io.Copy to syumai/workers' response writer, the JS stream
+// becomes the client's response body directly; read by Go (error bodies,
+// a few KB), it crosses in one piece.
+type jsBody struct {
+	res    js.Value
+	buf    []byte
+	loaded bool
+	handed bool // the stream was handed to the response: not ours to cancel
+	err    error
+}
+
+func (b *jsBody) Read(p []byte) (int, error) {
+	if !b.loaded {
+		b.loaded = true
+		buf, err := await(b.res.Call("arrayBuffer"))
+		if err != nil {
+			b.err = err
+		} else {
+			b.buf = bytesOf(buf)
+		}
+	}
+	if len(b.buf) == 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	return n, nil
+}
+
+// WriteTo hands the JS stream to a writer that can take it whole.
+func (b *jsBody) WriteTo(w io.Writer) (int64, error) {
+	if rw, ok := w.(interface{ WriteRawJSBody(js.Value) }); ok && !b.loaded {
+		b.handed = true
+		rw.WriteRawJSBody(b.res.Get("body"))
+		return 0, nil
+	}
+	return io.Copy(w, struct{ io.Reader }{b})
+}
+
+// Close discards a body nobody read, so the connection is released.
+func (b *jsBody) Close() error {
+	if b.handed || b.loaded {
+		return nil
+	}
+	b.loaded = true
+	if s := b.res.Get("body"); !s.IsNull() && !s.IsUndefined() {
+		s.Call("cancel")
+	}
+	return nil
+}
+
+// Counter is a number kept in a JS global, so that every Go instance of
+// the isolate adds to one total.
+type Counter string
+
+func (c Counter) Load() int64 {
+	v := js.Global().Get(string(c))
+	if v.Type() != js.TypeNumber {
+		return 0
+	}
+	return int64(v.Float())
+}
+
+func (c Counter) Add(delta int64) int64 {
+	n := c.Load() + delta
+	js.Global().Set(string(c), float64(n))
+	return n
+}
+
+// D1 returns a database for the D1 binding named binding, for the life of a
+// Go instance that serves many events. Connections are not kept idle, so
+// each query looks the binding up in the env of the event being served.
+func D1(binding string) *sql.DB {
+	db := sql.OpenDB(d1Connector(binding))
+	db.SetMaxIdleConns(0)
+	return db
+}
+
+type d1Connector string
+
+func (c d1Connector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := d1.OpenConnector(string(c))
+	if err != nil {
+		return nil, err
+	}
+	return conn.Connect(ctx)
+}
+
+func (d1Connector) Driver() driver.Driver { return &d1.Driver{} }
