@@ -12,7 +12,7 @@ GO_WASM_ENV = GOOS=js GOARCH=wasm
 ASSETS_GEN = go run github.com/syumai/workers/cmd/workers-assets-gen
 export WRANGLER_SEND_METRICS = false
 
-.PHONY: dev build build-go build-tinygo tinygo test vet unit e2e deploy clean
+.PHONY: dev build build-go build-tinygo tinygo test vet unit e2e bench deploy clean
 
 dev: node_modules build
 	PORT=$(PORT) scripts/dev.sh
@@ -60,6 +60,13 @@ unit:
 # fake upstream on 127.0.0.1, once per build.
 e2e: node_modules build-go build-tinygo
 	KEYPOOL_BUILDS="go tinygo" go test -tags e2e -count=1 -timeout 30m -v ./e2e/
+
+# Benchmarks: a plain JS pass-through worker (bench/baseline) and keypool
+# built by both compilers, each under wrangler dev against the fake upstream
+# on 127.0.0.1, one table side by side. Flags via BENCH_FLAGS, e.g.
+# BENCH_FLAGS="-quick" or BENCH_FLAGS="-targets baseline,go -soak 20000".
+bench: node_modules build-go build-tinygo
+	go run ./bench $(BENCH_FLAGS)
 
 deploy: node_modules build
 	scripts/deploy.sh

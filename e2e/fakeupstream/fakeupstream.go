@@ -87,6 +87,14 @@ func (s *Server) ClearRule(key string) {
 	delete(s.rules, key)
 }
 
+// ClearRequests forgets the requests received so far, so that a long run
+// (the benchmarks) does not keep every one of them in memory.
+func (s *Server) ClearRequests() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reqs = nil
+}
+
 // Requests returns a copy of the requests received so far.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -160,6 +168,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case strings.HasSuffix(r.URL.Path, "/chat/completions"):
+		if rec.Model == BigStreamModel {
+			bigStream(cw)
+			return
+		}
 		if gjson.GetBytes(body, "stream").Bool() {
 			s.stream(cw, rec.Model, gate)
 			return
@@ -199,6 +211,70 @@ func (s *Server) stream(w *capture, model string, gate chan struct{}) {
 			case <-gate:
 			case <-time.After(10 * time.Second):
 			}
+		}
+	}
+}
+
+// BigStreamModel is the model name for which a chat completion, streamed
+// or not, is answered with BigStreamSize bytes of SSE: BigStreamEvents
+// content events of BigStreamEventSize bytes each, flushed one by one, then
+// a finish event and "data: [DONE]". The benchmarks use it to time a large
+// streamed answer. The bytes sent for it are not kept in Request.Sent.
+const BigStreamModel = "big-stream"
+
+// Shape of the BigStreamModel answer.
+const (
+	BigStreamEvents    = 1024
+	BigStreamEventSize = 4096
+)
+
+var (
+	bigStreamOnce   sync.Once
+	bigStreamChunks [][]byte
+	bigStreamSize   int
+)
+
+// BigStreamChunks returns the chunks of the BigStreamModel answer, in order
+// (shared: do not modify them).
+func BigStreamChunks() [][]byte {
+	bigStreamOnce.Do(func() {
+		head := `data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1732233000,"model":"` + BigStreamModel + `","choices":[{"index":0,"delta":{"content":"`
+		tail := `"},"finish_reason":null}]}` + "\n\n"
+		pad := BigStreamEventSize - len(head) - len(tail)
+		event := []byte(head + strings.Repeat("x", pad) + tail)
+		for i := 0; i < BigStreamEvents; i++ {
+			bigStreamChunks = append(bigStreamChunks, event)
+		}
+		fin := StreamChunks(BigStreamModel)
+		bigStreamChunks = append(bigStreamChunks, []byte(fin[len(fin)-2]), []byte(fin[len(fin)-1]))
+		for _, c := range bigStreamChunks {
+			bigStreamSize += len(c)
+		}
+	})
+	return bigStreamChunks
+}
+
+// BigStreamSize is the exact length in bytes of the BigStreamModel answer.
+func BigStreamSize() int {
+	BigStreamChunks()
+	return bigStreamSize
+}
+
+// bigStream writes the BigStreamModel answer around the capture, so that
+// its 4 MiB are not recorded for every request.
+func bigStream(w *capture) {
+	w.status = http.StatusOK
+	rw := w.ResponseWriter
+	rw.Header().Set("Content-Type", "text/event-stream")
+	rw.Header().Set("Cache-Control", "no-cache")
+	rw.WriteHeader(http.StatusOK)
+	f, _ := rw.(http.Flusher)
+	for _, c := range BigStreamChunks() {
+		if _, err := rw.Write(c); err != nil {
+			return
+		}
+		if f != nil {
+			f.Flush()
 		}
 	}
 }

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const requestTimeout = 60 * time.Second
+
+// newClient is the one load generator for every target: keep-alive
+// connections, enough idle ones for 16+ clients, no compression, and a
+// dialer that refuses anything but 127.0.0.1.
+func newClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			if host != "127.0.0.1" {
+				return nil, fmt.Errorf("bench only talks to 127.0.0.1, not %s", addr)
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: requestTimeout,
+		ExpectContinueTimeout: 0,
+		WriteBufferSize:       64 << 10,
+		ReadBufferSize:        64 << 10,
+	}
+	return &http.Client{Transport: tr, Timeout: requestTimeout}
+}
+
+// exchange is one request's outcome.
+type exchange struct {
+	status  int
+	header  http.Header
+	ttfb    time.Duration // until the first body byte (or the end of an empty body)
+	total   time.Duration // until the whole body was read
+	size    int
+	head    []byte // the first 64 KiB of the body
+	tailEnd []byte // the last 64 bytes of the body
+}
+
+func (e exchange) body() string { return string(e.head) }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// do sends one request and reads the whole answer, timing it.
+func do(ctx context.Context, c *http.Client, method, url, bearer string, body []byte) (exchange, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return exchange{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	t0 := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return exchange{}, err
+	}
+	defer resp.Body.Close()
+	ex := exchange{status: resp.StatusCode, header: resp.Header}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	first := true
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if first {
+				ex.ttfb, first = time.Since(t0), false
+			}
+			if len(ex.head) < 64<<10 {
+				ex.head = append(ex.head, buf[:min(n, 64<<10-len(ex.head))]...)
+			}
+			ex.size += n
+			if n >= 64 {
+				ex.tailEnd = append(ex.tailEnd[:0], buf[n-64:n]...)
+			} else {
+				ex.tailEnd = append(ex.tailEnd, buf[:n]...)
+				if len(ex.tailEnd) > 64 {
+					ex.tailEnd = ex.tailEnd[len(ex.tailEnd)-64:]
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return ex, fmt.Errorf("reading the body after %d bytes: %w", ex.size, rerr)
+		}
+	}
+	ex.total = time.Since(t0)
+	if first {
+		ex.ttfb = ex.total
+	}
+	return ex, nil
+}
+
+// phase is one measured load: conc clients sending the same request for
+// dur or until maxN requests were sent, whichever comes first.
+type phase struct {
+	conc   int
+	dur    time.Duration
+	maxN   int
+	path   string
+	body   []byte
+	check  func(exchange) error // nil: status 200 is enough
+	bearer string
+}
+
+type phaseResult struct {
+	ok, failed    int
+	firstErr      string
+	elapsed       time.Duration
+	lat, ttfb     []time.Duration // successful requests only, sorted
+	extraAttempts int             // keypool answers with X-Keypool-Attempts > 1
+	aborted       bool            // stopped early: mostly failing
+}
+
+// failAbortMin failures, outnumbering successes 4 to 1, stop a phase.
+const failAbortMin = 16
+
+func (r phaseResult) total() int { return r.ok + r.failed }
+
+func (r phaseResult) rps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.ok) / r.elapsed.Seconds()
+}
+
+func runPhase(ctx context.Context, c *http.Client, base string, p phase) phaseResult {
+	var (
+		mu               sync.Mutex
+		res              phaseResult
+		sent, oks, fails atomic.Int64
+		wg               sync.WaitGroup
+		abort            atomic.Bool
+	)
+	deadline := time.Now().Add(p.dur)
+	start := time.Now()
+	for i := 0; i < p.conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat, ttfb []time.Duration
+			ok, failed, extra := 0, 0, 0
+			firstErr := ""
+			for ctx.Err() == nil && !abort.Load() && time.Now().Before(deadline) && sent.Add(1) <= int64(p.maxN) {
+				ex, err := do(ctx, c, http.MethodPost, base+p.path, p.bearer, p.body)
+				if err == nil && ex.status != http.StatusOK {
+					err = fmt.Errorf("HTTP %d: %s", ex.status, brief(ex.body(), 300))
+				}
+				if err == nil && p.check != nil {
+					err = p.check(ex)
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						break // interrupted: not the target's failure
+					}
+					failed++
+					if firstErr == "" {
+						firstErr = err.Error()
+					}
+					// A target that mostly fails is not measured further:
+					// with a 60 s timeout per request it could take long.
+					if f := fails.Add(1); f >= failAbortMin && f > 4*oks.Load() {
+						abort.Store(true)
+					}
+					continue
+				}
+				if a := ex.header.Get("X-Keypool-Attempts"); a != "" && a != "1" {
+					extra++
+				}
+				ok++
+				oks.Add(1)
+				lat = append(lat, ex.total)
+				ttfb = append(ttfb, ex.ttfb)
+			}
+			mu.Lock()
+			res.ok += ok
+			res.failed += failed
+			res.extraAttempts += extra
+			res.lat = append(res.lat, lat...)
+			res.ttfb = append(res.ttfb, ttfb...)
+			if res.firstErr == "" {
+				res.firstErr = firstErr
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.aborted = abort.Load()
+	sort.Slice(res.lat, func(i, j int) bool { return res.lat[i] < res.lat[j] })
+	sort.Slice(res.ttfb, func(i, j int) bool { return res.ttfb[i] < res.ttfb[j] })
+	return res
+}
+
+// percentile is the nearest-rank percentile of sorted durations, in ms.
+func percentile(sorted []time.Duration, p float64) (float64, bool) {
+	if len(sorted) == 0 {
+		return 0, false
+	}
+	i := int(p/100*float64(len(sorted))+0.999999) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(sorted) {
+		i = len(sorted) - 1
+	}
+	return ms(sorted[i]), true
+}
+
+func median(ds []time.Duration) (float64, bool) {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return percentile(s, 50)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
