@@ -20,14 +20,14 @@ import (
 func main() {
 	db := workerjs.D1("DB")
 	h := handler.New(handler.Deps{
-		Getenv:     cloudflare.Getenv,
-		DB:         func() (*sql.DB, error) { return db, nil },
-		Fetch:      workerjs.Fetch,
-		ReadBody:   workerjs.ReadBody,
-		Defer:      cloudflare.WaitUntil,
-		Now:        time.Now,
-		Queries:    workerjs.Counter("keypoolD1Queries"),
-		Generation: workerjs.Counter("keypoolStateGeneration"),
+		Getenv:   cloudflare.Getenv,
+		DB:       func() (*sql.DB, error) { return db, nil },
+		Fetch:    workerjs.Fetch,
+		ReadBody: workerjs.ReadBody,
+		Defer:    cloudflare.WaitUntil,
+		Now:      time.Now,
+		Queries:  workerjs.Counter("keypoolD1Queries"),
+		Shared:   workerjs.Map("keypoolShared"),
 	})
 	workers.ServeNonBlock(h)
 	cron.ScheduleTaskNonBlock(h.Scheduled)

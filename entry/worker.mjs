@@ -8,7 +8,8 @@
 //   none is idle, a new one is started;
 // - an instance goes back to the pool only when the response body has been
 //   produced, every promise it passed to waitUntil has settled, and its
-//   program is alive; at most MAX_IDLE wait there, the rest are dropped;
+//   program is alive; idle ones are kept up to a memory budget, the rest
+//   are dropped;
 // - each event sets the instance's env and ctx (the Go side reads them
 //   lazily), and re-arms the Go timers an earlier event scheduled: their
 //   setTimeout died with that event, and a time.Sleep would never wake;
@@ -42,9 +43,12 @@ const internalError = JSON.stringify({
   },
 });
 
-// Limits. Each standard Go instance takes ~10 MB of process memory, so
-// MAX_IDLE keeps the pool well inside the 128 MB a Worker may use.
-const MAX_IDLE = 6;
+// Limits. Idle instances are kept while their wasm memory adds up to at
+// most POOL_MEMORY (standard Go: ~5.5 MiB each, so about 11), which keeps
+// the pool well inside the 128 MB a Worker may use. A burst needs one
+// instance per concurrent request anyway; the budget decides how many stay
+// warm for the next one.
+const POOL_MEMORY = 64 << 20;
 const LIMITS = {
   go: { maxEvents: 10000, maxMemory: 64 << 20 },
   tinygo: { maxEvents: 200, maxMemory: 32 << 20 },
@@ -52,6 +56,12 @@ const LIMITS = {
 
 const idle = [];
 let mod;
+
+function idleMemory() {
+  let n = 0;
+  for (const inst of idle) n += inst.memory.buffer.byteLength;
+  return n;
+}
 
 class Instance {
   constructor() {
@@ -195,7 +205,7 @@ class Instance {
       !this.go.exited &&
       this.events < limit.maxEvents &&
       this.memory.buffer.byteLength <= limit.maxMemory &&
-      idle.length < MAX_IDLE;
+      idleMemory() + this.memory.buffer.byteLength <= POOL_MEMORY;
     this.fail = null;
     if (keep) idle.push(this);
   }

@@ -38,9 +38,9 @@ type Deps struct {
 	// Queries counts D1 round trips (nil: not counted); the benchmarks read
 	// it through /admin/api/debug/stats.
 	Queries Counter
-	// Generation is bumped on every state change, isolate-wide, so that
-	// the other Go instances of the isolate drop their caches (nil: none).
-	Generation Counter
+	// Shared is memory all Go instances of the isolate see, for the
+	// candidate-key cache; a process-local map when nil.
+	Shared Shared
 	// IntN draws a random number in [0, n) for key selection; rand.IntN
 	// when nil.
 	IntN func(n int) int
@@ -54,8 +54,7 @@ type Counter interface {
 
 // Handler serves every route of the worker.
 type Handler struct {
-	d   Deps
-	hot *hotState
+	d Deps
 }
 
 // New returns the handler wired to d.
@@ -63,10 +62,13 @@ func New(d Deps) *Handler {
 	if d.IntN == nil {
 		d.IntN = rand.IntN
 	}
+	if d.Shared == nil {
+		d.Shared = &localShared{m: map[string]string{}}
+	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Handler{d: d, hot: newHotState()}
+	return &Handler{d: d}
 }
 
 // ServeHTTP routes a request. A panic anywhere below becomes a 500 in the

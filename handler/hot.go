@@ -3,180 +3,227 @@ package handler
 import (
 	"context"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 )
 
-// hotState is what the proxy path reads and writes, kept in the Go
-// instance between requests (the entry module reuses instances), so that a
-// warm request reads D1 rarely and writes to it at most every few seconds:
+// Shared is memory every Go instance of the isolate sees (a JS Map on
+// Workers). The entry module starts an instance per concurrent request, so
+// a cache in one instance's Go memory would start cold in each new one.
+type Shared interface {
+	Get(key string) (string, bool)
+	Set(key, value string)
+	Delete(key string)
+	Clear()
+}
+
+// localShared is Shared for one process (tests, and when no JS is there).
+type localShared struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (l *localShared) Get(k string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, ok := l.m[k]
+	return v, ok
+}
+
+func (l *localShared) Set(k, v string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.m[k] = v
+}
+
+func (l *localShared) Delete(k string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.m, k)
+}
+
+func (l *localShared) Clear() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.m)
+}
+
+// The proxy path's state lives in Shared, so that a warm request reads D1
+// rarely and writes to it at most every few seconds, whichever Go instance
+// serves it:
 //   - candidate keys per provider and model, read through with a short TTL
-//     and updated at once by this instance's own outcomes;
-//   - usage counters, coalesced and written in one statement.
-//
-// Changes other instances make are seen through the isolate-wide
-// generation (Deps.Generation: any change bumps it and every instance drops
-// its cache) and, for other isolates, when the TTL runs out.
-type hotState struct {
-	mu        sync.Mutex
-	gen       int64
-	cands     map[candKey]candEntry
-	usage     map[int64]*store.Usage
-	lastFlush time.Time
-}
+//     and updated at once by this isolate's own outcomes and admin
+//     changes; other isolates see changes within the TTL;
+//   - usage counters of the whole isolate, coalesced and written in one
+//     statement every USAGE_FLUSH_SECONDS.
+const (
+	usageKey   = "usage"
+	flushedKey = "usage-flushed"
+)
 
-type candKey struct{ provider, model string }
+func candKey(prov, model string) string { return "cands\x00" + prov + "\x00" + model }
 
-type candEntry struct {
-	read time.Time
-	list []rotation.Candidate // least recently used first
-}
-
-func newHotState() *hotState {
-	return &hotState{cands: map[candKey]candEntry{}, usage: map[int64]*store.Usage{}}
-}
-
-// sync drops the cache when another instance of the isolate changed state.
-func (s *hotState) sync(gen int64) {
-	if gen != s.gen {
-		s.gen = gen
-		clear(s.cands)
+// encodeCands and decodeCands keep a candidate list in Shared.
+func encodeCands(read int64, list []rotation.Candidate) string {
+	var b jsonout.Builder
+	b.Array().Int(read)
+	for _, c := range list {
+		b.Int(c.ID).Int(c.LastUsed).String(c.Secret)
 	}
+	return string(b.EndArray().Bytes())
+}
+
+func decodeCands(s string) (read int64, list []rotation.Candidate) {
+	a := gjson.Parse(s).Array()
+	if len(a) == 0 {
+		return 0, nil
+	}
+	read = a[0].Int()
+	for i := 1; i+2 < len(a); i += 3 {
+		list = append(list, rotation.Candidate{ID: a[i].Int(), LastUsed: a[i+1].Int(), Secret: a[i+2].String()})
+	}
+	return read, list
 }
 
 // candidates returns the keys that may serve provider/model, from the
-// cache when it is younger than ttl, else from the store (one query).
+// cache when it is younger than CACHE_SECONDS, else from the store (one
+// query).
 func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time) ([]rotation.Candidate, error) {
-	s := h.hot
 	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
-	s.mu.Lock()
-	s.sync(h.generation())
-	e, ok := s.cands[candKey{prov, model}]
-	s.mu.Unlock()
-	if ok && now.Sub(e.read) < ttl {
-		return append([]rotation.Candidate(nil), e.list...), nil
+	if v, ok := h.d.Shared.Get(candKey(prov, model)); ok && ttl > 0 {
+		if read, list := decodeCands(v); now.Sub(time.UnixMilli(read)) < ttl && len(list) > 0 {
+			return list, nil
+		}
 	}
 	list, err := keys.Candidates(ctx, prov, model, now.UnixMilli(), candidateLimit)
 	if err != nil || len(list) == 0 || ttl == 0 {
 		return list, err // an empty pool is not cached: keys may be added any time
 	}
-	s.mu.Lock()
-	s.cands[candKey{prov, model}] = candEntry{read: now, list: append([]rotation.Candidate(nil), list...)}
-	s.mu.Unlock()
+	h.d.Shared.Set(candKey(prov, model), encodeCands(now.UnixMilli(), list))
 	return list, nil
 }
 
-// observe applies one request's outcomes to the cache and the usage
-// counters. It reports whether state changed in a way the rest of the
-// isolate must see (a key cooled or blocked).
-func (s *hotState) observe(prov string, outcomes []store.Outcome, now time.Time) (changed bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// observe applies one request's outcomes to the cached candidates (a
+// cooled key leaves the model's list, a blocked one every list of the
+// provider, a used one goes to the back) and to the usage counters.
+func (h *Handler) observe(prov string, outcomes []store.Outcome, now time.Time) {
 	ms := now.UnixMilli()
+	v, _ := h.d.Shared.Get(usageKey)
+	usage := decodeUsage(v)
 	for _, o := range outcomes {
-		u := s.usage[o.KeyID]
+		u := usage[o.KeyID]
 		if u == nil {
 			u = &store.Usage{}
-			s.usage[o.KeyID] = u
+			usage[o.KeyID] = u
 		}
 		u.Add(o, ms)
+	}
+	h.d.Shared.Set(usageKey, encodeUsage(usage))
+	for _, o := range outcomes {
 		switch o.Verdict.Action {
 		case rotation.Cool:
-			changed = true
-			s.drop(prov, o.Model, o.KeyID)
+			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool { return c.ID != o.KeyID })
 		case rotation.BlockKey:
-			changed = true
-			for k := range s.cands {
-				if k.provider == prov {
-					s.drop(prov, k.model, o.KeyID)
-				}
-			}
+			// The other models' lists of this provider cannot be listed
+			// cheaply in Shared; drop them all, they are read again.
+			h.clearCands()
 		default:
-			s.touch(prov, o.Model, o.KeyID, ms)
+			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool {
+				if c.ID == o.KeyID {
+					c.LastUsed = ms
+				}
+				return true
+			})
 		}
 	}
-	return changed
 }
 
-// drop removes a key from the cached candidates of provider/model.
-func (s *hotState) drop(prov, model string, id int64) {
-	k := candKey{prov, model}
-	e, ok := s.cands[k]
+// updateCands rewrites the cached list of provider/model: keep reports
+// whether a candidate stays (and may change it); the list is kept least
+// recently used first.
+func (h *Handler) updateCands(prov, model string, keep func(*rotation.Candidate) bool) {
+	k := candKey(prov, model)
+	v, ok := h.d.Shared.Get(k)
 	if !ok {
 		return
 	}
-	out := e.list[:0:0]
-	for _, c := range e.list {
-		if c.ID != id {
-			out = append(out, c)
+	read, list := decodeCands(v)
+	out := list[:0]
+	for i := range list {
+		if keep(&list[i]) {
+			out = append(out, list[i])
 		}
 	}
 	if len(out) == 0 {
-		delete(s.cands, k)
+		h.d.Shared.Delete(k)
 		return
 	}
-	e.list = out
-	s.cands[k] = e
+	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUsed < out[j].LastUsed })
+	h.d.Shared.Set(k, encodeCands(read, out))
 }
 
-// touch marks a key used now, keeping the list least recently used first.
-func (s *hotState) touch(prov, model string, id, ms int64) {
-	e, ok := s.cands[candKey{prov, model}]
+// takeUsage returns the isolate's coalesced counters when they are due to
+// be written (every interval at most; 0 writes after every request), and
+// resets them.
+func (h *Handler) takeUsage(now time.Time, interval time.Duration) []store.Usage {
+	v, ok := h.d.Shared.Get(usageKey)
 	if !ok {
-		return
-	}
-	for i := range e.list {
-		if e.list[i].ID == id {
-			e.list[i].LastUsed = ms
-		}
-	}
-	sort.SliceStable(e.list, func(i, j int) bool { return e.list[i].LastUsed < e.list[j].LastUsed })
-}
-
-// takeUsage returns the coalesced counters when they are due to be written
-// (every interval at most; 0 writes after every request), and resets them.
-func (s *hotState) takeUsage(now time.Time, interval time.Duration) []store.Usage {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.usage) == 0 || now.Sub(s.lastFlush) < interval {
 		return nil
 	}
-	s.lastFlush = now
-	list := make([]store.Usage, 0, len(s.usage))
-	for _, u := range s.usage {
+	last, _ := h.d.Shared.Get(flushedKey)
+	if ms, _ := strconv.ParseInt(last, 10, 64); ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
+		return nil
+	}
+	h.d.Shared.Set(flushedKey, strconv.FormatInt(now.UnixMilli(), 10))
+	h.d.Shared.Delete(usageKey)
+	usage := decodeUsage(v)
+	list := make([]store.Usage, 0, len(usage))
+	for _, u := range usage {
 		list = append(list, *u)
 	}
-	clear(s.usage)
 	return list
 }
 
-// generation reads the isolate-wide state generation (0 without one).
-func (h *Handler) generation() int64 {
-	if h.d.Generation == nil {
-		return 0
+// encodeUsage and decodeUsage keep the counters in Shared as
+// [id, requests, successes, failures, last used, ...].
+func encodeUsage(m map[int64]*store.Usage) string {
+	var b jsonout.Builder
+	b.Array()
+	for _, u := range m {
+		b.Int(u.KeyID).Int(u.Requests).Int(u.Successes).Int(u.Failures).Int(u.LastUsed)
 	}
-	return h.d.Generation.Load()
+	return string(b.EndArray().Bytes())
 }
 
-// publish tells the other instances of the isolate that state changed;
-// this instance's cache is already up to date.
-func (h *Handler) publish() {
-	if h.d.Generation == nil {
-		return
+func decodeUsage(s string) map[int64]*store.Usage {
+	m := map[int64]*store.Usage{}
+	a := gjson.Parse(s).Array()
+	for i := 0; i+4 < len(a); i += 5 {
+		m[a[i].Int()] = &store.Usage{KeyID: a[i].Int(), Requests: a[i+1].Int(), Successes: a[i+2].Int(),
+			Failures: a[i+3].Int(), LastUsed: a[i+4].Int()}
 	}
-	gen := h.d.Generation.Add(1)
-	h.hot.mu.Lock()
-	h.hot.gen = gen
-	h.hot.mu.Unlock()
+	return m
 }
 
-// invalidate drops every instance's cache after an admin change.
-func (h *Handler) invalidate() {
-	h.publish()
-	h.hot.mu.Lock()
-	clear(h.hot.cands)
-	h.hot.mu.Unlock()
+// invalidate drops the isolate's cache after an admin change.
+func (h *Handler) invalidate() { h.clearCands() }
+
+// clearCands drops every cached candidate list, keeping the counters.
+func (h *Handler) clearCands() {
+	usage, hasUsage := h.d.Shared.Get(usageKey)
+	flushed, hasFlushed := h.d.Shared.Get(flushedKey)
+	h.d.Shared.Clear()
+	if hasUsage {
+		h.d.Shared.Set(usageKey, usage)
+	}
+	if hasFlushed {
+		h.d.Shared.Set(flushedKey, flushed)
+	}
 }

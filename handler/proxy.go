@@ -113,10 +113,8 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	provName := h.defaultProvider()
 	model := ""
 	if len(body) > 0 && isJSON(r.Header.Get("Content-Type")) {
-		if !gjson.ValidBytes(body) {
-			badRequest("request body is not valid JSON", "").write(w)
-			return
-		}
+		// Only the model is read; the body is not validated as a whole (that
+		// would scan every byte of a large body), the upstream does that.
 		m := gjson.GetBytes(body, "model")
 		if m.Exists() && m.Type != gjson.String {
 			badRequest("model must be a string", "model").write(w)
@@ -268,11 +266,9 @@ func (h *Handler) record(keys *store.Keys, prov string, outcomes []store.Outcome
 		return
 	}
 	now := h.d.Now()
-	if h.hot.observe(prov, outcomes, now) {
-		h.publish()
-	}
+	h.observe(prov, outcomes, now)
 	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
-	usage := h.hot.takeUsage(now, interval)
+	usage := h.takeUsage(now, interval)
 	var states []store.Outcome
 	for _, o := range outcomes {
 		if o.Verdict.Action == rotation.Cool || o.Verdict.Action == rotation.BlockKey {

@@ -226,3 +226,28 @@ func (c d1Connector) Connect(ctx context.Context) (driver.Conn, error) {
 }
 
 func (d1Connector) Driver() driver.Driver { return &d1.Driver{} }
+
+// Map is a JS Map kept in a global, so that every Go instance of the
+// isolate sees the same entries.
+type Map string
+
+func (m Map) get() js.Value {
+	v := js.Global().Get(string(m))
+	if v.IsUndefined() {
+		v = js.Global().Get("Map").New()
+		js.Global().Set(string(m), v)
+	}
+	return v
+}
+
+func (m Map) Get(key string) (string, bool) {
+	v := m.get().Call("get", key)
+	if v.Type() != js.TypeString {
+		return "", false
+	}
+	return v.String(), true
+}
+
+func (m Map) Set(key, value string) { m.get().Call("set", key, value) }
+func (m Map) Delete(key string)     { m.get().Call("delete", key) }
+func (m Map) Clear()                { m.get().Call("clear") }
