@@ -34,6 +34,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/e2e/devworker"
 	"github.com/keypool/keypool/e2e/fakeupstream"
 )
 
@@ -503,28 +504,12 @@ func writeConfig(env *benchEnv, s targetSpec, dir, admin, token string) error {
 	// Both kinds get the same [assets] layer, as keypool is deployed, so
 	// that only the worker differs.
 	var conf, vars string
-	assets := filepath.Join(env.root, "ui", "public")
 	if s.keypool {
-		conf = fmt.Sprintf(`name = "bench-keypool-%s"
-main = %q
-compatibility_date = "2025-09-01"
-[assets]
-directory = %q
-[[d1_databases]]
-binding = "DB"
-database_name = "keypool"
-database_id = "00000000-0000-0000-0000-000000000000"
-migrations_dir = %q
-`, s.build, filepath.Join(dir, "worker", "worker.mjs"), assets, filepath.Join(env.root, "migrations"))
+		conf = devworker.Config("bench-keypool-"+s.build, filepath.Join(dir, "worker", "worker.mjs"), env.root, true)
 		vars = fmt.Sprintf("ADMIN_PASSWORD=%s\nAUTH_KEY=%s\nDEFAULT_PROVIDER=openai\nOPENAI_BASE_URL=%s\nKEYPOOL_DEBUG=1\nMAX_BODY_BYTES=%d\n",
 			admin, token, env.up.URL, maxBodyVar)
 	} else {
-		conf = fmt.Sprintf(`name = "bench-baseline"
-main = %q
-compatibility_date = "2025-09-01"
-[assets]
-directory = %q
-`, filepath.Join(env.root, "bench", "baseline", "worker.mjs"), assets)
+		conf = devworker.Config("bench-baseline", filepath.Join(env.root, "bench", "baseline", "worker.mjs"), env.root, false)
 		vars = fmt.Sprintf("UPSTREAM_URL=%s\n", env.up.URL)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(conf), 0o600); err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/e2e/devworker"
 	"github.com/keypool/keypool/e2e/fakeupstream"
 )
 
@@ -109,19 +110,7 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 		up: up, logs: &lockedBuffer{}, dir: dir, root: root,
 		client: &http.Client{Timeout: 60 * time.Second},
 	}
-	config := fmt.Sprintf(`name = "keypool-e2e"
-main = %q
-compatibility_date = "2025-09-01"
-[assets]
-directory = %q
-[[d1_databases]]
-binding = "DB"
-database_name = "keypool"
-database_id = "00000000-0000-0000-0000-000000000000"
-migrations_dir = %q
-[triggers]
-crons = ["*/5 * * * *"]
-`, main, filepath.Join(root, "ui", "public"), filepath.Join(root, "migrations"))
+	config := devworker.Config("keypool-e2e", main, root, true)
 	must(t, os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(config), 0o600))
 	vars := map[string]string{
 		"ADMIN_PASSWORD": w.admin, "AUTH_KEY": w.token, "DEFAULT_PROVIDER": "openai",

@@ -118,41 +118,64 @@ class Instance {
     await Promise.race([isReady, died]);
   }
 
-  // hookTimers records the deadlines of the timers standard Go asks for, so
-  // that the next event can re-arm them. (TinyGo asks for its timer afresh
-  // each time it is resumed.)
+  // hookTimers takes over the timers Go asks for. A setTimeout belongs to
+  // the event that was running when Go asked; if it fired after the
+  // instance moved on to another event, Go would run that event's work in
+  // the old event's context (its I/O then stalls or dies with it). So a
+  // timer only wakes Go during the event that armed it, and each event
+  // re-arms the timers still pending (standard Go), or TinyGo asks afresh
+  // when it is resumed.
   hookTimers(imports) {
     const gojs = imports.gojs;
-    if (!gojs || !gojs["runtime.scheduleTimeoutEvent"]) return;
     const go = this.go;
-    const schedule = gojs["runtime.scheduleTimeoutEvent"];
-    const clear = gojs["runtime.clearTimeoutEvent"];
-    gojs["runtime.scheduleTimeoutEvent"] = (sp) => {
-      const at = (sp >>> 0) + 8;
-      const delay = go.mem.getUint32(at, true) + go.mem.getInt32(at + 4, true) * 4294967296;
-      schedule(sp);
-      const id = go.mem.getInt32((sp >>> 0) + 16, true);
-      this.deadlines.set(id, Date.now() + delay);
-    };
-    gojs["runtime.clearTimeoutEvent"] = (sp) => {
-      this.deadlines.delete(go.mem.getInt32((sp >>> 0) + 8, true));
-      clear(sp);
-    };
+    if (gojs["runtime.scheduleTimeoutEvent"]) {
+      const clear = gojs["runtime.clearTimeoutEvent"];
+      gojs["runtime.scheduleTimeoutEvent"] = (sp) => {
+        sp >>>= 0;
+        const delay = go.mem.getUint32(sp + 8, true) + go.mem.getInt32(sp + 12, true) * 4294967296;
+        const id = go._nextCallbackTimeoutID++;
+        this.deadlines.set(id, Date.now() + delay);
+        this.armTimeout(id, delay);
+        go.mem.setInt32(sp + 16, id, true);
+      };
+      gojs["runtime.clearTimeoutEvent"] = (sp) => {
+        this.deadlines.delete(go.mem.getInt32((sp >>> 0) + 8, true));
+        clear(sp);
+      };
+    }
+    if (gojs["runtime.sleepTicks"]) {
+      gojs["runtime.sleepTicks"] = (timeout) => {
+        const event = this.events;
+        setTimeout(() => {
+          if (event !== this.events || this.dead || go.exited) return;
+          try {
+            go._inst.exports.go_scheduler();
+          } catch {
+            // A trap or exit; the guarded export has recorded it.
+          }
+        }, Number(timeout) / 1e6);
+      };
+    }
+  }
+
+  // armTimeout sets a standard Go timeout for the current event, as
+  // wasm_exec.js does, but inert once the event is over.
+  armTimeout(id, delay) {
+    const go = this.go;
+    const event = this.events;
+    go._scheduledTimeouts.set(
+      id,
+      setTimeout(() => {
+        if (event !== this.events || this.dead) return;
+        go._resume();
+        // As wasm_exec.js does, for a timeout Go failed to register.
+        for (let i = 0; i < 10 && go._scheduledTimeouts.has(id); i++) go._resume();
+      }, Math.max(0, delay)),
+    );
   }
 
   rearmTimers() {
-    const go = this.go;
-    for (const [id, deadline] of this.deadlines) {
-      clearTimeout(go._scheduledTimeouts.get(id));
-      go._scheduledTimeouts.set(
-        id,
-        setTimeout(() => {
-          go._resume();
-          // As wasm_exec.js does, for a timeout Go failed to register.
-          for (let i = 0; i < 10 && go._scheduledTimeouts.has(id); i++) go._resume();
-        }, Math.max(0, deadline - Date.now())),
-      );
-    }
+    for (const [id, deadline] of this.deadlines) this.armTimeout(id, deadline - Date.now());
   }
 
   // died returns a promise for this event that rejects if the program dies.

@@ -406,27 +406,6 @@ func (k *Keys) AddUsage(ctx context.Context, usage []Usage) error {
 	return err
 }
 
-// Record persists the outcomes of one proxied request at once: usage
-// counters, then the state changes the verdicts call for.
-func (k *Keys) Record(ctx context.Context, outcomes []Outcome, now int64) error {
-	usage := map[int64]*Usage{}
-	var list []Usage
-	for _, o := range outcomes {
-		if usage[o.KeyID] == nil {
-			usage[o.KeyID] = &Usage{}
-		}
-		usage[o.KeyID].Add(o, now)
-	}
-	for _, u := range usage {
-		list = append(list, *u)
-	}
-	errs := []error{k.AddUsage(ctx, list)}
-	for _, o := range outcomes {
-		errs = append(errs, k.ApplyVerdict(ctx, o, now))
-	}
-	return errors.Join(errs...)
-}
-
 // ApplyVerdict makes the state change a verdict calls for: block the key,
 // or cool it for the model. Other verdicts change nothing.
 func (k *Keys) ApplyVerdict(ctx context.Context, o Outcome, now int64) error {

@@ -49,10 +49,28 @@ func mustAdd(t *testing.T, k *store.Keys, prov string, ss ...string) []int64 {
 	return ids
 }
 
+// mustRecord persists outcomes as the handler does: usage counters in one
+// AddUsage, then the state change of each verdict.
 func mustRecord(t *testing.T, k *store.Keys, now int64, os ...store.Outcome) {
 	t.Helper()
-	if err := k.Record(ctx, os, now); err != nil {
+	usage := map[int64]*store.Usage{}
+	for _, o := range os {
+		if usage[o.KeyID] == nil {
+			usage[o.KeyID] = &store.Usage{}
+		}
+		usage[o.KeyID].Add(o, now)
+	}
+	var list []store.Usage
+	for _, u := range usage {
+		list = append(list, *u)
+	}
+	if err := k.AddUsage(ctx, list); err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range os {
+		if err := k.ApplyVerdict(ctx, o, now); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
