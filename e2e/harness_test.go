@@ -27,6 +27,7 @@ import (
 
 	"github.com/keypool/keypool/e2e/devworker"
 	"github.com/keypool/keypool/e2e/fakeupstream"
+	"github.com/keypool/keypool/provider"
 )
 
 func repoRoot(t testing.TB) string {
@@ -120,9 +121,14 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 		// Counters written per request, so the suite can check them at once;
 		// coalescing is covered by the handler tests.
 		"USAGE_FLUSH_SECONDS": "0",
+		// Storms end quickly, so the storm scenario can see the recovery.
+		"STORM_HOLD_SECONDS": "2",
+		// A hung upstream is given up quickly.
+		"UPSTREAM_TIMEOUT_SECONDS": "2",
 	}
-	for _, p := range []string{"OPENAI", "SILICONFLOW", "GOOGLE_AI_STUDIO", "ANTHROPIC", "GROQ", "DEEPSEEK", "OPENROUTER", "MISTRAL", "GROK"} {
-		vars[p+"_BASE_URL"] = up.URL
+	for _, name := range provider.Names() {
+		p, _ := provider.Lookup(name)
+		vars[p.BaseURLVar()] = up.URL
 	}
 	for k, v := range extraVars {
 		vars[k] = v

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"database/sql"
 	"errors"
 	"io"
 	"log"
@@ -52,6 +53,14 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 			h.deleteKey(w, r, id)
 		default:
 			methodNotAllowed(w, "GET, DELETE")
+		}
+	case p == "/checks" || strings.HasPrefix(p, "/checks/"):
+		if db, ok := h.db(w); ok {
+			h.adminChecks(w, r, db, strings.TrimPrefix(strings.TrimPrefix(p, "/checks"), "/"))
+		}
+	case p == "/settings":
+		if db, ok := h.db(w); ok {
+			h.adminSettings(w, r, db)
 		}
 	case p == "/providers":
 		if r.Method != http.MethodGet {
@@ -118,13 +127,22 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 }
 
 func (h *Handler) keys(w http.ResponseWriter) (*store.Keys, bool) {
+	db, ok := h.db(w)
+	if !ok {
+		return nil, false
+	}
+	return store.NewKeys(db).Counting(h.d.Queries), true
+}
+
+// db returns the database, or answers 500 saying it is missing.
+func (h *Handler) db(w http.ResponseWriter) (*sql.DB, bool) {
 	db, err := h.d.DB()
 	if err != nil {
 		log.Printf("keypool: database unavailable: %v", err)
 		internalError("keypool's database is not available (is the D1 binding DB configured?)").write(w)
 		return nil, false
 	}
-	return store.NewKeys(db).Counting(h.d.Queries), true
+	return db, true
 }
 
 // addKeys imports pasted key text: {"provider": "...", "keys": "<text>",

@@ -48,6 +48,9 @@ type testEnv struct {
 	fetch    func(*http.Request) (*http.Response, error)
 	fetches  atomic.Int64
 	deferred atomic.Int64
+	// followSince, when set, makes the clock follow real time: now plus
+	// the real time elapsed since followSince (see followRealTime).
+	followSince time.Time
 }
 
 // newEnv builds the handler. vars are name/value pairs applied on top of
@@ -96,6 +99,9 @@ func newEnv(t *testing.T, vars ...string) *testEnv {
 		Now: func() time.Time {
 			e.mu.Lock()
 			defer e.mu.Unlock()
+			if !e.followSince.IsZero() {
+				return e.now.Add(time.Since(e.followSince))
+			}
 			return e.now
 		},
 		IntN: func(n int) int {
@@ -126,7 +132,28 @@ func (e *testEnv) setNow(t time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.now = t
+	if !e.followSince.IsZero() {
+		e.followSince = time.Now()
+	}
 }
+
+// advance moves the clock forward by d.
+func (e *testEnv) advance(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.now = e.now.Add(d)
+}
+
+// followRealTime makes the clock run with real time from its current
+// reading on (for code that sleeps, such as waiting for a cooldown).
+func (e *testEnv) followRealTime() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.followSince = time.Now()
+}
+
+// clock reads the handler's clock.
+func (e *testEnv) clock() time.Time { return e.h.d.Now() }
 
 // serve sends one request through the handler. hdr are name/value pairs.
 func (e *testEnv) serve(method, target, body string, hdr ...string) *httptest.ResponseRecorder {

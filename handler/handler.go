@@ -7,7 +7,6 @@
 package handler
 
 import (
-	"context"
 	"database/sql"
 	"log"
 	"math/rand/v2"
@@ -15,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/keypool/keypool/store"
 )
 
 // Deps are the handler's connections to the world.
@@ -25,7 +22,9 @@ type Deps struct {
 	Getenv func(name string) string
 	// DB returns the database of the current request or event.
 	DB func() (*sql.DB, error)
-	// Fetch sends a request upstream.
+	// Fetch sends a request upstream. A deadline on the request's context
+	// bounds the wait for the response headers (UPSTREAM_TIMEOUT_SECONDS);
+	// the Workers binding does not let it cut a body already streaming.
 	Fetch func(*http.Request) (*http.Response, error)
 	// ReadBody reads a request body of at most limit bytes in one piece
 	// (ok false: larger). io.ReadAll when nil.
@@ -116,22 +115,6 @@ func (t *trackingWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController and io.Copy find the runtime's
 // writer, which can take an upstream body without copying it through Go.
 func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
-
-// Scheduled is the cron task: it deletes cooldowns that have ended.
-func (h *Handler) Scheduled(ctx context.Context) error {
-	db, err := h.d.DB()
-	if err != nil {
-		log.Printf("keypool cron: no database: %v", err)
-		return nil
-	}
-	n, err := store.NewKeys(db).Counting(h.d.Queries).PruneCooling(ctx, h.d.Now().UnixMilli())
-	if err != nil {
-		log.Printf("keypool cron: pruning cooldowns: %v", err)
-		return nil // an error returned here would crash the instance
-	}
-	log.Printf("keypool cron: pruned %d ended cooldowns", n)
-	return nil
-}
 
 func (h *Handler) intVar(name string, def, lo, hi int64) int64 {
 	v := strings.TrimSpace(h.d.Getenv(name))

@@ -10,6 +10,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 )
@@ -68,14 +69,21 @@ const (
 	flushedKey = "usage-flushed"
 )
 
-func candKey(prov, model string) string { return "cands\x00" + prov + "\x00" + model }
+// candKey names a cached candidate list; free lists include exhausted keys.
+func candKey(prov, model string, free bool) string {
+	k := "cands\x00" + prov + "\x00" + model
+	if free {
+		k += "\x00free"
+	}
+	return k
+}
 
 // encodeCands and decodeCands keep a candidate list in Shared.
 func encodeCands(read int64, list []rotation.Candidate) string {
 	var b jsonout.Builder
 	b.Array().Int(read)
 	for _, c := range list {
-		b.Int(c.ID).Int(c.LastUsed).String(c.Secret)
+		b.Int(c.ID).Int(c.LastUsed).Int(c.Streak).Int(c.CoolEnd).String(c.Secret)
 	}
 	return string(b.EndArray().Bytes())
 }
@@ -86,8 +94,9 @@ func decodeCands(s string) (read int64, list []rotation.Candidate) {
 		return 0, nil
 	}
 	read = a[0].Int()
-	for i := 1; i+2 < len(a); i += 3 {
-		list = append(list, rotation.Candidate{ID: a[i].Int(), LastUsed: a[i+1].Int(), Secret: a[i+2].String()})
+	for i := 1; i+4 < len(a); i += 5 {
+		list = append(list, rotation.Candidate{ID: a[i].Int(), LastUsed: a[i+1].Int(),
+			Streak: a[i+2].Int(), CoolEnd: a[i+3].Int(), Secret: a[i+4].String()})
 	}
 	return read, list
 }
@@ -95,18 +104,18 @@ func decodeCands(s string) (read int64, list []rotation.Candidate) {
 // candidates returns the keys that may serve provider/model, from the
 // cache when it is younger than CACHE_SECONDS, else from the store (one
 // query).
-func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time) ([]rotation.Candidate, error) {
+func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time, free bool) ([]rotation.Candidate, error) {
 	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
-	if v, ok := h.d.Shared.Get(candKey(prov, model)); ok && ttl > 0 {
+	if v, ok := h.d.Shared.Get(candKey(prov, model, free)); ok && ttl > 0 {
 		if read, list := decodeCands(v); now.Sub(time.UnixMilli(read)) < ttl && len(list) > 0 {
 			return list, nil
 		}
 	}
-	list, err := keys.Candidates(ctx, prov, model, now.UnixMilli(), candidateLimit)
+	list, err := keys.Candidates(ctx, prov, model, now.UnixMilli(), candidateLimit, free)
 	if err != nil || len(list) == 0 || ttl == 0 {
 		return list, err // an empty pool is not cached: keys may be added any time
 	}
-	h.d.Shared.Set(candKey(prov, model), encodeCands(now.UnixMilli(), list))
+	h.d.Shared.Set(candKey(prov, model, free), encodeCands(now.UnixMilli(), list))
 	return list, nil
 }
 
@@ -127,17 +136,30 @@ func (h *Handler) observe(prov string, outcomes []store.Outcome, now time.Time) 
 	}
 	h.d.Shared.Set(usageKey, encodeUsage(usage))
 	for _, o := range outcomes {
-		switch o.Verdict.Action {
-		case rotation.Cool:
-			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool { return c.ID != o.KeyID })
-		case rotation.BlockKey:
+		v := o.Verdict
+		switch {
+		case o.Blameless:
+		case v.Action == rotation.BlockKey || v.Action == rotation.ExhaustKey:
 			// The other models' lists of this provider cannot be listed
 			// cheaply in Shared; drop them all, they are read again.
 			h.clearCands()
+		case v.Action == rotation.BlockModel || (v.Action == rotation.Cool || v.Action == rotation.Retry) && v.Cooldown > 0:
+			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool { return c.ID != o.KeyID })
+		case v.Action == rotation.Retry:
+			// Counted in the streak, so that the next failure rests it.
+			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool {
+				if c.ID == o.KeyID {
+					c.Streak, c.CoolEnd = c.Streak+1, ms
+				}
+				return true
+			})
 		default:
 			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool {
 				if c.ID == o.KeyID {
 					c.LastUsed = ms
+					if v.Action == rotation.Serve {
+						c.Streak = 0
+					}
 				}
 				return true
 			})
@@ -149,7 +171,12 @@ func (h *Handler) observe(prov string, outcomes []store.Outcome, now time.Time) 
 // whether a candidate stays (and may change it); the list is kept least
 // recently used first.
 func (h *Handler) updateCands(prov, model string, keep func(*rotation.Candidate) bool) {
-	k := candKey(prov, model)
+	for _, free := range []bool{false, true} {
+		h.updateCandList(candKey(prov, model, free), keep)
+	}
+}
+
+func (h *Handler) updateCandList(k string, keep func(*rotation.Candidate) bool) {
 	v, ok := h.d.Shared.Get(k)
 	if !ok {
 		return
@@ -215,15 +242,61 @@ func decodeUsage(s string) map[int64]*store.Usage {
 // invalidate drops the isolate's cache after an admin change.
 func (h *Handler) invalidate() { h.clearCands() }
 
-// clearCands drops every cached candidate list, keeping the counters.
+// clearCands drops every cached candidate list and the settings, keeping
+// the counters and storm states.
 func (h *Handler) clearCands() {
-	usage, hasUsage := h.d.Shared.Get(usageKey)
-	flushed, hasFlushed := h.d.Shared.Get(flushedKey)
+	keep := []string{usageKey, flushedKey}
+	for _, p := range provider.Names() {
+		keep = append(keep, stormKey(p))
+	}
+	saved := map[string]string{}
+	for _, k := range keep {
+		if v, ok := h.d.Shared.Get(k); ok {
+			saved[k] = v
+		}
+	}
 	h.d.Shared.Clear()
-	if hasUsage {
-		h.d.Shared.Set(usageKey, usage)
+	for k, v := range saved {
+		h.d.Shared.Set(k, v)
 	}
-	if hasFlushed {
-		h.d.Shared.Set(flushedKey, flushed)
+}
+
+func stormKey(prov string) string { return "storm\x00" + prov }
+
+// storm returns the isolate's storm state of prov. Each isolate judges
+// storms by what it sees itself: a storm is about the upstream, which
+// every isolate meets alike, so none needs another's view.
+func (h *Handler) storm(prov string) rotation.Storm {
+	v, ok := h.d.Shared.Get(stormKey(prov))
+	if !ok {
+		return rotation.Storm{}
 	}
+	a := gjson.Parse(v).Array()
+	if len(a) < 5 {
+		return rotation.Storm{}
+	}
+	s := rotation.Storm{Since: a[0].Int(), Last: a[1].Int(), Until: a[2].Int(), Rate: a[3].Int() == 1, Declared: a[4].Int() == 1}
+	for _, x := range a[5:] {
+		s.Keys = append(s.Keys, x.Int())
+	}
+	return s
+}
+
+func (h *Handler) setStorm(prov string, s rotation.Storm) {
+	if s.Since == 0 && s.Until == 0 {
+		h.d.Shared.Delete(stormKey(prov))
+		return
+	}
+	flag := func(b bool) int64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	var b jsonout.Builder
+	b.Array().Int(s.Since).Int(s.Last).Int(s.Until).Int(flag(s.Rate)).Int(flag(s.Declared))
+	for _, k := range s.Keys {
+		b.Int(k)
+	}
+	h.d.Shared.Set(stormKey(prov), string(b.EndArray().Bytes()))
 }

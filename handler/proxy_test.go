@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
+	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 )
 
@@ -65,21 +66,22 @@ func TestProxyClientAuth(t *testing.T) {
 		t.Errorf("%d upstream calls for unauthenticated requests, want 0", n)
 	}
 
-	// Every accepted form works, and the token never goes upstream.
+	// Every accepted form works, and the token never goes upstream. GET
+	// /v1/models is keypool's own answer; /v1/models/<id> is forwarded.
 	ok := []struct {
 		name string
 		hdr  []string
 		path string
 	}{
-		{"bearer", []string{"Authorization", "Bearer " + testAuthKey}, "/v1/models"},
-		{"bearer lower case", []string{"Authorization", "bearer " + testAuthKey}, "/v1/models"},
-		{"x-api-key", []string{"x-api-key", testAuthKey}, "/v1/models"},
-		{"x-goog-api-key", []string{"x-goog-api-key", testAuthKey}, "/v1/models"},
-		{"api-key", []string{"api-key", testAuthKey}, "/v1/models"},
-		{"xi-api-key", []string{"xi-api-key", testAuthKey}, "/v1/models"},
-		{"query key", nil, "/v1/models?key=" + testAuthKey},
+		{"bearer", []string{"Authorization", "Bearer " + testAuthKey}, "/v1/models/gpt-4o-mini"},
+		{"bearer lower case", []string{"Authorization", "bearer " + testAuthKey}, "/v1/models/gpt-4o-mini"},
+		{"x-api-key", []string{"x-api-key", testAuthKey}, "/v1/models/gpt-4o-mini"},
+		{"x-goog-api-key", []string{"x-goog-api-key", testAuthKey}, "/v1/models/gpt-4o-mini"},
+		{"api-key", []string{"api-key", testAuthKey}, "/v1/models/gpt-4o-mini"},
+		{"xi-api-key", []string{"xi-api-key", testAuthKey}, "/v1/models/gpt-4o-mini"},
+		{"query key", nil, "/v1/models/gpt-4o-mini?key=" + testAuthKey},
 		{"every form at once", []string{"Authorization", "Bearer " + testAuthKey, "x-api-key", testAuthKey,
-			"x-goog-api-key", testAuthKey, "api-key", testAuthKey, "xi-api-key", testAuthKey}, "/v1/models?key=" + testAuthKey},
+			"x-goog-api-key", testAuthKey, "api-key", testAuthKey, "xi-api-key", testAuthKey}, "/v1/models/gpt-4o-mini?key=" + testAuthKey},
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,8 +93,8 @@ func TestProxyClientAuth(t *testing.T) {
 				t.Fatalf("%d upstream requests, want 1", len(reqs)-before)
 			}
 			got := reqs[len(reqs)-1]
-			if got.Path != "/v1/models" {
-				t.Errorf("upstream path %q, want /v1/models", got.Path)
+			if got.Path != "/v1/models/gpt-4o-mini" {
+				t.Errorf("upstream path %q, want /v1/models/gpt-4o-mini", got.Path)
 			}
 			if got.Key != "sk-test-key-0001" {
 				t.Errorf("upstream key %q, want the pool key", got.Key)
@@ -278,9 +280,15 @@ func TestUpstream5xxRetriedWithSameBody(t *testing.T) {
 			t.Errorf("attempt %d Content-Length %q, want %d", i+1, cl, len(body))
 		}
 	}
+	// A first 5xx only moves on: the key-model's streak is counted (a
+	// cooling row that ends at once), with no cooldown and no event.
 	k, evs := e.key(ids[0])
-	if k.Status != store.StatusActive || len(k.Models) != 0 || len(evs) != 0 {
-		t.Errorf("5xx key changed state: status %q models %+v events %+v", k.Status, k.Models, evs)
+	if k.Status != store.StatusActive || len(evs) != 0 {
+		t.Errorf("5xx key changed state: status %q events %+v", k.Status, evs)
+	}
+	if len(k.Models) != 1 || k.Models[0].Model != "gpt-4o-mini" || k.Models[0].State != store.ModelCooling ||
+		k.Models[0].Until != t0.UnixMilli() || k.Models[0].Streak != 1 {
+		t.Errorf("5xx key models %+v, want gpt-4o-mini cooling until t0 (no cooldown) with streak 1", k.Models)
 	}
 	if k.Failures != 1 || k.Requests != 1 {
 		t.Errorf("5xx key counters requests=%d failures=%d, want 1/1", k.Requests, k.Failures)
@@ -317,9 +325,12 @@ func TestNetworkErrorRetried(t *testing.T) {
 	if got := wantServed(t, w, "2"); got != strconv.FormatInt(ids[1], 10) {
 		t.Errorf("served by key %s, want %d", got, ids[1])
 	}
-	k, _ := e.key(ids[0])
-	if k.Status != store.StatusActive || len(k.Models) != 0 || k.Failures != 1 {
-		t.Errorf("key after a network error: status %q models %+v failures %d", k.Status, k.Models, k.Failures)
+	k, evs := e.key(ids[0])
+	if k.Status != store.StatusActive || k.Failures != 1 || len(evs) != 0 {
+		t.Errorf("key after a network error: status %q failures %d events %+v", k.Status, k.Failures, evs)
+	}
+	if len(k.Models) != 1 || k.Models[0].State != store.ModelCooling || k.Models[0].Until != t0.UnixMilli() || k.Models[0].Streak != 1 {
+		t.Errorf("key models after a network error %+v, want a streak of 1 and no cooldown", k.Models)
 	}
 
 	e.fetch = func(*http.Request) (*http.Response, error) { return nil, errors.New("no route to host") }
@@ -443,7 +454,8 @@ func TestMaxAttempts(t *testing.T) {
 		"sk-failing-key-00004", "sk-failing-key-00005", "sk-failing-key-00006"}
 	for _, tc := range tests {
 		t.Run("MAX_ATTEMPTS="+tc.value, func(t *testing.T) {
-			e := newEnv(t, "MAX_ATTEMPTS", tc.value)
+			// STORM_KEYS high: five keys failing at once would be a storm.
+			e := newEnv(t, "MAX_ATTEMPTS", tc.value, "STORM_KEYS", "100")
 			e.addKeys("openai", secrets...)
 			for _, s := range secrets {
 				e.up.SetRule(s, fakeupstream.OpenAIServerError())
@@ -926,11 +938,15 @@ func TestScheduledPrunesEndedCooldowns(t *testing.T) {
 	e := newEnv(t)
 	ids := e.addKeys("openai", "sk-cron-key-000001")
 	ctx := context.Background()
+	// Ended cooling rows keep the key-model's failure streak for
+	// rotation.StreakMemory; only older ones are pruned.
 	for _, row := range []struct {
 		model, state string
 		until        int64
 	}{
 		{"ended-long-ago", "cooling", t0.Add(-time.Hour).UnixMilli()},
+		{"ended-at-memory", "cooling", t0.Add(-rotation.StreakMemory).UnixMilli()},
+		{"ended-within-memory", "cooling", t0.Add(-rotation.StreakMemory + time.Millisecond).UnixMilli()},
 		{"ends-now", "cooling", t0.UnixMilli()},
 		{"ends-later", "cooling", t0.Add(time.Minute).UnixMilli()},
 		{"blocked-model", "blocked", 0},
@@ -941,25 +957,37 @@ func TestScheduledPrunesEndedCooldowns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := e.h.Scheduled(ctx); err != nil {
-		t.Fatalf("Scheduled: %v", err)
+	left := func() string {
+		t.Helper()
+		k, _ := e.key(ids[0])
+		var names []string
+		for _, m := range k.Models {
+			names = append(names, m.Model)
+		}
+		return strings.Join(names, ",")
 	}
-	k, _ := e.key(ids[0])
-	var left []string
-	for _, m := range k.Models {
-		left = append(left, m.Model)
+	steps := []struct {
+		at   time.Time
+		want string
+	}{
+		{t0, "blocked-model,ended-within-memory,ends-later,ends-now"},
+		{t0.Add(2 * time.Minute), "blocked-model,ends-later,ends-now"},
+		{t0.Add(rotation.StreakMemory - time.Millisecond), "blocked-model,ends-later,ends-now"},
+		{t0.Add(rotation.StreakMemory), "blocked-model,ends-later"},
+		{t0.Add(time.Minute + rotation.StreakMemory), "blocked-model"},
+		{t0.Add(24*time.Hour - time.Millisecond), "blocked-model"},
+		// A model block is lifted after a day: a permission may be granted
+		// later, and a block that still holds is learnt again.
+		{t0.Add(24*time.Hour + time.Millisecond), ""},
 	}
-	if strings.Join(left, ",") != "blocked-model,ends-later" {
-		t.Errorf("model states after the cron: %v, want [blocked-model ends-later]", left)
-	}
-
-	e.setNow(t0.Add(2 * time.Minute))
-	if err := e.h.Scheduled(ctx); err != nil {
-		t.Fatalf("Scheduled: %v", err)
-	}
-	k, _ = e.key(ids[0])
-	if len(k.Models) != 1 || k.Models[0].Model != "blocked-model" {
-		t.Errorf("model states %+v, want only the blocked one", k.Models)
+	for _, st := range steps {
+		e.setNow(st.at)
+		if err := e.h.Scheduled(ctx); err != nil {
+			t.Fatalf("Scheduled: %v", err)
+		}
+		if got := left(); got != st.want {
+			t.Errorf("after the cron at t0%+v: model states %s, want %s", st.at.Sub(t0), got, st.want)
+		}
 	}
 
 	// A missing database is logged, not returned (it would crash the worker).

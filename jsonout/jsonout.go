@@ -150,3 +150,14 @@ func StringArray(ss []string) []byte {
 	b.EndArray()
 	return b.Bytes()
 }
+
+// IntArray encodes a list of integers as a JSON array.
+func IntArray(ns []int64) []byte {
+	var b Builder
+	b.Array()
+	for _, n := range ns {
+		b.Int(n)
+	}
+	b.EndArray()
+	return b.Bytes()
+}

@@ -41,6 +41,13 @@ type Provider struct {
 	Gateway bool
 	// Family selects the error classification rules.
 	Family Family
+	// NoOpenAI marks providers without an OpenAI-compatible API: only
+	// /api/<Name>/... reaches them.
+	NoOpenAI bool
+	// Balance is the provider's balance endpoint, if it has one, at
+	// BalancePath under Origin.
+	Balance     BalanceAPI
+	BalancePath string
 	// KeyPrefixes lists the prefixes real keys of this provider start with.
 	// Empty means any well-formed token is accepted.
 	KeyPrefixes []string
@@ -55,6 +62,7 @@ var registry = map[string]Provider{
 	"siliconflow": {
 		Name: "siliconflow", Origin: "https://api.siliconflow.cn", NativePrefix: "", OpenAIPrefix: "/v1",
 		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		Balance: BalanceSiliconFlow, BalancePath: "/v1/user/info",
 		KeyPrefixes: []string{"sk-"},
 	},
 	"google-ai-studio": {
@@ -75,16 +83,47 @@ var registry = map[string]Provider{
 	"deepseek": {
 		Name: "deepseek", Origin: "https://api.deepseek.com", NativePrefix: "", OpenAIPrefix: "/v1",
 		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		Balance: BalanceDeepSeek, BalancePath: "/user/balance",
 		KeyPrefixes: []string{"sk-"},
 	},
 	"openrouter": {
 		Name: "openrouter", Origin: "https://openrouter.ai", NativePrefix: "/api", OpenAIPrefix: "/api/v1",
 		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		Balance: BalanceOpenRouter, BalancePath: "/api/v1/credits",
 		KeyPrefixes: []string{"sk-or-"},
 	},
 	"mistral": {
 		Name: "mistral", Origin: "https://api.mistral.ai", NativePrefix: "", OpenAIPrefix: "/v1",
 		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+	},
+	"elevenlabs": {
+		Name: "elevenlabs", Origin: "https://api.elevenlabs.io", NativePrefix: "", OpenAIPrefix: "/v1",
+		KeyHeader: "xi-api-key", Gateway: true, Family: FamilyOpenAI, NoOpenAI: true,
+	},
+	"azure-openai": {
+		// No public origin: set AZURE_OPENAI_BASE_URL to the resource
+		// (https://<resource>.openai.azure.com) for direct use.
+		Name: "azure-openai", Origin: "https://azure-openai.invalid", NativePrefix: "", OpenAIPrefix: "/openai/v1",
+		KeyHeader: "api-key", Gateway: true, Family: FamilyOpenAI,
+	},
+	"workers-ai": {
+		Name: "workers-ai", Origin: "https://api.cloudflare.com", NativePrefix: "/client/v4/accounts/{account}/ai/run",
+		OpenAIPrefix: "/client/v4/accounts/{account}/ai/v1",
+		KeyHeader:    "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+	},
+	"cohere": {
+		Name: "cohere", Origin: "https://api.cohere.ai", NativePrefix: "", OpenAIPrefix: "/compatibility/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+	},
+	"perplexity-ai": {
+		Name: "perplexity-ai", Origin: "https://api.perplexity.ai", NativePrefix: "", OpenAIPrefix: "",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"pplx-"},
+	},
+	"cerebras": {
+		Name: "cerebras", Origin: "https://api.cerebras.ai", NativePrefix: "/v1", OpenAIPrefix: "/v1",
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyPrefixes: []string{"csk-"},
 	},
 	"grok": {
 		Name: "grok", Origin: "https://api.x.ai", NativePrefix: "", OpenAIPrefix: "/v1",

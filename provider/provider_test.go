@@ -77,7 +77,7 @@ func TestNames(t *testing.T) {
 	if !sort.StringsAreSorted(names) {
 		t.Errorf("Names() not sorted: %q", names)
 	}
-	want := []string{"anthropic", "deepseek", "google-ai-studio", "grok", "groq", "mistral", "openai", "openrouter", "siliconflow"}
+	want := []string{"anthropic", "azure-openai", "cerebras", "cohere", "deepseek", "elevenlabs", "google-ai-studio", "grok", "groq", "mistral", "openai", "openrouter", "perplexity-ai", "siliconflow", "workers-ai"}
 	if len(names) != len(want) {
 		t.Fatalf("Names() = %q, want %q", names, want)
 	}

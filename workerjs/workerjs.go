@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"syscall/js"
+	"time"
 
 	"github.com/syumai/workers/cloudflare/d1"
 )
@@ -27,6 +28,7 @@ var (
 	object     = js.Global().Get("Object")
 	arrayCls   = js.Global().Get("Array")
 	fetchFn    = js.Global().Get("fetch")
+	abortCls   = js.Global().Get("AbortController")
 )
 
 // await waits for a JS promise from Go.
@@ -110,9 +112,28 @@ func Fetch(req *http.Request) (*http.Response, error) {
 		init.Set("body", u8)
 	}
 	init.Set("redirect", "manual")
+	// The context's deadline bounds the wait for the response headers
+	// only: the abort is disarmed once they arrive, so a long stream is
+	// never cut.
+	var disarm func() bool
+	timedOut := false
+	if deadline, ok := req.Context().Deadline(); ok {
+		ctrl := abortCls.New()
+		init.Set("signal", ctrl.Get("signal"))
+		disarm = time.AfterFunc(time.Until(deadline), func() {
+			timedOut = true
+			ctrl.Call("abort")
+		}).Stop
+	}
 	// Invoke, not Call: fetch must not get the global proxy as `this`.
 	res, err := await(fetchFn.Invoke(req.URL.String(), init))
+	if disarm != nil {
+		disarm()
+	}
 	if err != nil {
+		if timedOut {
+			return nil, errors.New("no answer before the upstream timeout")
+		}
 		return nil, err
 	}
 	status := res.Get("status").Int()

@@ -1,12 +1,21 @@
 // Package fakeupstream plays the AI providers keypool talks to, on
 // 127.0.0.1, for tests and benchmarks: OpenAI-compatible chat completions
-// (JSON and SSE), model lists, Gemini and Anthropic native paths, with
-// per-key scripted failures that use each provider's real status codes and
-// error bodies. It records every request it receives.
+// (JSON and SSE), embeddings, images, audio (speech, transcriptions and
+// translations), rerank, responses and model lists; Gemini, Anthropic and
+// ElevenLabs native paths; with per-key scripted failures that use each
+// provider's real status codes, headers and error bodies. It records every
+// request it receives.
 package fakeupstream
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"io"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"strconv"
@@ -25,6 +34,15 @@ type Rule struct {
 	// Models limits the rule to requests for these models; others are
 	// served normally. Empty means every request.
 	Models []string
+	// Paths limits the rule to requests whose path contains one of these
+	// substrings; others are served normally. Empty means every path.
+	Paths []string
+	// Times, when > 0, applies the rule to the first Times requests of the
+	// key that match Models and Paths only; later ones are served normally
+	// ("fails once, then works"). The count restarts with each SetRule.
+	Times int
+	// Delay holds the answer's headers back this long (a hung upstream).
+	Delay time.Duration
 }
 
 // Request is one request the fake received.
@@ -49,6 +67,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	rules map[string]Rule
+	used  map[string]int // per key: requests its rule has answered
 	reqs  []Request
 	gates map[string]chan struct{}
 }
@@ -63,6 +82,7 @@ func Start() (*Server, error) {
 		URL:   "http://" + ln.Addr().String(),
 		ln:    ln,
 		rules: map[string]Rule{},
+		used:  map[string]int{},
 		gates: map[string]chan struct{}{},
 	}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
@@ -73,11 +93,13 @@ func Start() (*Server, error) {
 // Close stops the server.
 func (s *Server) Close() error { return s.srv.Close() }
 
-// SetRule scripts the answers for key.
+// SetRule scripts the answers for key, replacing any earlier rule for it
+// (and restarting its Times count).
 func (s *Server) SetRule(key string, r Rule) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rules[key] = r
+	delete(s.used, key)
 }
 
 // ClearRule makes key answer normally again (e.g. a key that recovered).
@@ -85,6 +107,7 @@ func (s *Server) ClearRule(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.rules, key)
+	delete(s.used, key)
 }
 
 // ClearRequests forgets the requests received so far, so that a long run
@@ -136,8 +159,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Header: r.Header.Clone(), Body: body, Key: RequestKey(r),
 		Model: gjson.GetBytes(body, "model").String(),
 	}
+	var form *multipartForm
+	var formErr error
+	if r.Method == http.MethodPost && isAudioUpload(r.URL.Path) {
+		form, formErr = parseMultipart(r.Header.Get("Content-Type"), body)
+		rec.Model = ""
+		if form != nil {
+			rec.Model = form.model
+		}
+	}
 	if rec.Model == "" {
 		rec.Model = modelInPath(r.URL.Path)
+	}
+	if rec.Model == "" { // ElevenLabs names it model_id
+		rec.Model = gjson.GetBytes(body, "model_id").String()
 	}
 	cw := &capture{ResponseWriter: w}
 	defer func() {
@@ -149,13 +184,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	rule, scripted := s.rules[rec.Key]
+	applies := scripted && rule.matches(rec.Model, rec.Path)
+	if applies && rule.Times > 0 {
+		if s.used[rec.Key] >= rule.Times {
+			applies = false
+		} else {
+			s.used[rec.Key]++
+		}
+	}
 	gate := s.gates[r.Header.Get("X-Fake-Gate")]
 	s.mu.Unlock()
-	if scripted && (len(rule.Models) == 0 || contains(rule.Models, rec.Model)) {
+	if applies {
+		if rule.Delay > 0 {
+			select {
+			case <-time.After(rule.Delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		cw.Header().Set("Content-Type", "application/json")
 		for k, v := range rule.Header {
 			cw.Header().Set(k, v)
 		}
-		cw.Header().Set("Content-Type", "application/json")
 		cw.WriteHeader(rule.Status)
 		cw.Write([]byte(rule.Body))
 		return
@@ -166,8 +216,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cw.Write([]byte(OpenAIInvalidKey("").Body))
 		return
 	}
-	switch {
-	case strings.HasSuffix(r.URL.Path, "/chat/completions"):
+	post := r.Method == http.MethodPost
+	switch p := r.URL.Path; {
+	case strings.HasSuffix(p, "/chat/completions"):
 		if rec.Model == BigStreamModel {
 			bigStream(cw)
 			return
@@ -177,12 +228,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(cw, ChatCompletion(rec.Model))
-	case strings.HasSuffix(r.URL.Path, "/models") && r.Method == http.MethodGet:
-		writeJSON(cw, `{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1721172741,"owned_by":"system"},{"id":"text-embedding-3-small","object":"model","created":1705948997,"owned_by":"system"}]}`)
-	case strings.Contains(r.URL.Path, ":generateContent"):
-		writeJSON(cw, `{"candidates":[{"content":{"parts":[{"text":"Hello from the fake Gemini."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":6,"totalTokenCount":9},"modelVersion":"`+rec.Model+`"}`)
-	case strings.HasSuffix(r.URL.Path, "/messages"):
-		writeJSON(cw, `{"id":"msg_fake","type":"message","role":"assistant","model":"`+rec.Model+`","content":[{"type":"text","text":"Hello from the fake Claude."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":6}}`)
+	case post && strings.HasSuffix(p, "/embeddings"):
+		writeJSON(cw, Embedding(rec.Model))
+	case post && strings.HasSuffix(p, "/images/generations"):
+		writeJSON(cw, ImageGeneration)
+	case post && strings.HasSuffix(p, "/audio/speech"):
+		writeAudio(cw)
+	case post && isAudioUpload(p):
+		if formErr != nil {
+			cw.Header().Set("Content-Type", "application/json")
+			cw.WriteHeader(http.StatusBadRequest)
+			cw.Write([]byte(openAIError(formErr.Error(), "invalid_request_error", "file", "")))
+			return
+		}
+		writeJSON(cw, Transcription(form.model, form.fileSHA256, sha256Hex(body)))
+	case post && strings.HasSuffix(p, "/rerank"):
+		writeJSON(cw, Rerank(rec.Model))
+	case post && strings.HasSuffix(p, "/responses"):
+		writeJSON(cw, Response(rec.Model))
+	case strings.HasSuffix(p, "/models") && r.Method == http.MethodGet:
+		if strings.Contains(p, "/v1beta/openai/") {
+			writeJSON(cw, GeminiOpenAIModels)
+		} else {
+			writeJSON(cw, OpenAIModels)
+		}
+	case strings.Contains(p, ":generateContent"):
+		writeJSON(cw, GeminiGenerateContent(rec.Model))
+	case strings.HasSuffix(p, "/messages"):
+		writeJSON(cw, AnthropicMessage(rec.Model))
+	case post && strings.Contains(p, "/v1/text-to-speech/"):
+		writeAudio(cw)
 	default:
 		writeJSON(cw, `{"ok":true,"path":"`+r.URL.Path+`"}`)
 	}
@@ -333,6 +408,304 @@ func OpenAIBadRequest(model string) Rule {
 // OpenAIServerError is the 500 OpenAI sends when it fails internally.
 func OpenAIServerError() Rule {
 	return Rule{Status: http.StatusInternalServerError, Body: `{"error":{"message":"The server had an error while processing your request. Sorry about that!","type":"server_error","param":null,"code":null}}`}
+}
+
+func (r Rule) matches(model, path string) bool {
+	if len(r.Models) > 0 && !contains(r.Models, model) {
+		return false
+	}
+	if len(r.Paths) == 0 {
+		return true
+	}
+	for _, p := range r.Paths {
+		if strings.Contains(path, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Answers the fake serves when no rule applies.
+
+// OpenAIModels is the answer to GET …/models on OpenAI-compatible paths.
+const OpenAIModels = `{"object":"list","data":[{"id":"gpt-4o-mini","object":"model","created":1721172741,"owned_by":"system"},{"id":"text-embedding-3-small","object":"model","created":1705948997,"owned_by":"system"}]}`
+
+// GeminiOpenAIModels is the answer to GET …/v1beta/openai/models (Gemini's
+// OpenAI-compatible API), whose ids carry Google's "models/" prefix.
+const GeminiOpenAIModels = `{"object":"list","data":[{"id":"models/gemini-2.0-flash","object":"model","created":1,"owned_by":"google"},{"id":"models/gemini-2.5-pro","object":"model","created":1,"owned_by":"google"}]}`
+
+// ImageGeneration is the answer to POST …/images/generations.
+const ImageGeneration = `{"created":1732233000,"data":[{"url":"https://example.invalid/fake.png"}]}`
+
+// Embedding is the answer to POST …/embeddings for model.
+func Embedding(model string) string {
+	return `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"` + model + `","usage":{"prompt_tokens":3,"total_tokens":3}}`
+}
+
+// Rerank is the answer to POST …/rerank for model.
+func Rerank(model string) string {
+	return `{"id":"rerank-fake","results":[{"index":0,"relevance_score":0.9}],"model":"` + model + `"}`
+}
+
+// Response is the answer to POST …/responses (OpenAI Responses API).
+func Response(model string) string {
+	return `{"id":"resp_fake","object":"response","model":"` + model + `","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hello from the fake upstream."}]}],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}`
+}
+
+// Transcription is the answer to POST …/audio/transcriptions and
+// …/audio/translations: it echoes the multipart model field, the hex
+// SHA-256 of the file part's content and of the whole raw request body, so
+// a test can prove the upload reached the provider intact.
+func Transcription(model, fileSHA256, bodySHA256 string) string {
+	return `{"text":"fake transcript","model":"` + model + `","file_sha256":"` + fileSHA256 + `","body_sha256":"` + bodySHA256 + `"}`
+}
+
+// GeminiGenerateContent is the answer to Gemini's native
+// POST …/models/<model>:generateContent.
+func GeminiGenerateContent(model string) string {
+	return `{"candidates":[{"content":{"parts":[{"text":"Hello from the fake Gemini."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12},"modelVersion":"` + model + `"}`
+}
+
+// AnthropicMessage is the answer to Anthropic's POST …/v1/messages.
+func AnthropicMessage(model string) string {
+	return `{"id":"msg_fake","type":"message","role":"assistant","model":"` + model + `","content":[{"type":"text","text":"Hello from the fake Claude."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":6}}`
+}
+
+// SpeechAudioSize is the length of SpeechAudio.
+const SpeechAudioSize = 2048
+
+// SpeechAudio returns the audio/mpeg bytes answered to POST …/audio/speech
+// and ElevenLabs' POST …/v1/text-to-speech/<voice>: SpeechAudioSize
+// deterministic bytes, starting like an MPEG-1 Layer III frame. It returns
+// a fresh copy on each call.
+func SpeechAudio() []byte {
+	b := make([]byte, SpeechAudioSize)
+	copy(b, []byte{0xFF, 0xFB, 0x90, 0x64})
+	for i := 4; i < len(b); i++ {
+		b[i] = byte(i*31 + 7)
+	}
+	return b
+}
+
+func writeAudio(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "audio/mpeg")
+	w.Header().Set("Content-Length", strconv.Itoa(SpeechAudioSize))
+	w.WriteHeader(http.StatusOK)
+	w.Write(SpeechAudio())
+}
+
+func isAudioUpload(path string) bool {
+	return strings.HasSuffix(path, "/audio/transcriptions") || strings.HasSuffix(path, "/audio/translations")
+}
+
+type multipartForm struct {
+	model      string
+	fileSHA256 string
+}
+
+// parseMultipart reads a multipart/form-data upload the way OpenAI's audio
+// endpoints do: a "file" part and a "model" field. On error the form holds
+// what was read before it.
+func parseMultipart(contentType string, body []byte) (*multipartForm, error) {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, errors.New("Invalid Content-Type: expected multipart/form-data with a boundary.")
+	}
+	f := &multipartForm{}
+	mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	gotFile := false
+	for {
+		part, err := mr.NextRawPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return f, errors.New("Could not parse multipart form: " + err.Error())
+		}
+		data, err := io.ReadAll(part)
+		if err != nil {
+			return f, errors.New("Could not parse multipart form: " + err.Error())
+		}
+		switch part.FormName() {
+		case "file":
+			f.fileSHA256, gotFile = sha256Hex(data), true
+		case "model":
+			f.model = string(data)
+		}
+	}
+	if !gotFile {
+		return f, errors.New("1 validation error for Request\nbody -> file\n  field required (type=value_error.missing)")
+	}
+	return f, nil
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// openAIError is an OpenAI-style error body; empty param or code are null.
+func openAIError(message, typ, param, code string) string {
+	str := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"message": message, "type": typ, "param": str(param), "code": str(code),
+	}})
+	return string(b)
+}
+
+// pretty indents a compact JSON body the way the provider does (Google: two
+// spaces, OpenAI: four) and ends it with a newline.
+func pretty(compact, indent string) string {
+	var b bytes.Buffer
+	if err := json.Indent(&b, []byte(compact), "", indent); err != nil {
+		panic("fakeupstream: bad JSON in a canned body: " + err.Error())
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// Scripted failures, with the status codes, headers and bodies the
+// providers really send. Use them with SetRule.
+
+// geminiQuota is the 429 RESOURCE_EXHAUSTED the Gemini API
+// (generativelanguage.googleapis.com) sends when a free-tier quota is used
+// up: a google.rpc.QuotaFailure naming the quota, a Help link and a
+// RetryInfo. Google sends no Retry-After header; the delay is only in the
+// body (the message's is precise, RetryInfo's truncated to seconds).
+func geminiQuota(model, quotaID, limit, retryDelay string) Rule {
+	precise := retryDelay
+	if d, err := time.ParseDuration(retryDelay); err == nil {
+		precise = strconv.FormatFloat(d.Seconds()+0.451688064, 'f', -1, 64) + "s"
+	}
+	const metric = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
+	return Rule{Status: http.StatusTooManyRequests, Models: []string{model}, Body: pretty(`{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: `+metric+`, limit: `+limit+`\nPlease retry in `+precise+`.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"`+metric+`","quotaId":"`+quotaID+`","quotaDimensions":{"location":"global","model":"`+model+`"},"quotaValue":"`+limit+`"}]},{"@type":"type.googleapis.com/google.rpc.Help","links":[{"description":"Learn more about Gemini API quotas","url":"https://ai.google.dev/gemini-api/docs/rate-limits"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"`+retryDelay+`"}]}}`, "  ")}
+}
+
+// GeminiDailyQuota is Gemini's answer once a free-tier key has used its
+// requests per day for model (quota GenerateRequestsPerDayPerProjectPerModel-FreeTier,
+// limit 50): 429 RESOURCE_EXHAUSTED, although a retry only helps tomorrow.
+func GeminiDailyQuota(model string) Rule {
+	return geminiQuota(model, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "50", "26s")
+}
+
+// GeminiMinuteQuota is Gemini's answer once a free-tier key has used its
+// requests per minute for model (quota GenerateRequestsPerMinutePerProjectPerModel-FreeTier,
+// limit 10), with RetryInfo.retryDelay = retryDelay (e.g. "26s").
+func GeminiMinuteQuota(model string, retryDelay string) Rule {
+	return geminiQuota(model, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "10", retryDelay)
+}
+
+// GeminiInvalidKey is Gemini's answer to a wrong or deleted key: 400
+// INVALID_ARGUMENT with reason API_KEY_INVALID (not a 401).
+func GeminiInvalidKey() Rule {
+	return Rule{Status: http.StatusBadRequest, Body: pretty(`{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}},{"@type":"type.googleapis.com/google.rpc.LocalizedMessage","locale":"en-US","message":"API key not valid. Please pass a valid API key."}]}}`, "  ")}
+}
+
+// GeminiModelNotFound is Gemini's 404 NOT_FOUND for a model name it does
+// not know (the request's fault, not the key's).
+func GeminiModelNotFound(model string) Rule {
+	return Rule{Status: http.StatusNotFound, Models: []string{model}, Body: pretty(`{"error":{"code":404,"message":"models/`+model+` is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.","status":"NOT_FOUND"}}`, "  ")}
+}
+
+// GeminiOverloaded is Gemini's 503 UNAVAILABLE when the model is
+// overloaded (transient, not the key's fault).
+func GeminiOverloaded() Rule {
+	return Rule{Status: http.StatusServiceUnavailable, Body: pretty(`{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}`, "  ")}
+}
+
+// OpenAIInsufficientQuota is OpenAI's answer once the account is out of
+// credit: a 429 like a rate limit, but with type and code
+// insufficient_quota and no Retry-After (waiting does not help).
+func OpenAIInsufficientQuota() Rule {
+	return Rule{Status: http.StatusTooManyRequests, Body: pretty(`{"error":{"message":"You exceeded your current quota, please check your plan and billing details. For more information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}`, "    ")}
+}
+
+// OpenAIModelNotFound is OpenAI's 404 model_not_found for a model that
+// does not exist or that the key's organization may not use.
+func OpenAIModelNotFound(model string) Rule {
+	return Rule{Status: http.StatusNotFound, Models: []string{model}, Body: pretty(`{"error":{"message":"The model `+"`"+model+"`"+` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}`, "    ")}
+}
+
+// OpenAIRateLimitedNoHint is an OpenAI rate_limit_exceeded 429 that gives
+// no delay at all: no Retry-After or x-ratelimit-reset header and no
+// "try again in" in the message, as OpenAI sometimes answers. It applies to
+// model only, or to every model when model is empty.
+func OpenAIRateLimitedNoHint(model string) Rule {
+	r := Rule{Status: http.StatusTooManyRequests, Body: pretty(`{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`, "    ")}
+	if model != "" {
+		r.Models = []string{model}
+	}
+	return r
+}
+
+// DeepSeekInsufficientBalance is DeepSeek's 402 when the account has no
+// balance left (api.deepseek.com error codes: 402 Insufficient Balance).
+func DeepSeekInsufficientBalance() Rule {
+	return Rule{Status: http.StatusPaymentRequired, Body: `{"error":{"message":"Insufficient Balance","type":"unknown_error","param":null,"code":"invalid_request_error"}}`}
+}
+
+// SiliconFlowInsufficientBalance is SiliconFlow's 403 code 30001 when the
+// account balance cannot pay for the request.
+func SiliconFlowInsufficientBalance() Rule {
+	return Rule{Status: http.StatusForbidden, Body: `{"code":30001,"message":"Sorry, your account balance is insufficient","data":null}`}
+}
+
+// SiliconFlowModelForbidden is SiliconFlow's 403 code 30011 for a paid
+// model asked for with a free account's key.
+func SiliconFlowModelForbidden(model string) Rule {
+	return Rule{Status: http.StatusForbidden, Models: []string{model}, Body: `{"code":30011,"message":"The model is not available for free users. Please recharge to use it.","data":null}`}
+}
+
+// SiliconFlowDailyLimit is SiliconFlow's 429 code 50602 once a key has
+// used its requests per day (RPD) for model.
+func SiliconFlowDailyLimit(model string) Rule {
+	return Rule{Status: http.StatusTooManyRequests, Models: []string{model}, Body: `{"code":50602,"message":"Request was rejected due to rate limiting. If you want more, please contact contact@siliconflow.cn. Details:RPD limit reached, limit: 1000, current: 1001","data":null}`}
+}
+
+// SiliconFlowInvalidKey is SiliconFlow's 401 for a wrong key: the body is
+// a bare JSON string, not an object.
+func SiliconFlowInvalidKey() Rule {
+	return Rule{Status: http.StatusUnauthorized, Body: `"Invalid token"`}
+}
+
+// AnthropicInvalidKey is Anthropic's 401 authentication_error for a wrong
+// x-api-key.
+func AnthropicInvalidKey() Rule {
+	return Rule{Status: http.StatusUnauthorized, Body: `{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}`}
+}
+
+// AnthropicRateLimited is Anthropic's 429 rate_limit_error with a
+// retry-after of retryAfter seconds and the anthropic-ratelimit-requests-*
+// headers showing the 50 RPM limit used up.
+func AnthropicRateLimited(retryAfter int) Rule {
+	return Rule{
+		Status: http.StatusTooManyRequests,
+		Header: map[string]string{
+			"Retry-After":                            strconv.Itoa(retryAfter),
+			"Anthropic-Ratelimit-Requests-Limit":     "50",
+			"Anthropic-Ratelimit-Requests-Remaining": "0",
+			"Anthropic-Ratelimit-Requests-Reset":     time.Now().Add(time.Duration(retryAfter) * time.Second).UTC().Format(time.RFC3339),
+		},
+		Body: `{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed the rate limit for your organization (5b6a3a7e-0f4c-4c8e-9d2a-8c1f0e7d6b5a) of 50 requests per minute. For details, refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage. Please reduce the prompt length or the maximum tokens requested, or try again later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss your options for a rate limit increase."}}`,
+	}
+}
+
+// AnthropicOverloaded is Anthropic's 529 overloaded_error (transient,
+// not the key's fault).
+func AnthropicOverloaded() Rule {
+	return Rule{Status: 529, Body: `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`}
+}
+
+// AnthropicLowCredit is Anthropic's answer once the account is out of
+// credit: a 400 invalid_request_error, which only its message tells apart
+// from a bad request.
+func AnthropicLowCredit() Rule {
+	return Rule{Status: http.StatusBadRequest, Body: `{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}`}
 }
 
 func writeJSON(w http.ResponseWriter, body string) {

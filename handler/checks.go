@@ -1,0 +1,626 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/store"
+)
+
+// Health checks: the cron re-validates keys, reads balances and brings
+// dead keys back when they work again, in chunks that fit one invocation's
+// subrequest budget; admins run the same checks on demand as jobs.
+
+// checkBudget counts one invocation's subrequests (fetches and D1 queries,
+// which Workers counts alike) against a limit. Checks reserve what they
+// may spend before they start, so concurrent checks never overrun it.
+type checkBudget struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+	total Counter // the isolate-wide D1 counter, also fed; may be nil
+}
+
+// Add counts database round trips (store.Counter).
+func (b *checkBudget) Add(d int64) int64 {
+	b.mu.Lock()
+	b.used += d
+	n := b.used
+	b.mu.Unlock()
+	if b.total != nil {
+		b.total.Add(d)
+	}
+	return n
+}
+
+func (b *checkBudget) Load() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// fetched counts one fetch made outside a reservation.
+func (b *checkBudget) fetched() {
+	b.mu.Lock()
+	b.used++
+	b.mu.Unlock()
+}
+
+// take reserves n subrequests if n more still leave keep for later work.
+func (b *checkBudget) take(n, keep int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n+keep > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// refund gives back the unused part of a reservation.
+func (b *checkBudget) refund(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+// checkOptions pace a run of checks.
+type checkOptions struct {
+	Concurrency     int   // checks at once (Workers allows 6 open connections)
+	IntervalMS      int64 // between the starts of two checks
+	JitterMS        int64 // random extra wait added to each interval
+	Retries         int   // for checks that learnt nothing (5xx, network)
+	RetryIntervalMS int64
+}
+
+var defaultCheckOptions = checkOptions{Concurrency: 6, Retries: 0, RetryIntervalMS: 1000}
+
+// healthPolicy reads the check intervals from the environment.
+func (h *Handler) healthPolicy() rotation.HealthPolicy {
+	sec := func(name string, def int64) time.Duration {
+		return time.Duration(h.intVar(name, def, 1, 30*86400)) * time.Second
+	}
+	return rotation.HealthPolicy{
+		Interval:   sec("CHECK_INTERVAL_SECONDS", 6*3600),
+		ProbeBase:  sec("CHECK_PROBE_SECONDS", 600),
+		ProbeMax:   sec("CHECK_PROBE_MAX_SECONDS", 86400),
+		ErrorRetry: sec("CHECK_RETRY_SECONDS", 900),
+	}
+}
+
+// checkCost is the most subrequests one check of a key of prov may make:
+// a balance call and its fallback, each retried.
+func checkCost(prov string, opts checkOptions) int64 {
+	n := int64(1)
+	if p, ok := provider.Lookup(prov); ok && p.Balance != provider.NoBalance {
+		n = 2
+	}
+	return n * int64(1+opts.Retries)
+}
+
+// runChecks checks keys, in order, opts.Concurrency at a time, as long as
+// the budget (keeping keep subrequests for the writes after) and the
+// deadline allow. The keys checked are always a prefix of keys.
+func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set settings, opts checkOptions, budget *checkBudget, keep int64, deadline time.Time) []store.CheckRecord {
+	policy := h.healthPolicy()
+	conc := max(1, min(opts.Concurrency, 6))
+	recs := make([]store.CheckRecord, len(keys))
+	var (
+		mu        sync.Mutex
+		next      int
+		stopped   bool
+		nextStart = h.d.Now()
+		wg        sync.WaitGroup
+	)
+	// admit hands out the next key, paced, or -1 when the run must stop.
+	admit := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || next >= len(keys) || !h.d.Now().Before(deadline) {
+			stopped = true
+			return -1
+		}
+		if !budget.take(checkCost(keys[next].Provider, opts), keep) {
+			stopped = true
+			return -1
+		}
+		if opts.IntervalMS > 0 || opts.JitterMS > 0 {
+			if wait := nextStart.Sub(h.d.Now()); wait > 0 {
+				time.Sleep(wait)
+			}
+			gap := time.Duration(opts.IntervalMS) * time.Millisecond
+			if opts.JitterMS > 0 {
+				gap += time.Duration(h.d.IntN(int(opts.JitterMS)+1)) * time.Millisecond
+			}
+			nextStart = h.d.Now().Add(gap)
+		}
+		i := next
+		next++
+		return i
+	}
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := admit(); i >= 0; i = admit() {
+				k := keys[i]
+				reserved := checkCost(k.Provider, opts)
+				r, used := h.checkKey(ctx, k, set, opts)
+				budget.refund(reserved - int64(used))
+				now := h.d.Now()
+				recs[i] = store.CheckRecord{Key: k, Result: r, Next: policy.After(k.Status, k.Fails, r, now)}
+			}
+		}()
+	}
+	wg.Wait()
+	return recs[:next]
+}
+
+// checkKey checks one key: its balance where the provider has a balance
+// endpoint, else (or when that endpoint is gone) a 1-token call to the
+// provider's check model (setting check_models), else its model list.
+// It reports the fetches it made.
+func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, opts checkOptions) (rotation.CheckResult, int) {
+	prov, ok := provider.Lookup(k.Provider)
+	if !ok {
+		return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "unknown provider"}, 0
+	}
+	fetches := 0
+	var policy rotation.Policy
+	call := func(method, url string, body []byte, funded bool) (rotation.CheckResult, int, []byte) {
+		var r rotation.CheckResult
+		var status int
+		var data []byte
+		for try := 0; try <= opts.Retries; try++ {
+			if try > 0 {
+				time.Sleep(time.Duration(opts.RetryIntervalMS) * time.Millisecond)
+			}
+			req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+			if err != nil {
+				return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "bad check URL"}, 0, nil
+			}
+			if len(body) > 0 {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			setCheckKey(prov, req.Header, k.Secret)
+			fetches++
+			resp, err := h.d.Fetch(req)
+			a := rotation.Answer{Provider: prov.Name, Family: prov.Family}
+			if err == nil {
+				a.Status, a.Header = resp.StatusCode, resp.Header
+				data, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+				if a.Status < 200 || a.Status > 299 {
+					a.Body = data
+				}
+			} else {
+				data = []byte(err.Error())
+			}
+			status = a.Status
+			r = policy.CheckOf(a, funded, h.d.Now())
+			if r.Outcome != rotation.CheckError {
+				break
+			}
+		}
+		if r.Outcome != rotation.CheckOK {
+			r.Detail = store.MaskExcerpt(data, k.Secret)
+		}
+		return r, status, data
+	}
+	origin := h.origin(prov)
+	if prov.Balance != provider.NoBalance {
+		r, status, data := call(http.MethodGet, origin+prov.BalancePath, nil, true)
+		switch {
+		case r.Outcome == rotation.CheckOK:
+			if b, ok := provider.ParseBalance(prov.Balance, data); ok {
+				r = r.WithBalance(b.Total)
+				r.Detail = b.Detail
+				return r, fetches
+			}
+			// An answer that is not a balance: fall back.
+		case status == http.StatusNotFound || status == http.StatusGone || status == http.StatusMethodNotAllowed ||
+			r.Outcome == rotation.CheckInconclusive:
+			// The endpoint is gone (SiliconFlow users report 410): fall back.
+		default:
+			return r, fetches
+		}
+	}
+	if model := set.checkModels[prov.Name]; model != "" && !prov.NoOpenAI {
+		body := []byte(`{"model":` + string(jsonout.AppendString(nil, model)) + `,"messages":[{"role":"user","content":"hi"}],"max_tokens":1}`)
+		r, _, _ := call(http.MethodPost, origin+h.expand(prov.OpenAIPrefix)+"/chat/completions", body, true)
+		return r, fetches
+	}
+	r, _, _ := call(http.MethodGet, origin+h.expand(prov.OpenAIPrefix)+"/models", nil, false)
+	return r, fetches
+}
+
+// setCheckKey puts the key where the check call expects it: the native
+// header for Anthropic and providers without an OpenAI API, else Bearer.
+func setCheckKey(prov provider.Provider, h http.Header, secret string) {
+	if prov.Family == provider.FamilyAnthropic || prov.NoOpenAI {
+		prov.SetKey(h, secret)
+		if prov.Family == provider.FamilyAnthropic {
+			h.Set("Anthropic-Version", "2023-06-01")
+		}
+		return
+	}
+	h.Set("Authorization", "Bearer "+secret)
+}
+
+// cronWrites is the budget kept for what a cron run writes after its
+// checks: the keys' state, the history rows, the events.
+const cronWrites = 3
+
+// Scheduled is the cron task. Within one invocation's subrequest budget
+// (CHECK_SUBREQUESTS, default 45 of the free plan's 50) it prunes ended
+// cooldowns and old history, checks the keys that are due, most urgent
+// first, refreshes a stale model list, and advances a running check job,
+// then logs one summary line.
+func (h *Handler) Scheduled(ctx context.Context) error {
+	start := h.d.Now()
+	db, err := h.d.DB()
+	if err != nil {
+		log.Printf("keypool cron: no database: %v", err)
+		return nil // an error returned here would crash the instance
+	}
+	budget := &checkBudget{limit: h.intVar("CHECK_SUBREQUESTS", 45, 10, 10000), total: h.d.Queries}
+	deadline := start.Add(time.Duration(h.intVar("CHECK_TIME_BUDGET_SECONDS", 20, 1, 900)) * time.Second)
+	keys := store.NewKeys(db).Counting(budget)
+	checks := store.NewChecks(db).Counting(budget)
+	now := start.UnixMilli()
+
+	cooled, err := keys.PruneCooling(ctx, now)
+	if err != nil {
+		log.Printf("keypool cron: pruning cooldowns: %v", err)
+	}
+	days := h.intVar("CHECK_HISTORY_DAYS", 30, 1, 3650)
+	old, err := checks.Prune(ctx, now-days*86400000, now-86400000)
+	if err != nil {
+		log.Printf("keypool cron: pruning history: %v", err)
+	}
+	set := h.settingsCounted(ctx, db, budget)
+	opts := defaultCheckOptions
+	opts.Concurrency = int(h.intVar("CHECK_CONCURRENCY", 6, 1, 6))
+
+	var recs []store.CheckRecord
+	if left := budget.limit - budget.Load() - cronWrites; left > 1 {
+		due, err := checks.Due(ctx, now, int(left))
+		if err != nil {
+			log.Printf("keypool cron: reading due keys: %v", err)
+		}
+		recs = h.runChecks(ctx, due, set, opts, budget, cronWrites, deadline)
+		if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
+			log.Printf("keypool cron: recording checks: %v", err)
+		}
+		if changedAny(recs) {
+			h.invalidate()
+		}
+	}
+	lists := 0
+	if budget.limit-budget.Load() >= 8 {
+		lists = h.refreshStaleModels(ctx, db, 1, budget)
+	}
+	job := int64(0)
+	if budget.limit-budget.Load() >= 10 && h.d.Now().Before(deadline) {
+		if jobs, err := checks.Jobs(ctx, 1, true); err == nil && len(jobs) > 0 {
+			job = jobs[0].ID
+			h.advanceJob(ctx, db, checks, jobs[0], set, budget, deadline)
+		}
+	}
+	changed, errs := 0, 0
+	for _, r := range recs {
+		if r.Key.Status != r.Next.Status {
+			changed++
+		}
+		if r.Result.Outcome == rotation.CheckError {
+			errs++
+		}
+	}
+	log.Printf("keypool cron: checked %d keys (%d changed, %d errors), pruned %d cooldowns and %d old rows, "+
+		"refreshed %d model lists, advanced job %d, subrequests %d/%d, %v",
+		len(recs), changed, errs, cooled, old, lists, job, budget.Load(), budget.limit, h.d.Now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+func changedAny(recs []store.CheckRecord) bool {
+	for _, r := range recs {
+		if r.Key.Status != r.Next.Status {
+			return true
+		}
+	}
+	return false
+}
+
+// jobChunk bounds the keys one advance of a job reads.
+const jobChunk = 200
+
+// advanceJob checks the next chunk of a job within budget and deadline.
+// A job another advancer holds is left alone.
+func (h *Handler) advanceJob(ctx context.Context, db *sql.DB, checks *store.Checks, j store.Job, set settings, budget *checkBudget, deadline time.Time) store.Job {
+	now := h.d.Now()
+	if ok, err := checks.Claim(ctx, j.ID, now.UnixMilli(), now.Add(2*time.Minute).UnixMilli()); err != nil || !ok {
+		return j
+	}
+	// Another advancer may have moved the job on since j was read.
+	if fresh, err := checks.Job(ctx, j.ID); err == nil {
+		j = fresh
+	}
+	opts := parseJobOptions(j.Options)
+	n := int(min(int64(jobChunk), max(budget.limit-budget.Load(), 1)))
+	keys, err := checks.JobKeys(ctx, j, n)
+	if err != nil {
+		log.Printf("keypool: check job %d: reading keys: %v", j.ID, err)
+		checks.Advance(ctx, j, j.Cursor, 0, 0, 0, nil, 0, h.d.Now().UnixMilli(), false)
+		return j
+	}
+	recs := h.runChecks(ctx, keys, set, opts, budget, cronWrites+1, deadline)
+	if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
+		log.Printf("keypool: check job %d: recording: %v", j.ID, err)
+		recs = nil
+	}
+	cursor := j.Cursor
+	var changes []store.JobChange
+	errs := int64(0)
+	for _, r := range recs {
+		cursor = r.Key.ID
+		if r.Key.Status != r.Next.Status {
+			changes = append(changes, store.JobChange{ID: r.Key.ID, From: r.Key.Status, To: r.Next.Status})
+		}
+		if r.Result.Outcome == rotation.CheckError {
+			errs++
+		}
+	}
+	if len(changes) > 0 {
+		h.invalidate()
+	}
+	finished := len(recs) == len(keys) && len(keys) < n
+	spent := h.d.Now().Sub(now).Milliseconds()
+	if err := checks.Advance(ctx, j, cursor, int64(len(recs)), int64(len(changes)), errs, changes, spent, h.d.Now().UnixMilli(), finished); err != nil {
+		log.Printf("keypool: check job %d: saving progress: %v", j.ID, err)
+	}
+	if got, err := checks.Job(ctx, j.ID); err == nil {
+		return got
+	}
+	return j
+}
+
+// parseJobOptions reads a stored job's options; they were validated when
+// the job was created.
+func parseJobOptions(s string) checkOptions {
+	o := defaultCheckOptions
+	r := gjson.Parse(s)
+	if v := r.Get("concurrency"); v.Exists() {
+		o.Concurrency = int(v.Int())
+	}
+	o.IntervalMS = r.Get("interval_ms").Int()
+	o.JitterMS = r.Get("jitter_ms").Int()
+	if v := r.Get("retries"); v.Exists() {
+		o.Retries = int(v.Int())
+	}
+	if v := r.Get("retry_interval_ms"); v.Exists() {
+		o.RetryIntervalMS = v.Int()
+	}
+	return o
+}
+
+// adminChecks serves /admin/api/checks[/{id}[/resume]]:
+//
+//	POST   /admin/api/checks             start a job (body: which keys, pacing)
+//	GET    /admin/api/checks             recent jobs
+//	GET    /admin/api/checks/{id}        advance a running job one chunk, then its progress
+//	DELETE /admin/api/checks/{id}        stop it
+//	POST   /admin/api/checks/{id}/resume go on from where it stopped
+func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB, rest string) {
+	checks := store.NewChecks(db).Counting(h.d.Queries)
+	ctx := r.Context()
+	if rest == "" {
+		switch r.Method {
+		case http.MethodPost:
+			h.startCheckJob(w, r, db, checks)
+		case http.MethodGet:
+			jobs, err := checks.Jobs(ctx, 20, false)
+			if err != nil {
+				log.Printf("keypool: listing check jobs: %v", err)
+				internalError("could not read the check jobs").write(w)
+				return
+			}
+			var b jsonout.Builder
+			b.Object().Key("jobs").Array()
+			for _, j := range jobs {
+				writeJob(&b, j, h.d.Now())
+			}
+			writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+		default:
+			methodNotAllowed(w, "GET, POST")
+		}
+		return
+	}
+	idText, action, _ := strings.Cut(rest, "/")
+	id, err := strconv.ParseInt(idText, 10, 64)
+	if err != nil || id <= 0 || (action != "" && action != "resume") {
+		notFound("no admin route " + r.Method + " " + r.URL.Path).write(w)
+		return
+	}
+	j, err := checks.Job(ctx, id)
+	if errors.Is(err, store.ErrJobNotFound) {
+		notFound("no check job " + idText).write(w)
+		return
+	}
+	if err != nil {
+		log.Printf("keypool: reading check job %d: %v", id, err)
+		internalError("could not read the check job").write(w)
+		return
+	}
+	switch {
+	case action == "resume" && r.Method == http.MethodPost:
+		if j, err = checks.SetJobState(ctx, id, store.JobRunning, h.d.Now().UnixMilli()); err == nil && j.State == store.JobRunning {
+			j = h.advanceOnce(ctx, db, j)
+		}
+	case action == "resume":
+		methodNotAllowed(w, "POST")
+		return
+	case r.Method == http.MethodGet:
+		if j.State == store.JobRunning {
+			j = h.advanceOnce(ctx, db, j)
+		}
+	case r.Method == http.MethodDelete:
+		j, err = checks.SetJobState(ctx, id, store.JobStopped, h.d.Now().UnixMilli())
+	default:
+		methodNotAllowed(w, "GET, DELETE")
+		return
+	}
+	if err != nil {
+		log.Printf("keypool: check job %d: %v", id, err)
+		internalError("could not update the check job").write(w)
+		return
+	}
+	var b jsonout.Builder
+	writeJob(&b, j, h.d.Now())
+	writeJSON(w, http.StatusOK, b.Bytes())
+}
+
+// advanceOnce advances a job within one admin request's budget
+// (JOB_SUBREQUESTS, default 40 of the free plan's 50; 10 s).
+func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) store.Job {
+	budget := &checkBudget{limit: h.intVar("JOB_SUBREQUESTS", 40, 10, 10000), total: h.d.Queries}
+	deadline := h.d.Now().Add(time.Duration(h.intVar("JOB_TIME_BUDGET_SECONDS", 10, 1, 600)) * time.Second)
+	return h.advanceJob(ctx, db, store.NewChecks(db).Counting(budget), j, h.settings(ctx, db), budget, deadline)
+}
+
+// startCheckJob reads which keys to check — {"ids":[…]}, {"provider":…,
+// "status":[…]}, or {} for all — and how: {"concurrency":1-6,
+// "interval_ms":…, "jitter_ms":…, "retries":0-5, "retry_interval_ms":…}.
+func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks) {
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		badRequest(`want a JSON object, e.g. {"provider":"siliconflow","status":["blocked"],"concurrency":3}`, "").write(w)
+		return
+	}
+	in := gjson.ParseBytes(body)
+	var filter, opts jsonout.Builder
+	filter.Object()
+	if v := in.Get("ids"); v.Exists() {
+		if !v.IsArray() {
+			badRequest("ids: want an array of key ids", "ids").write(w)
+			return
+		}
+		filter.Key("ids").Array()
+		for _, x := range v.Array() {
+			if x.Type != gjson.Number || x.Int() <= 0 {
+				badRequest("ids: "+x.Raw+" is not a key id", "ids").write(w)
+				return
+			}
+			filter.Int(x.Int())
+		}
+		filter.EndArray()
+	}
+	if v := in.Get("provider"); v.Exists() {
+		if _, known := provider.Lookup(v.String()); v.Type != gjson.String || !known {
+			badRequest("provider: unknown provider "+v.Raw+"; known: "+strings.Join(provider.Names(), ", "), "provider").write(w)
+			return
+		}
+		filter.Key("provider").String(v.String())
+	}
+	if v := in.Get("status"); v.Exists() {
+		if !v.IsArray() {
+			badRequest("status: want an array of statuses (active, blocked, exhausted, disabled)", "status").write(w)
+			return
+		}
+		filter.Key("status").Array()
+		for _, x := range v.Array() {
+			switch x.String() {
+			case rotation.KeyActive, rotation.KeyBlocked, rotation.KeyExhausted, rotation.KeyDisabled:
+				filter.String(x.String())
+			default:
+				badRequest("status: "+x.Raw+" is not a key status (active, blocked, exhausted, disabled)", "status").write(w)
+				return
+			}
+		}
+		filter.EndArray()
+	}
+	opts.Object()
+	for _, f := range []struct {
+		name    string
+		lo, hi  int64
+		deflt   int64
+		isCount bool
+	}{
+		{"concurrency", 1, 6, int64(defaultCheckOptions.Concurrency), true},
+		{"interval_ms", 0, 60000, 0, false},
+		{"jitter_ms", 0, 60000, 0, false},
+		{"retries", 0, 5, int64(defaultCheckOptions.Retries), true},
+		{"retry_interval_ms", 0, 60000, defaultCheckOptions.RetryIntervalMS, false},
+	} {
+		n := f.deflt
+		if v := in.Get(f.name); v.Exists() {
+			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < f.lo || v.Int() > f.hi {
+				badRequest(f.name+": want a whole number from "+strconv.FormatInt(f.lo, 10)+" to "+strconv.FormatInt(f.hi, 10), f.name).write(w)
+				return
+			}
+			n = v.Int()
+		}
+		opts.Key(f.name).Int(n)
+	}
+	ctx := r.Context()
+	j, err := checks.CreateJob(ctx, string(filter.EndObject().Bytes()), string(opts.EndObject().Bytes()), h.d.Now().UnixMilli())
+	if err != nil {
+		log.Printf("keypool: creating a check job: %v", err)
+		internalError("could not create the check job").write(w)
+		return
+	}
+	if j.State == store.JobRunning {
+		j = h.advanceOnce(ctx, db, j)
+	}
+	var b jsonout.Builder
+	writeJob(&b, j, h.d.Now())
+	writeJSON(w, http.StatusAccepted, b.Bytes())
+}
+
+// writeJob writes a job's progress: counts, percent, rate (keys per
+// second of checking) and the estimated time left.
+func writeJob(b *jsonout.Builder, j store.Job, now time.Time) {
+	b.Object().Key("id").Int(j.ID).Key("state").String(j.State).
+		Key("filter").Raw([]byte(j.Filter)).Key("options").Raw([]byte(j.Options)).
+		Key("total").Int(j.Total).Key("done").Int(j.Done).Key("changed").Int(j.Changed).Key("errors").Int(j.Errors)
+	percent := 100.0
+	if j.Total > 0 {
+		percent = float64(j.Done) * 100 / float64(j.Total)
+	}
+	b.Key("percent").Float(float64(int(percent*10)) / 10)
+	b.Key("rate_per_s")
+	if j.RunMS > 0 && j.Done > 0 {
+		rate := float64(j.Done) * 1000 / float64(j.RunMS)
+		b.Float(float64(int(rate*100)) / 100)
+		b.Key("eta_s").Int(int64(float64(j.Total-j.Done) / rate))
+	} else {
+		b.Null().Key("eta_s").Null()
+	}
+	b.Key("changed_keys").Array()
+	for _, c := range gjson.Parse(j.ChangedKeys).Array() {
+		a := c.Array()
+		if len(a) == 3 {
+			b.Object().Key("id").Int(a[0].Int()).Key("from").String(a[1].String()).Key("to").String(a[2].String()).EndObject()
+		}
+	}
+	b.EndArray().Key("created_at").Int(j.CreatedAt).Key("updated_at").Int(j.UpdatedAt).EndObject()
+}

@@ -1,0 +1,213 @@
+package handler
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"log"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/store"
+)
+
+// modelListAge is how old a provider's stored model list may grow before
+// it is fetched again.
+const modelListAge = 24 * time.Hour
+
+const modelsKey = "models"
+
+// listModels serves GET /v1/models: every model the pool can serve, in
+// OpenAI's list format. Ids are "provider/model" for every provider with a
+// usable key, bare for the default provider, plus the aliases. The lists
+// come from D1; a provider whose list was never fetched is asked once here.
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings) {
+	now := h.d.Now()
+	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	if v, ok := h.d.Shared.Get(modelsKey); ok && ttl > 0 {
+		res := gjson.Parse(v)
+		if now.Sub(time.UnixMilli(res.Get("read").Int())) < ttl {
+			writeJSON(w, http.StatusOK, []byte(res.Get("body").Raw))
+			return
+		}
+	}
+	ctx := r.Context()
+	models := store.NewModels(db).Counting(h.d.Queries)
+	servable, err := models.Servable(ctx)
+	if err != nil {
+		log.Printf("keypool: reading providers with keys: %v", err)
+		internalError("keypool could not read its key pool").write(w)
+		return
+	}
+	lists, err := models.All(ctx)
+	if err != nil {
+		log.Printf("keypool: reading model lists: %v", err)
+		internalError("keypool could not read its model lists").write(w)
+		return
+	}
+	for _, p := range servable {
+		if _, ok := lists[p]; !ok {
+			if got, ok := h.refreshModels(ctx, db, p, h.d.Queries); ok {
+				lists[p] = store.ProviderModels{Models: got, UpdatedAt: now.UnixMilli()}
+			}
+		}
+	}
+	body := modelList(servable, lists, set, h.defaultProvider())
+	if ttl > 0 {
+		var b jsonout.Builder
+		b.Object().Key("read").Int(now.UnixMilli()).Key("body").Raw(body).EndObject()
+		h.d.Shared.Set(modelsKey, string(b.Bytes()))
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// modelList builds the /v1/models answer.
+func modelList(servable []string, lists map[string]store.ProviderModels, set settings, defaultProv string) []byte {
+	owner := map[string]string{}
+	add := func(id, prov string) {
+		if _, dup := owner[id]; !dup && id != "" {
+			owner[id] = prov
+		}
+	}
+	can := map[string]bool{}
+	for _, p := range servable {
+		can[p] = true
+	}
+	for _, p := range servable {
+		names := append([]string(nil), lists[p].Models...)
+		for _, f := range set.freeModels {
+			// Whitelisted models are listed when they name one model.
+			if pre, m, ok := strings.Cut(f, "/"); ok && pre == p && !strings.Contains(m, "*") {
+				names = append(names, m)
+			}
+		}
+		for _, m := range names {
+			add(p+"/"+m, p)
+			if p == defaultProv {
+				add(m, p)
+			}
+		}
+	}
+	for name, target := range set.aliases {
+		if p, _, _ := strings.Cut(target, "/"); can[p] {
+			add(name, p)
+		}
+	}
+	ids := make([]string, 0, len(owner))
+	for id := range owner {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b jsonout.Builder
+	b.Object().Key("object").String("list").Key("data").Array()
+	for _, id := range ids {
+		b.Object().Key("id").String(id).Key("object").String("model").Key("created").Int(0).
+			Key("owned_by").String(owner[id]).EndObject()
+	}
+	return b.EndArray().EndObject().Bytes()
+}
+
+// refreshModels fetches prov's model list with one of its keys and stores
+// it. A key the provider rejects is not blamed here: the proxy path and
+// the checks judge keys.
+func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, queries store.Counter) ([]string, bool) {
+	prov, ok := provider.Lookup(name)
+	if !ok || prov.NoOpenAI {
+		return nil, false
+	}
+	now := h.d.Now()
+	keys := store.NewKeys(db).Counting(queries)
+	cands, err := keys.Candidates(ctx, name, "", now.UnixMilli(), 1, true)
+	if err != nil || len(cands) == 0 {
+		return nil, false
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.origin(prov)+h.expand(prov.OpenAIPrefix)+"/models", nil)
+	if err != nil {
+		return nil, false
+	}
+	if prov.Family == provider.FamilyAnthropic {
+		prov.SetKey(req.Header, cands[0].Secret)
+		req.Header.Set("Anthropic-Version", "2023-06-01")
+	} else {
+		req.Header.Set("Authorization", "Bearer "+cands[0].Secret)
+	}
+	resp, err := h.d.Fetch(req)
+	if err != nil {
+		log.Printf("keypool: fetching %s models: %v", name, err)
+		return nil, false
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if resp.StatusCode != http.StatusOK {
+		log.Printf("keypool: fetching %s models: HTTP %d", name, resp.StatusCode)
+		return nil, false
+	}
+	list := parseModelList(body)
+	if len(list) == 0 {
+		return nil, false
+	}
+	if err := store.NewModels(db).Counting(queries).Replace(ctx, name, list, now.UnixMilli()); err != nil {
+		log.Printf("keypool: storing %s models: %v", name, err)
+	}
+	return list, true
+}
+
+// parseModelList reads the ids of an OpenAI-style list ({"data":[{"id"}]})
+// or Gemini's native one ({"models":[{"name":"models/…"}]}), without
+// Google's "models/" prefix.
+func parseModelList(body []byte) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(id string) {
+		id = strings.TrimPrefix(strings.TrimSpace(id), "models/")
+		if id != "" && !seen[id] && len(id) <= 200 {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	for _, m := range gjson.GetBytes(body, "data").Array() {
+		add(m.Get("id").String())
+	}
+	for _, m := range gjson.GetBytes(body, "models").Array() {
+		add(m.Get("name").String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// refreshStaleModels refreshes the model lists older than a day of the
+// providers with usable keys, at most limit of them (each costs a
+// subrequest). Used by the cron task.
+func (h *Handler) refreshStaleModels(ctx context.Context, db *sql.DB, limit int, budget *checkBudget) int {
+	models := store.NewModels(db).Counting(budget)
+	servable, err := models.Servable(ctx)
+	if err != nil {
+		log.Printf("keypool cron: reading providers: %v", err)
+		return 0
+	}
+	lists, err := models.All(ctx)
+	if err != nil {
+		log.Printf("keypool cron: reading model lists: %v", err)
+		return 0
+	}
+	n := 0
+	for _, p := range servable {
+		if n >= limit {
+			break
+		}
+		if l, ok := lists[p]; ok && h.d.Now().Sub(time.UnixMilli(l.UpdatedAt)) < modelListAge {
+			continue
+		}
+		budget.fetched() // the list's fetch
+		if _, ok := h.refreshModels(ctx, db, p, budget); ok {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,335 @@
+package handler
+
+import (
+	"context"
+	"database/sql"
+	"log"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/store"
+)
+
+// Settings the admin changes at run time (stored in D1, unlike vars).
+const (
+	settingFreeModels = "free_models"
+	settingAliases    = "aliases"
+	settingWait       = "wait_for_cooldown_seconds"
+	// check_models names, per provider, a cheap model the health check
+	// calls with max_tokens 1 (proving the key can spend) instead of
+	// listing models (proving only that it is valid).
+	settingCheckModels = "check_models"
+)
+
+// settingChecks validate each setting's stored text; "" means valid.
+var settingChecks = map[string]func(string) string{
+	settingFreeModels:  func(v string) string { _, e := parseFreeModels(v); return e },
+	settingAliases:     func(v string) string { _, e := parseAliases(v); return e },
+	settingWait:        func(v string) string { _, e := parseWait(v); return e },
+	settingCheckModels: func(v string) string { _, e := parseCheckModels(v); return e },
+}
+
+func settingNames() []string {
+	names := make([]string, 0, len(settingChecks))
+	for n := range settingChecks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// maxWait bounds how long a request may wait for a cooling key.
+const maxWait = 30
+
+// settings are the proxy's run-time settings, parsed.
+type settings struct {
+	// freeModels are "provider/model" patterns ("*" matches any run of
+	// characters) of models that cost nothing, which exhausted keys may
+	// still serve. A pattern without a known provider applies to all.
+	freeModels []string
+	// aliases map a public model name to "provider/model".
+	aliases map[string]string
+	// wait: when every key is cooling and the first comes back within
+	// this many seconds, the request waits instead of answering 429.
+	wait int64
+	// checkModels: provider → model for health checks.
+	checkModels map[string]string
+}
+
+// parseSettings reads stored values; one that does not parse (it cannot
+// be stored that way through the API) is logged and left at its default.
+func parseSettings(m map[string]string) settings {
+	var s settings
+	for name, v := range m {
+		var err string
+		switch name {
+		case settingFreeModels:
+			s.freeModels, err = parseFreeModels(v)
+		case settingAliases:
+			s.aliases, err = parseAliases(v)
+		case settingWait:
+			s.wait, err = parseWait(v)
+		case settingCheckModels:
+			s.checkModels, err = parseCheckModels(v)
+		}
+		if err != "" {
+			log.Printf("keypool: ignoring stored setting %s: %s", name, err)
+		}
+	}
+	return s
+}
+
+func parseFreeModels(v string) ([]string, string) {
+	r := gjson.Parse(v)
+	if !r.IsArray() {
+		return nil, "want a JSON array of \"provider/model\" patterns"
+	}
+	var out []string
+	for i, x := range r.Array() {
+		p := strings.TrimSpace(x.String())
+		if x.Type != gjson.String || p == "" {
+			return nil, "item " + strconv.Itoa(i+1) + " is not a non-empty string"
+		}
+		out = append(out, p)
+	}
+	return out, ""
+}
+
+func parseAliases(v string) (map[string]string, string) {
+	r := gjson.Parse(v)
+	if !r.IsObject() {
+		return nil, "want a JSON object mapping a public name to \"provider/model\""
+	}
+	out := map[string]string{}
+	var bad string
+	r.ForEach(func(k, x gjson.Result) bool {
+		target := strings.TrimSpace(x.String())
+		pre, model, ok := strings.Cut(target, "/")
+		_, known := provider.Lookup(pre)
+		switch {
+		case strings.TrimSpace(k.String()) == "":
+			bad = "an alias name is empty"
+		case x.Type != gjson.String || !ok || !known || model == "":
+			bad = "alias " + strconv.Quote(k.String()) + ": target must be \"provider/model\" with a known provider (" +
+				strings.Join(provider.Names(), ", ") + ")"
+		default:
+			out[k.String()] = target
+			return true
+		}
+		return false
+	})
+	if bad != "" {
+		return nil, bad
+	}
+	return out, ""
+}
+
+func parseCheckModels(v string) (map[string]string, string) {
+	r := gjson.Parse(v)
+	if !r.IsObject() {
+		return nil, "want a JSON object mapping a provider to a model, e.g. {\"openai\":\"gpt-4o-mini\"}"
+	}
+	out := map[string]string{}
+	var bad string
+	r.ForEach(func(k, x gjson.Result) bool {
+		if _, known := provider.Lookup(k.String()); !known {
+			bad = "unknown provider " + strconv.Quote(k.String())
+			return false
+		}
+		if x.Type != gjson.String || strings.TrimSpace(x.String()) == "" {
+			bad = "the model for " + k.String() + " must be a non-empty string"
+			return false
+		}
+		out[k.String()] = strings.TrimSpace(x.String())
+		return true
+	})
+	if bad != "" {
+		return nil, bad
+	}
+	return out, ""
+}
+
+func parseWait(v string) (int64, string) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 || n > maxWait {
+		return 0, "want a whole number of seconds from 0 to " + strconv.Itoa(maxWait)
+	}
+	return n, ""
+}
+
+// isFree reports whether prov/model is on the free-model whitelist.
+func (s settings) isFree(prov, model string) bool {
+	for _, p := range s.freeModels {
+		if pre, rest, ok := strings.Cut(p, "/"); ok {
+			if _, known := provider.Lookup(pre); known {
+				if pre == prov && globMatch(rest, model) {
+					return true
+				}
+				continue
+			}
+		}
+		if globMatch(p, model) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches s against a pattern where "*" stands for any run of
+// characters (no other metacharacters: model names contain dots, slashes
+// and brackets that must match literally).
+func globMatch(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for _, mid := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, mid)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(mid):]
+	}
+	return strings.HasSuffix(s, parts[len(parts)-1])
+}
+
+const settingsKey = "settings"
+
+// settings returns the run-time settings, read from D1 at most every
+// CACHE_SECONDS per isolate.
+func (h *Handler) settings(ctx context.Context, db *sql.DB) settings {
+	return h.settingsCounted(ctx, db, h.d.Queries)
+}
+
+// settingsCounted is settings with its D1 query counted in queries.
+func (h *Handler) settingsCounted(ctx context.Context, db *sql.DB, queries store.Counter) settings {
+	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	now := h.d.Now()
+	if v, ok := h.d.Shared.Get(settingsKey); ok && ttl > 0 {
+		r := gjson.Parse(v)
+		if now.Sub(time.UnixMilli(r.Get("read").Int())) < ttl {
+			return parseSettings(stringMap(r.Get("values")))
+		}
+	}
+	m, err := store.NewSettings(db).Counting(queries).All(ctx)
+	if err != nil {
+		log.Printf("keypool: reading settings: %v", err)
+		return settings{}
+	}
+	var b jsonout.Builder
+	b.Object().Key("read").Int(now.UnixMilli()).Key("values").Object()
+	for k, v := range m {
+		b.Key(k).String(v)
+	}
+	h.d.Shared.Set(settingsKey, string(b.EndObject().EndObject().Bytes()))
+	return parseSettings(m)
+}
+
+func stringMap(r gjson.Result) map[string]string {
+	m := map[string]string{}
+	r.ForEach(func(k, v gjson.Result) bool {
+		m[k.String()] = v.String()
+		return true
+	})
+	return m
+}
+
+// adminSettings serves GET and PUT /admin/api/settings. PUT takes a JSON
+// object of the settings to change (null resets one to its default) and
+// names the field that is wrong, changing nothing, when one is.
+func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.DB) {
+	st := store.NewSettings(db).Counting(h.d.Queries)
+	ctx := r.Context()
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPut, http.MethodPatch:
+		body, ok := h.readBody(w, r)
+		if !ok {
+			return
+		}
+		if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+			badRequest("want a JSON object of settings, e.g. {\"aliases\":{\"fast\":\"groq/llama-3.1-8b-instant\"}}", "").write(w)
+			return
+		}
+		changes := map[string]string{}
+		var bad apiError
+		gjson.ParseBytes(body).ForEach(func(k, v gjson.Result) bool {
+			name := k.String()
+			check, known := settingChecks[name]
+			if !known {
+				bad = badRequest(name+": unknown setting; known: "+strings.Join(settingNames(), ", "), name)
+				return false
+			}
+			if v.Type == gjson.Null {
+				changes[name] = ""
+				return true
+			}
+			raw := v.Raw
+			if v.Type == gjson.Number || v.Type == gjson.String && name == settingWait {
+				raw = v.String()
+			}
+			if msg := check(raw); msg != "" {
+				bad = badRequest(name+": "+msg, name)
+				return false
+			}
+			changes[name] = raw
+			return true
+		})
+		if bad.Status != 0 {
+			bad.write(w)
+			return
+		}
+		if err := st.Set(ctx, changes, h.d.Now().UnixMilli()); err != nil {
+			log.Printf("keypool: saving settings: %v", err)
+			internalError("could not save the settings").write(w)
+			return
+		}
+		h.invalidate()
+	default:
+		methodNotAllowed(w, "GET, PUT")
+		return
+	}
+	m, err := st.All(ctx)
+	if err != nil {
+		log.Printf("keypool: reading settings: %v", err)
+		internalError("could not read the settings").write(w)
+		return
+	}
+	s := parseSettings(m)
+	var b jsonout.Builder
+	b.Object().Key(settingFreeModels).Array()
+	for _, p := range s.freeModels {
+		b.String(p)
+	}
+	b.EndArray().Key(settingAliases).Object()
+	names := make([]string, 0, len(s.aliases))
+	for n := range s.aliases {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b.Key(n).String(s.aliases[n])
+	}
+	b.EndObject().Key(settingWait).Int(s.wait).Key(settingCheckModels).Object()
+	names = names[:0]
+	for n := range s.checkModels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b.Key(n).String(s.checkModels[n])
+	}
+	b.EndObject().EndObject()
+	writeJSON(w, http.StatusOK, b.Bytes())
+}
