@@ -506,8 +506,8 @@ func writeConfig(env *benchEnv, s targetSpec, dir, admin, token string) error {
 	var conf, vars string
 	if s.keypool {
 		conf = devworker.Config("bench-keypool-"+s.build, filepath.Join(dir, "worker", "worker.mjs"), env.root, true)
-		vars = fmt.Sprintf("ADMIN_PASSWORD=%s\nAUTH_KEY=%s\nDEFAULT_PROVIDER=openai\nOPENAI_BASE_URL=%s\nKEYPOOL_DEBUG=1\nMAX_BODY_BYTES=%d\n",
-			admin, token, env.up.URL, maxBodyVar)
+		vars = fmt.Sprintf("ADMIN_PASSWORD=%s\nAUTH_KEY=%s\nKEYPOOL_SECRET=bench-%s\nDEFAULT_PROVIDER=openai\nOPENAI_BASE_URL=%s\nKEYPOOL_DEBUG=1\nMAX_BODY_BYTES=%d\n",
+			admin, token, admin, env.up.URL, maxBodyVar)
 	} else {
 		conf = devworker.Config("bench-baseline", filepath.Join(env.root, "bench", "baseline", "worker.mjs"), env.root, false)
 		vars = fmt.Sprintf("UPSTREAM_URL=%s\n", env.up.URL)

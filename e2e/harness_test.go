@@ -114,7 +114,7 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 	config := devworker.Config("keypool-e2e", main, root, true)
 	must(t, os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(config), 0o600))
 	vars := map[string]string{
-		"ADMIN_PASSWORD": w.admin, "AUTH_KEY": w.token, "DEFAULT_PROVIDER": "openai",
+		"ADMIN_PASSWORD": w.admin, "AUTH_KEY": w.token, "KEYPOOL_SECRET": "e2e-secret-" + randomHex(16), "DEFAULT_PROVIDER": "openai",
 		"CF_ACCOUNT_ID": w.gwAcct, "AI_GATEWAY": w.gwName, "CF_AIG_TOKEN": w.gwTok,
 		"AI_GATEWAY_URL": up.URL + "/v1",
 		"KEYPOOL_DEBUG":  "1", "MAX_BODY_BYTES": "1048576",

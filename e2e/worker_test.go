@@ -592,7 +592,7 @@ func (w *worker) testCron(t *testing.T) {
 	if n := w.query(t, "SELECT COUNT(*) AS n FROM key_models WHERE model = 'grok-2'")[0].Get("n").Int(); n != 1 {
 		t.Errorf("cron pruned a running cooldown")
 	}
-	if !strings.Contains(w.logs.String(), "keypool cron: pruned") {
+	if !strings.Contains(w.logs.String(), "keypool cron: checked") {
 		t.Errorf("cron summary line missing from the log")
 	}
 }

@@ -23,115 +23,24 @@ const maxAdminBody = 16 << 20
 // maxLabel bounds a key label.
 const maxLabel = 200
 
-// admin serves /admin/api/*. Every route needs the admin password as a
-// bearer token.
-func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
-	if !h.checkAdmin(w, r) {
-		return
-	}
-	p := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/admin/api"), "/")
-	switch {
-	case p == "/keys":
-		switch r.Method {
-		case http.MethodGet:
-			h.listKeys(w, r)
-		case http.MethodPost:
-			h.addKeys(w, r)
-		default:
-			methodNotAllowed(w, "GET, POST")
-		}
-	case strings.HasPrefix(p, "/keys/"):
-		id, err := strconv.ParseInt(strings.TrimPrefix(p, "/keys/"), 10, 64)
-		if err != nil || id <= 0 {
-			badRequest("key id must be a positive integer", "id").write(w)
-			return
-		}
-		switch r.Method {
-		case http.MethodGet:
-			h.getKey(w, r, id)
-		case http.MethodDelete:
-			h.deleteKey(w, r, id)
-		default:
-			methodNotAllowed(w, "GET, DELETE")
-		}
-	case p == "/checks" || strings.HasPrefix(p, "/checks/"):
-		if db, ok := h.db(w); ok {
-			h.adminChecks(w, r, db, strings.TrimPrefix(strings.TrimPrefix(p, "/checks"), "/"))
-		}
-	case p == "/settings":
-		if db, ok := h.db(w); ok {
-			h.adminSettings(w, r, db)
-		}
-	case p == "/providers":
-		if r.Method != http.MethodGet {
-			methodNotAllowed(w, "GET")
-			return
-		}
-		h.listProviders(w)
-	case p == "/debug/panic" && h.d.Getenv("KEYPOOL_DEBUG") == "1":
-		// Lets the end-to-end suite prove that a panic becomes a 500 and
-		// leaves the worker serving, on both compilers. Off unless the
-		// KEYPOOL_DEBUG var is 1, and behind the admin password anyway.
-		panic("debug panic requested")
-	case p == "/debug/sleep" && h.d.Getenv("KEYPOOL_DEBUG") == "1":
-		// Sleeps ?ms= and leaves a timer of ?leave= ms armed after the
-		// response: the end-to-end suite uses it to prove that a reused Go
-		// instance's timers still fire.
-		q := r.URL.Query()
-		sleep, _ := strconv.Atoi(q.Get("ms"))
-		leave, _ := strconv.Atoi(q.Get("leave"))
-		if leave > 0 {
-			time.AfterFunc(time.Duration(min(leave, 10000))*time.Millisecond, func() {})
-		}
-		time.Sleep(time.Duration(min(sleep, 10000)) * time.Millisecond)
-		var b jsonout.Builder
-		writeJSON(w, http.StatusOK, b.Object().Key("slept_ms").Int(int64(sleep)).EndObject().Bytes())
-	case p == "/debug/stats" && h.d.Getenv("KEYPOOL_DEBUG") == "1":
-		var b jsonout.Builder
-		b.Object().Key("d1_queries")
-		if h.d.Queries != nil {
-			b.Int(h.d.Queries.Load())
-		} else {
-			b.Null()
-		}
-		writeJSON(w, http.StatusOK, b.EndObject().Bytes())
-	default:
-		notFound("no admin route " + r.Method + " " + r.URL.Path).write(w)
-	}
-}
-
-func (h *Handler) checkAdmin(w http.ResponseWriter, r *http.Request) bool {
-	want := h.d.Getenv("ADMIN_PASSWORD")
-	if want == "" {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD` (locally, put ADMIN_PASSWORD in .dev.vars)"}.write(w)
-		return false
-	}
-	got := ""
-	if v := r.Header.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-		got = strings.TrimSpace(v[7:])
-	}
-	if got == "" || !secretEqual(got, want) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="keypool admin"`)
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
-			Message: "admin routes need the admin password as Authorization: Bearer <ADMIN_PASSWORD>"}.write(w)
-		return false
-	}
-	return true
-}
-
 func methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
 	apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
 		Message: "method not allowed; use " + allow}.write(w)
 }
 
+// keys returns the key store, sealing with KEYPOOL_SECRET; it answers
+// 503 itself when the secret or the database is missing.
 func (h *Handler) keys(w http.ResponseWriter) (*store.Keys, bool) {
+	b, ok := h.needBox(w)
+	if !ok {
+		return nil, false
+	}
 	db, ok := h.db(w)
 	if !ok {
 		return nil, false
 	}
-	return store.NewKeys(db).Counting(h.d.Queries), true
+	return store.NewKeys(db).Counting(h.d.Queries).Sealing(b), true
 }
 
 // db returns the database, or answers 500 saying it is missing.
@@ -231,7 +140,7 @@ func (h *Handler) addKeys(w http.ResponseWriter, r *http.Request) {
 		Key("rejected").Int(int64(len(parsed.Rejected)))
 	b.Key("added_keys").Array()
 	for _, k := range added {
-		b.Object().Key("id").Int(k.ID).Key("key").String(provider.Mask(k.Secret)).EndObject()
+		b.Object().Key("id").Int(k.ID).Key("key").String(k.Masked).EndObject()
 	}
 	b.EndArray().Key("duplicate_keys").Array()
 	for _, s := range dups {
@@ -313,7 +222,7 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, id int64) {
 // secret masked. Cooldowns that have ended are left out.
 func writeKey(b *jsonout.Builder, k store.Key, now int64) {
 	b.Object().Key("id").Int(k.ID).Key("provider").String(k.Provider).
-		Key("key").String(provider.Mask(k.Secret)).Key("label").String(k.Label).
+		Key("key").String(k.Masked).Key("label").String(k.Label).
 		Key("status").String(k.Status).Key("status_reason").String(k.StatusReason)
 	b.Key("balance")
 	if k.Balance.Valid {
@@ -371,4 +280,133 @@ func (h *Handler) listProviders(w http.ResponseWriter) {
 	}
 	b.EndArray().EndObject()
 	writeJSON(w, http.StatusOK, b.Bytes())
+}
+
+// patchKey serves PATCH /admin/api/keys/{id}: {"status": "active" |
+// "disabled", "label": "…", "clear_models": true}.
+func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, id int64) {
+	keys, ok := h.keys(w)
+	if !ok {
+		return
+	}
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return
+	}
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		badRequest(`want a JSON object, e.g. {"status":"disabled"}`, "").write(w)
+		return
+	}
+	in := gjson.ParseBytes(body)
+	status := ""
+	if v := in.Get("status"); v.Exists() {
+		status = v.String()
+		if v.Type != gjson.String || status != store.StatusActive && status != store.StatusDisabled {
+			badRequest(`status: "active" or "disabled" (blocked and exhausted are set by keypool)`, "status").write(w)
+			return
+		}
+	}
+	var label *string
+	if v := in.Get("label"); v.Exists() {
+		l := strings.TrimSpace(v.String())
+		if v.Type != gjson.String || len(l) > maxLabel {
+			badRequest("label: a string of at most "+strconv.Itoa(maxLabel)+" bytes", "label").write(w)
+			return
+		}
+		label = &l
+	}
+	err := keys.AdminUpdate(r.Context(), id, status, label, in.Get("clear_models").Bool(), h.d.Now().UnixMilli())
+	h.invalidate()
+	if errors.Is(err, store.ErrNotFound) {
+		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
+		return
+	}
+	if err != nil {
+		log.Printf("keypool: updating key %d: %v", id, err)
+		internalError("could not update the key").write(w)
+		return
+	}
+	h.getKey(w, r, id)
+}
+
+// revealKey serves POST /admin/api/keys/{id}/reveal: the full key, for
+// the admin who asked (the request is audited like every change).
+func (h *Handler) revealKey(w http.ResponseWriter, r *http.Request, id int64) {
+	keys, ok := h.keys(w)
+	if !ok {
+		return
+	}
+	secret, err := keys.Reveal(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
+		return
+	}
+	if err != nil {
+		log.Printf("keypool: revealing key %d: %v", id, err)
+		internalError("could not open the key (was KEYPOOL_SECRET changed?)").write(w)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	var b jsonout.Builder
+	writeJSON(w, http.StatusOK, b.Object().Key("id").Int(id).Key("key").String(secret).EndObject().Bytes())
+}
+
+// keyBalance serves GET /admin/api/keys/{id}/balance?days=30: the key's
+// balance readings, oldest first.
+func (h *Handler) keyBalance(w http.ResponseWriter, r *http.Request, id int64) {
+	db, ok := h.db(w)
+	if !ok {
+		return
+	}
+	days, err := strconv.ParseInt(r.URL.Query().Get("days"), 10, 64)
+	if err != nil || days <= 0 || days > 3650 {
+		days = 30
+	}
+	since := h.d.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
+	points, err := store.NewChecks(db).Counting(h.d.Queries).BalanceHistory(r.Context(), id, since)
+	if err != nil {
+		log.Printf("keypool: reading key %d balance history: %v", id, err)
+		internalError("could not read the balance history").write(w)
+		return
+	}
+	var b jsonout.Builder
+	b.Object().Key("id").Int(id).Key("points").Array()
+	for _, p := range points {
+		b.Array().Int(p.At).Float(p.Balance).EndArray()
+	}
+	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+}
+
+// listAudit serves GET /admin/api/audit?before=<id>&limit=: the audit
+// log, newest first, a page at a time.
+func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) {
+	db, ok := h.db(w)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	entries, err := store.NewAudit(db).Counting(h.d.Queries).Page(r.Context(), before, limit)
+	if err != nil {
+		log.Printf("keypool: reading the audit log: %v", err)
+		internalError("could not read the audit log").write(w)
+		return
+	}
+	var b jsonout.Builder
+	b.Object().Key("entries").Array()
+	for _, e := range entries {
+		b.Object().Key("id").Int(e.ID).Key("at").Int(e.At).Key("actor").String(e.Actor).Key("ip").String(e.IP).
+			Key("action").String(e.Action).Key("target").String(e.Target).Key("detail").String(e.Detail).EndObject()
+	}
+	b.EndArray().Key("next_before")
+	if len(entries) == limit {
+		b.Int(entries[len(entries)-1].ID)
+	} else {
+		b.Null()
+	}
+	writeJSON(w, http.StatusOK, b.EndObject().Bytes())
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/seal"
 	"github.com/keypool/keypool/store"
 )
 
@@ -162,13 +163,34 @@ func TestAdminImport(t *testing.T) {
 			t.Errorf("rejected_lines[%d] = %+v, want line %d, masked value %q and a reason", i, r, wantLines[i], provider.Mask(junk[i]))
 		}
 	}
-	list, err := store.NewKeys(e.db).List(t.Context(), "openai")
+	box, err := seal.New(testKeypoolSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := store.NewKeys(e.db).Sealing(box)
+	list, err := keys.List(t.Context(), "openai")
 	if err != nil || len(list) != 3 {
 		t.Fatalf("pool has %d keys (%v), want 3", len(list), err)
 	}
 	for i, k := range list {
-		if k.Secret != secrets[i] || k.Label != "team A" || k.Status != store.StatusActive || k.CreatedAt != t0.UnixMilli() {
-			t.Errorf("stored key %d: %q label %q status %q created %d", i, k.Secret, k.Label, k.Status, k.CreatedAt)
+		if k.Secret != "" || k.Masked != provider.Mask(secrets[i]) || k.Label != "team A" || k.Status != store.StatusActive || k.CreatedAt != t0.UnixMilli() {
+			t.Errorf("stored key %d: secret %q masked %q label %q status %q created %d", i, k.Secret, k.Masked, k.Label, k.Status, k.CreatedAt)
+		}
+		// Stored sealed: the column holds no trace of the key, and opens
+		// to it with KEYPOOL_SECRET only.
+		var stored string
+		if err := e.db.QueryRow(`SELECT secret FROM keys WHERE id = ?`, k.ID).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if !seal.IsSealed(stored) || strings.Contains(stored, secrets[i]) || strings.Contains(stored, secrets[i][3:12]) {
+			t.Errorf("key %d stored as %q, want it sealed", k.ID, stored)
+		}
+		if got, err := keys.Reveal(t.Context(), k.ID); err != nil || got != secrets[i] {
+			t.Errorf("Reveal(%d) = %q, %v; want the key", k.ID, got, err)
+		}
+		other, _ := seal.New("another-keypool-secret-0000")
+		if _, err := store.NewKeys(e.db).Sealing(other).Reveal(t.Context(), k.ID); err == nil {
+			t.Errorf("key %d opened under another KEYPOOL_SECRET", k.ID)
 		}
 	}
 
@@ -354,7 +376,7 @@ func TestAdminDeleteKey(t *testing.T) {
 
 func TestAdminBadKeyID(t *testing.T) {
 	e := newEnv(t)
-	for _, id := range []string{"abc", "0", "-3", "1/x", "1.5", "99999999999999999999"} {
+	for _, id := range []string{"abc", "0", "-3", "1.5", "99999999999999999999"} {
 		for _, method := range []string{http.MethodGet, http.MethodDelete} {
 			w := e.admin(method, "/admin/api/keys/"+id, "")
 			er := wantError(t, w, http.StatusBadRequest, "invalid_request")
@@ -375,8 +397,8 @@ func TestAdminMethodNotAllowed(t *testing.T) {
 		{http.MethodPut, "/admin/api/keys", "GET, POST"},
 		{http.MethodDelete, "/admin/api/keys", "GET, POST"},
 		{http.MethodPatch, "/admin/api/keys/", "GET, POST"},
-		{http.MethodPost, keyPath, "GET, DELETE"},
-		{http.MethodPut, keyPath, "GET, DELETE"},
+		{http.MethodPost, keyPath, "GET, PATCH, DELETE"},
+		{http.MethodPut, keyPath, "GET, PATCH, DELETE"},
 		{http.MethodPost, "/admin/api/providers", "GET"},
 		{http.MethodDelete, "/admin/api/providers", "GET"},
 	}

@@ -122,22 +122,33 @@ func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set sett
 	var (
 		mu        sync.Mutex
 		next      int
+		inflight  int // checks admitted and not yet finished
 		stopped   bool
 		nextStart = h.d.Now()
 		wg        sync.WaitGroup
 	)
+	done := sync.NewCond(&mu) // a check finished and gave back what it did not use
 	// admit hands out the next key, paced, or -1 when the run must stop.
 	admit := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		if stopped || next >= len(keys) || !h.d.Now().Before(deadline) {
-			stopped = true
-			return -1
+		for {
+			if stopped || next >= len(keys) || !h.d.Now().Before(deadline) {
+				stopped = true
+				return -1
+			}
+			if budget.take(checkCost(keys[next].Provider, opts), keep) {
+				break
+			}
+			if inflight == 0 {
+				stopped = true
+				return -1
+			}
+			// Checks under way reserved their worst case; wait for what
+			// they give back before giving up.
+			done.Wait()
 		}
-		if !budget.take(checkCost(keys[next].Provider, opts), keep) {
-			stopped = true
-			return -1
-		}
+		inflight++
 		if opts.IntervalMS > 0 || opts.JitterMS > 0 {
 			if wait := nextStart.Sub(h.d.Now()); wait > 0 {
 				time.Sleep(wait)
@@ -163,6 +174,10 @@ func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set sett
 				budget.refund(reserved - int64(used))
 				now := h.d.Now()
 				recs[i] = store.CheckRecord{Key: k, Result: r, Next: policy.After(k.Status, k.Fails, r, now)}
+				mu.Lock()
+				inflight--
+				done.Broadcast()
+				mu.Unlock()
 			}
 		}()
 	}
@@ -178,6 +193,9 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 	prov, ok := provider.Lookup(k.Provider)
 	if !ok {
 		return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "unknown provider"}, 0
+	}
+	if k.Unopened {
+		return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "does not open with this KEYPOOL_SECRET"}, 0
 	}
 	fetches := 0
 	var policy rotation.Policy
@@ -292,6 +310,24 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 	if err != nil {
 		log.Printf("keypool cron: pruning history: %v", err)
 	}
+	if n, err := store.NewAudit(db).Counting(budget).Prune(ctx, now-days*86400000); err == nil {
+		old += n
+	}
+	box, err := h.box()
+	if err != nil {
+		// Keys cannot be opened: prune only, and say why.
+		log.Printf("keypool cron: no health checks: %v", err)
+		return nil
+	}
+	keys.Sealing(box)
+	checks.Sealing(box)
+	// Keys stored before they were sealed are sealed now, a chunk a run.
+	if n, err := keys.SealLegacy(ctx, 100); err != nil {
+		log.Printf("keypool cron: sealing stored keys: %v", err)
+	} else if n > 0 {
+		log.Printf("keypool cron: sealed %d keys stored in plain text", n)
+		h.invalidate()
+	}
 	set := h.settingsCounted(ctx, db, budget)
 	opts := defaultCheckOptions
 	opts.Concurrency = int(h.intVar("CHECK_CONCURRENCY", 6, 1, 6))
@@ -315,7 +351,9 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 		lists = h.refreshStaleModels(ctx, db, 1, budget)
 	}
 	job := int64(0)
-	if budget.limit-budget.Load() >= 10 && h.d.Now().Before(deadline) {
+	// A job's chunk needs room for at least one check with its retries
+	// (2 × 6 at most) and its own reads and writes.
+	if budget.limit-budget.Load() >= 20 && h.d.Now().Before(deadline) {
 		if jobs, err := checks.Jobs(ctx, 1, true); err == nil && len(jobs) > 0 {
 			job = jobs[0].ID
 			h.advanceJob(ctx, db, checks, jobs[0], set, budget, deadline)
@@ -367,7 +405,9 @@ func (h *Handler) advanceJob(ctx context.Context, db *sql.DB, checks *store.Chec
 		checks.Advance(ctx, j, j.Cursor, 0, 0, 0, nil, 0, h.d.Now().UnixMilli(), false)
 		return j
 	}
-	recs := h.runChecks(ctx, keys, set, opts, budget, cronWrites+1, deadline)
+	// Keep what follows the checks: their three writes, the progress
+	// saved and the job read back.
+	recs := h.runChecks(ctx, keys, set, opts, budget, cronWrites+2, deadline)
 	if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
 		log.Printf("keypool: check job %d: recording: %v", j.ID, err)
 		recs = nil
@@ -498,7 +538,11 @@ func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB
 func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) store.Job {
 	budget := &checkBudget{limit: h.intVar("JOB_SUBREQUESTS", 40, 10, 10000), total: h.d.Queries}
 	deadline := h.d.Now().Add(time.Duration(h.intVar("JOB_TIME_BUDGET_SECONDS", 10, 1, 600)) * time.Second)
-	return h.advanceJob(ctx, db, store.NewChecks(db).Counting(budget), j, h.settings(ctx, db), budget, deadline)
+	checks := store.NewChecks(db).Counting(budget)
+	if b, err := h.box(); err == nil {
+		checks.Sealing(b)
+	}
+	return h.advanceJob(ctx, db, checks, j, h.settings(ctx, db), budget, deadline)
 }
 
 // startCheckJob reads which keys to check — {"ids":[…]}, {"provider":…,
@@ -526,7 +570,7 @@ func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.
 		}
 		filter.Key("ids").Array()
 		for _, x := range v.Array() {
-			if x.Type != gjson.Number || x.Int() <= 0 {
+			if x.Type != gjson.Number || x.Int() <= 0 || x.Float() != float64(x.Int()) {
 				badRequest("ids: "+x.Raw+" is not a key id", "ids").write(w)
 				return
 			}

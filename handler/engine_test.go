@@ -780,17 +780,19 @@ func TestWaitForCooldownRespectsBudget(t *testing.T) {
 // TestStormAcrossRequests: the failures that make a storm may come from
 // several requests; the cooldowns the earlier ones gave are lifted too.
 func TestStormAcrossRequests(t *testing.T) {
-	e := newEnv(t, "STORM_KEYS", "4", "MAX_ATTEMPTS", "2")
+	e := newEnv(t, "STORM_KEYS", "4")
 	secrets := []string{"sk-wide-key-0000001", "sk-wide-key-0000002", "sk-wide-key-0000003", "sk-wide-key-0000004", "sk-wide-key-0000005"}
-	ids := e.addKeys("openai", secrets...)
 	for _, s := range secrets {
 		e.up.SetRule(s, fakeupstream.OpenAIRateLimitedNoHint(""))
 	}
+	// Two keys first: both rate limited, no storm yet.
+	ids := e.addKeys("openai", secrets[:2]...)
 	w := e.chat("gpt-4o-mini")
 	wantError(t, w, http.StatusTooManyRequests, "rate_limited")
 	if n := len(e.modelRows()); n != 2 {
 		t.Fatalf("%d cooling rows after the first request, want 2", n)
 	}
+	ids = append(ids, e.addKeys("openai", secrets[2:]...)...)
 	e.setNow(t0.Add(5 * time.Second))
 	w = e.chat("gpt-4o")
 	wantError(t, w, http.StatusTooManyRequests, "upstream_storm")

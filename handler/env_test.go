@@ -26,6 +26,7 @@ import (
 const (
 	testAdminPassword = "admin-password-0123456789"
 	testAuthKey       = "kp-client-token-abcdef123456"
+	testKeypoolSecret = "keypool-secret-for-tests-0123456789"
 )
 
 // t0 is the fixed clock every test starts at.
@@ -64,7 +65,7 @@ func newEnv(t *testing.T, vars ...string) *testEnv {
 	}
 	t.Cleanup(func() { up.Close() })
 	e := &testEnv{t: t, up: up, now: t0, db: sqlitetest.Open(t)}
-	e.vars = map[string]string{"ADMIN_PASSWORD": testAdminPassword, "AUTH_KEY": testAuthKey}
+	e.vars = map[string]string{"ADMIN_PASSWORD": testAdminPassword, "AUTH_KEY": testAuthKey, "KEYPOOL_SECRET": testKeypoolSecret}
 	for _, name := range provider.Names() {
 		p, _ := provider.Lookup(name)
 		e.vars[p.BaseURLVar()] = up.URL

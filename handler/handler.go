@@ -13,7 +13,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/keypool/keypool/seal"
 )
 
 // Deps are the handler's connections to the world.
@@ -54,6 +57,10 @@ type Counter interface {
 // Handler serves every route of the worker.
 type Handler struct {
 	d Deps
+
+	boxMu  sync.Mutex
+	boxFor string    // the KEYPOOL_SECRET boxVal was derived from
+	boxVal *seal.Box // see box()
 }
 
 // New returns the handler wired to d.
@@ -90,8 +97,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.proxyNative(tw, r)
 	case strings.HasPrefix(p, "/admin/api/"):
 		h.admin(tw, r)
+	case p == "/admin/login":
+		h.login(tw, r)
+	case p == "/admin/logout":
+		h.logout(tw, r)
+	case p == "/guest/login":
+		h.guestLogin(tw, r)
+	case p == "/guest/api/summary":
+		h.guestSummary(tw, r)
 	default:
-		notFound("no route for " + r.Method + " " + p + "; keypool serves /v1/*, /api/<provider>/* and /admin/api/*").write(tw)
+		notFound("no route for " + r.Method + " " + p + "; keypool serves /v1/*, /api/<provider>/*, /admin/api/* and /guest/api/*").write(tw)
 	}
 }
 

@@ -245,7 +245,7 @@ func (h *Handler) invalidate() { h.clearCands() }
 // clearCands drops every cached candidate list and the settings, keeping
 // the counters and storm states.
 func (h *Handler) clearCands() {
-	keep := []string{usageKey, flushedKey}
+	keep := []string{usageKey, flushedKey, tokenUsageKey, tokenFlushedKey, rateKey}
 	for _, p := range provider.Names() {
 		keep = append(keep, stormKey(p))
 	}

@@ -123,6 +123,9 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 	}
 	now := h.d.Now()
 	keys := store.NewKeys(db).Counting(queries)
+	if b, err := h.box(); err == nil {
+		keys.Sealing(b)
+	}
 	cands, err := keys.Candidates(ctx, name, "", now.UnixMilli(), 1, true)
 	if err != nil || len(cands) == 0 {
 		return nil, false
@@ -136,6 +139,9 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 		req.Header.Set("Anthropic-Version", "2023-06-01")
 	} else {
 		req.Header.Set("Authorization", "Bearer "+cands[0].Secret)
+	}
+	if b, ok := queries.(*checkBudget); ok {
+		b.fetched() // a subrequest like the D1 queries it counts
 	}
 	resp, err := h.d.Fetch(req)
 	if err != nil {
@@ -196,15 +202,16 @@ func (h *Handler) refreshStaleModels(ctx context.Context, db *sql.DB, limit int,
 		log.Printf("keypool cron: reading model lists: %v", err)
 		return 0
 	}
-	n := 0
+	tried, n := 0, 0
 	for _, p := range servable {
-		if n >= limit {
+		// Each try costs up to 4 subrequests (a key, the fetch, 2 writes).
+		if tried >= limit || budget.limit-budget.Load() < 4 {
 			break
 		}
 		if l, ok := lists[p]; ok && h.d.Now().Sub(time.UnixMilli(l.UpdatedAt)) < modelListAge {
 			continue
 		}
-		budget.fetched() // the list's fetch
+		tried++
 		if _, ok := h.refreshModels(ctx, db, p, budget); ok {
 			n++
 		}

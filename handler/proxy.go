@@ -46,29 +46,8 @@ type upstreamCall struct {
 	// viaGateway: the request goes to Cloudflare AI Gateway, the only
 	// place the gateway token may be sent.
 	viaGateway bool
-}
-
-// checkClient answers 401/503 and returns false unless the request carries
-// the client token.
-func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) bool {
-	want := h.d.Getenv("AUTH_KEY")
-	if want == "" {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "keypool has no client token configured: set the AUTH_KEY secret (wrangler secret put AUTH_KEY)"}.write(w)
-		return false
-	}
-	got := clientCredential(r)
-	if got == "" {
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
-			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.write(w)
-		return false
-	}
-	if !secretEqual(got, want) {
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
-			Message: "invalid API key for this keypool"}.write(w)
-		return false
-	}
-	return true
+	// client is who called: its token's scope and quotas apply.
+	client client
 }
 
 // readBody buffers the request body (so that retries can replay it) up to
@@ -111,7 +90,8 @@ var modelRequired = map[string]bool{
 // DEFAULT_PROVIDER. Paths keypool does not know pass through to the
 // provider's OpenAI-compatible API.
 func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
-	if !h.checkClient(w, r) {
+	c, ok := h.checkClient(w, r)
+	if !ok {
 		return
 	}
 	rest := strings.TrimPrefix(r.URL.Path, "/v1")
@@ -153,7 +133,7 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		m.model = strings.TrimPrefix(rest, "/models/") // GET /v1/models/<id>
 	}
 	h.forward(w, r, db, set, upstreamCall{
-		prov: prov, model: m.model, body: m.body, openAIRoute: true,
+		prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c,
 		url: h.origin(prov) + h.expand(prov.OpenAIPrefix) + up + upstreamQuery(r.URL),
 	})
 }
@@ -222,7 +202,8 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings, co
 // /api/compat/chat/completions, the gateway's OpenAI-compatible endpoint
 // for every provider.
 func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
-	if !h.checkClient(w, r) {
+	c, ok := h.checkClient(w, r)
+	if !ok {
 		return
 	}
 	name, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/"), "/")
@@ -231,7 +212,7 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if name == "compat" {
-		h.proxyCompat(w, r, up)
+		h.proxyCompat(w, r, up, c)
 		return
 	}
 	prov, ok := h.provider(w, name)
@@ -269,7 +250,8 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 	if viaGateway {
 		target = gw + "/" + prov.Name + "/" + up
 	}
-	h.forward(w, r, db, h.settings(r.Context(), db), upstreamCall{prov: prov, model: model, body: body, viaGateway: viaGateway, url: target + upstreamQuery(r.URL)})
+	h.forward(w, r, db, h.settings(r.Context(), db), upstreamCall{prov: prov, model: model, body: body, viaGateway: viaGateway,
+		url: target + upstreamQuery(r.URL), client: c})
 }
 
 // proxyCompat serves /api/compat/<path> (chat/completions; rest escaped,
@@ -277,7 +259,7 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 // "provider/model"; the key is that provider's, sent as a bearer token.
 // Through the gateway the body goes as it is; without one, to the
 // provider's OpenAI-compatible API with the bare model.
-func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest string) {
+func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest string, c client) {
 	db, ok := h.db(w)
 	if !ok {
 		return
@@ -300,7 +282,7 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 	if !ok {
 		return
 	}
-	call := upstreamCall{prov: prov, model: m.model, body: m.body, openAIRoute: true}
+	call := upstreamCall{prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c}
 	if gw, ok := h.gateway(prov); ok {
 		call.url, call.viaGateway = gw+"/compat/"+rest+upstreamQuery(r.URL), true
 	} else {
@@ -365,7 +347,8 @@ type failedAnswer struct {
 // forward runs the rotation loop: pick a key, call upstream, classify the
 // answer, and either relay it or record what it says about the key and
 // try the next one. Retries happen only before any byte reaches the
-// client, within MAX_ATTEMPTS attempts and RETRY_BUDGET_SECONDS.
+// client, within MAX_ATTEMPTS failed attempts (see failed below), at most
+// candidateLimit keys, and RETRY_BUDGET_SECONDS.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, call upstreamCall) {
 	if _, err := url.Parse(call.url); err != nil {
 		apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_upstream_url",
@@ -373,7 +356,14 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 				" and AI_GATEWAY_URL"}.write(w)
 		return
 	}
-	keys := store.NewKeys(db).Counting(h.d.Queries)
+	b, ok := h.needBox(w)
+	if !ok {
+		return
+	}
+	if !h.admit(w, call.client, call) {
+		return
+	}
+	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
 	ctx := r.Context()
 	started := h.d.Now()
 	prov := call.prov.Name
@@ -404,16 +394,22 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	var outcomes, missing []store.Outcome
 	var lift []int64
 	var liftSince int64
-	defer func() { h.record(keys, prov, outcomes, lift, liftSince) }()
+	tokens := store.NewTokens(db).Counting(h.d.Queries)
+	defer func() { h.record(keys, tokens, prov, outcomes, lift, liftSince) }()
 
 	tried := map[int64]bool{}
 	var last rotation.Verdict
-	var lastStatus, attempt int
+	// attempt counts every key tried; failed counts the failures that may
+	// be the request's or the upstream's (5xx, timeouts, "no such model"),
+	// which MAX_ATTEMPTS bounds. A key that is simply rejected (invalid,
+	// exhausted, rate limited) does not use up an attempt: the next key is
+	// as likely to serve, and the candidates read (8) bound the tries.
+	var lastStatus, attempt, failed int
 	var denied *failedAnswer // the last "model not found" answer
 	waited := false
 	headerTimeout := time.Duration(h.intVar("UPSTREAM_TIMEOUT_SECONDS", 300, 0, 3600)) * time.Second
 	coolEnd := map[int64]int64{} // ends (unix ms) of the cooldowns this request decided
-	for attempt < maxAttempts && (attempt == 0 || h.d.Now().Sub(started) < budget) {
+	for failed < maxAttempts && attempt < candidateLimit && (attempt == 0 || h.d.Now().Sub(started) < budget) {
 		key, ok := rotation.Pick(cands, tried, h.d.IntN)
 		if !ok {
 			// Every key is out for this model. When the first cooling one is
@@ -503,6 +499,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 		} else {
 			o.Excerpt = store.MaskExcerpt(a.Body, key.Secret)
 		}
+		if v.Action == rotation.Retry || v.Action == rotation.ModelMissing {
+			failed++
+		}
 		if v.Action == rotation.ModelMissing {
 			// Kept, not yet blamed: the model may not exist at all.
 			if denied != nil {
@@ -575,13 +574,21 @@ func (h *Handler) freshCandidates(ctx context.Context, keys *store.Keys, prov, m
 // them; usage counters are coalesced and written every
 // USAGE_FLUSH_SECONDS at most. lift lists keys whose cooldowns since
 // liftSince a storm showed to be the upstream's fault.
-func (h *Handler) record(keys *store.Keys, prov string, outcomes []store.Outcome, lift []int64, liftSince int64) {
+func (h *Handler) record(keys *store.Keys, tokens *store.Tokens, prov string, outcomes []store.Outcome, lift []int64, liftSince int64) {
+	now := h.d.Now()
+	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
+	tusage := h.takeTokenUsage(now, interval)
+	if len(tusage) > 0 {
+		h.d.Defer(func() {
+			if err := tokens.AddUsage(context.Background(), tusage); err != nil {
+				log.Printf("keypool: writing token usage: %v", err)
+			}
+		})
+	}
 	if len(outcomes) == 0 && len(lift) == 0 {
 		return
 	}
-	now := h.d.Now()
 	h.observe(prov, outcomes, now)
-	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
 	usage := h.takeUsage(now, interval)
 	var states, resets []store.Outcome
 	for _, o := range outcomes {

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,18 +18,34 @@ import (
 	"github.com/keypool/keypool/store"
 )
 
-func TestProxyNeedsAuthKey(t *testing.T) {
+// Without AUTH_KEY, no token is unrestricted: what the client sends must
+// be a token the admin created; the old AUTH_KEY value is just wrong.
+func TestProxyWithoutAuthKey(t *testing.T) {
 	e := newEnv(t, "AUTH_KEY", "")
 	e.addKeys("openai", "sk-test-key-0001")
 	for _, path := range []string{"/v1/models", "/api/openai/models"} {
-		w := e.proxy(http.MethodGet, path, "")
+		wantError(t, e.proxy(http.MethodGet, path, ""), http.StatusUnauthorized, "invalid_api_key")
+	}
+	if n := e.fetches.Load(); n != 0 {
+		t.Errorf("%d upstream calls without a valid token, want 0", n)
+	}
+}
+
+// Without KEYPOOL_SECRET keypool serves and stores no key, and says why.
+func TestNoKeypoolSecret(t *testing.T) {
+	e := newEnv(t, "KEYPOOL_SECRET", "")
+	for _, w := range []*httptest.ResponseRecorder{
+		e.chat("gpt-4o-mini"),
+		e.admin(http.MethodPost, "/admin/api/keys", `{"provider":"openai","keys":"sk-test-key-0001"}`),
+		e.admin(http.MethodGet, "/admin/api/keys", ""),
+	} {
 		er := wantError(t, w, http.StatusServiceUnavailable, "not_configured")
-		if !strings.Contains(er.Error.Message, "AUTH_KEY") || !strings.Contains(er.Error.Message, "wrangler secret put AUTH_KEY") {
-			t.Errorf("%s: message %q does not say how to set AUTH_KEY", path, er.Error.Message)
+		if !strings.Contains(er.Error.Message, "KEYPOOL_SECRET") {
+			t.Errorf("message %q does not name KEYPOOL_SECRET", er.Error.Message)
 		}
 	}
 	if n := e.fetches.Load(); n != 0 {
-		t.Errorf("%d upstream calls without AUTH_KEY, want 0", n)
+		t.Errorf("%d upstream calls without KEYPOOL_SECRET, want 0", n)
 	}
 }
 

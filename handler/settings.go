@@ -26,6 +26,11 @@ const (
 	// calls with max_tokens 1 (proving the key can spend) instead of
 	// listing models (proving only that it is valid).
 	settingCheckModels = "check_models"
+	// The guest page (see guest.go).
+	settingAccessMode    = "access_mode"
+	settingGuestPassword = "guest_password" // stored as a fingerprint, never shown
+	settingGuestReveal   = "guest_reveal_keys"
+	settingPageSize      = "page_size"
 )
 
 // settingChecks validate each setting's stored text; "" means valid.
@@ -34,6 +39,30 @@ var settingChecks = map[string]func(string) string{
 	settingAliases:     func(v string) string { _, e := parseAliases(v); return e },
 	settingWait:        func(v string) string { _, e := parseWait(v); return e },
 	settingCheckModels: func(v string) string { _, e := parseCheckModels(v); return e },
+	settingAccessMode: func(v string) string {
+		if m := gjson.Parse(v).String(); m != modeOpen && m != modeRestricted && m != modePrivate {
+			return `want "open", "restricted" or "private"`
+		}
+		return ""
+	},
+	settingGuestPassword: func(v string) string {
+		if r := gjson.Parse(v); r.Type != gjson.String || len(r.String()) < 8 {
+			return "want a string of at least 8 characters"
+		}
+		return ""
+	},
+	settingGuestReveal: func(v string) string {
+		if r := gjson.Parse(v); r.Type != gjson.True && r.Type != gjson.False {
+			return "want true or false"
+		}
+		return ""
+	},
+	settingPageSize: func(v string) string {
+		if n, err := strconv.Atoi(v); err != nil || n < 10 || n > 500 {
+			return "want a whole number from 10 to 500"
+		}
+		return ""
+	},
 }
 
 func settingNames() []string {
@@ -61,12 +90,18 @@ type settings struct {
 	wait int64
 	// checkModels: provider → model for health checks.
 	checkModels map[string]string
+	// The guest page: who sees it, the guest password's fingerprint,
+	// whether guests see full keys, and the default page size.
+	accessMode      string
+	guestPassword   string
+	guestRevealKeys bool
+	pageSize        int64
 }
 
 // parseSettings reads stored values; one that does not parse (it cannot
 // be stored that way through the API) is logged and left at its default.
 func parseSettings(m map[string]string) settings {
-	var s settings
+	s := settings{accessMode: modePrivate, pageSize: 50}
 	for name, v := range m {
 		var err string
 		switch name {
@@ -78,6 +113,18 @@ func parseSettings(m map[string]string) settings {
 			s.wait, err = parseWait(v)
 		case settingCheckModels:
 			s.checkModels, err = parseCheckModels(v)
+		case settingAccessMode:
+			if err = settingChecks[name](v); err == "" {
+				s.accessMode = gjson.Parse(v).String()
+			}
+		case settingGuestPassword:
+			s.guestPassword = gjson.Parse(v).String()
+		case settingGuestReveal:
+			s.guestRevealKeys = gjson.Parse(v).Bool()
+		case settingPageSize:
+			if err = settingChecks[name](v); err == "" {
+				s.pageSize, _ = strconv.ParseInt(v, 10, 64)
+			}
 		}
 		if err != "" {
 			log.Printf("keypool: ignoring stored setting %s: %s", name, err)
@@ -276,12 +323,22 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 				return true
 			}
 			raw := v.Raw
-			if v.Type == gjson.Number || v.Type == gjson.String && name == settingWait {
+			if v.Type == gjson.Number || v.Type == gjson.String && (name == settingWait || name == settingPageSize) {
 				raw = v.String()
 			}
 			if msg := check(raw); msg != "" {
 				bad = badRequest(name+": "+msg, name)
 				return false
+			}
+			if name == settingGuestPassword {
+				// Kept only as a fingerprint under KEYPOOL_SECRET.
+				b, err := h.box()
+				if err != nil {
+					bad = apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+						Message: "a guest password needs KEYPOOL_SECRET: " + err.Error()}
+					return false
+				}
+				raw = string(jsonout.AppendString(nil, b.Fingerprint(v.String(), "guest")))
 			}
 			changes[name] = raw
 			return true
@@ -330,6 +387,8 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 	for _, n := range names {
 		b.Key(n).String(s.checkModels[n])
 	}
-	b.EndObject().EndObject()
+	b.EndObject().Key(settingAccessMode).String(s.accessMode).
+		Key("guest_password_set").Bool(s.guestPassword != "").
+		Key(settingGuestReveal).Bool(s.guestRevealKeys).Key(settingPageSize).Int(s.pageSize).EndObject()
 	writeJSON(w, http.StatusOK, b.Bytes())
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-const defaultSettings = `{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{}}`
+const defaultSettings = `{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`
 
 func TestSettingsAPI(t *testing.T) {
 	e := newEnv(t)
@@ -27,21 +27,21 @@ func TestSettingsAPI(t *testing.T) {
 		name, put, want string
 	}{
 		{"aliases", `{"aliases":{"fast":"groq/llama-3.1-8b-instant","b":"openai/gpt-4o"}}`,
-			`{"free_models":[],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{}}`},
+			`{"free_models":[],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"free models, others kept", `{"free_models":["openai/free-*"," gpt-oss-* "]}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{}}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"wait", `{"wait_for_cooldown_seconds":30,"check_models":{}}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":30,"check_models":{}}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":30,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"wait as a string", `{"wait_for_cooldown_seconds":"7"}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":7,"check_models":{}}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":7,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"several at once", `{"wait_for_cooldown_seconds":3,"aliases":{"x":"mistral/mistral-small"}}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{}}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"empty object changes nothing", `{}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{}}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"empty list", `{"free_models":[]}`,
-			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{}}`},
+			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 		{"null resets", `{"aliases":null,"wait_for_cooldown_seconds":null}`,
-			`{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{}}`},
+			`{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
 	}
 	for _, tc := range valid {
 		t.Run("PUT "+tc.name, func(t *testing.T) {
@@ -107,7 +107,7 @@ func TestSettingsAPI(t *testing.T) {
 	for _, m := range []string{http.MethodPost, http.MethodDelete} {
 		w := e.admin(m, "/admin/api/settings", `{}`)
 		wantError(t, w, http.StatusMethodNotAllowed, "method_not_allowed")
-		if w.Header().Get("Allow") != "GET, PUT" {
+		if w.Header().Get("Allow") != "GET, PUT, PATCH" {
 			t.Errorf("%s: Allow %q", m, w.Header().Get("Allow"))
 		}
 	}

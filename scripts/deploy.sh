@@ -3,7 +3,9 @@
 #   1. creates the D1 database "keypool" if it does not exist and writes its
 #      id into wrangler.toml,
 #   2. applies the migrations to it,
-#   3. asks for the secrets that are not set yet (ADMIN_PASSWORD, AUTH_KEY;
+#   3. asks for the secrets that are not set yet (ADMIN_PASSWORD, AUTH_KEY,
+#      KEYPOOL_SECRET — keep a copy of it: the keys in D1 cannot be read
+#      without it;
 #      an empty answer generates a random one and prints it once),
 #   4. runs wrangler deploy.
 # Re-running it is safe: each step skips what is already done.
@@ -39,7 +41,7 @@ CI=true wrangler d1 migrations apply DB --remote
 
 # 3. Secrets.
 have=$(wrangler secret list --format json 2>/dev/null | json_get "d.map(x => x.name).join(' ')" || true)
-for name in ADMIN_PASSWORD AUTH_KEY; do
+for name in ADMIN_PASSWORD AUTH_KEY KEYPOOL_SECRET; do
 	case " $have " in *" $name "*) continue ;; esac
 	value=""
 	if [ -t 0 ]; then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs keypool locally: workerd (wrangler dev) with local D1 on
 # http://127.0.0.1:${PORT:-8787}. Called by `make dev` after the build.
-# First run writes .dev.vars with a random admin password and client token;
-# later runs reuse them.
+# First run writes .dev.vars with a random admin password, client token and
+# KEYPOOL_SECRET (which encrypts the keys in local D1); later runs reuse
+# them, and add KEYPOOL_SECRET to an older .dev.vars that lacks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,12 @@ if [ ! -f .dev.vars ]; then
 # Local secrets for \`make dev\` (git-ignored). Delete this file to get new ones.
 ADMIN_PASSWORD=$(random_secret)
 AUTH_KEY=kp-$(random_secret)
+KEYPOOL_SECRET=$(random_secret)
 VARS
-	echo "Wrote .dev.vars with a new admin password and client token." >&2
+	echo "Wrote .dev.vars with a new admin password, client token and KEYPOOL_SECRET." >&2
+elif ! grep -q '^KEYPOOL_SECRET=' .dev.vars; then
+	echo "KEYPOOL_SECRET=$(random_secret)" >> .dev.vars
+	echo "Added KEYPOOL_SECRET to .dev.vars." >&2
 fi
 
 # Read the two values without sourcing the file (it is data, not a script).

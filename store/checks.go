@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log"
 
 	"github.com/tidwall/gjson"
 
@@ -14,7 +15,14 @@ import (
 // Checks is the health-check state in the database: which keys are due,
 // what each check found, and the on-demand check jobs.
 type Checks struct {
-	db countingDB
+	db     countingDB
+	sealer Sealer
+}
+
+// Sealing makes c open the sealed keys it reads (see Keys.Sealing).
+func (c *Checks) Sealing(s Sealer) *Checks {
+	c.sealer = s
+	return c
 }
 
 // NewChecks returns the check state stored in db.
@@ -33,6 +41,9 @@ type CheckKey struct {
 	Secret   string
 	Status   string
 	Fails    int64 // failed recovery probes in a row
+	// Unopened: the key is sealed under another KEYPOOL_SECRET; Secret is
+	// empty and the key must not be sent anywhere.
+	Unopened bool
 }
 
 // Due returns up to limit keys due for a check at now, most urgent first
@@ -56,10 +67,10 @@ func (c *Checks) Due(ctx context.Context, now int64, limit int) ([]CheckKey, err
 	if err != nil {
 		return nil, err
 	}
-	return scanCheckKeys(rows)
+	return c.scanCheckKeys(rows)
 }
 
-func scanCheckKeys(rows *sql.Rows) ([]CheckKey, error) {
+func (c *Checks) scanCheckKeys(rows *sql.Rows) ([]CheckKey, error) {
 	var out []CheckKey
 	seen := map[int64]bool{}
 	for rows.Next() {
@@ -68,10 +79,16 @@ func scanCheckKeys(rows *sql.Rows) ([]CheckKey, error) {
 			rows.Close()
 			return nil, err
 		}
-		if !seen[k.ID] {
-			seen[k.ID] = true
-			out = append(out, k)
+		if seen[k.ID] {
+			continue
 		}
+		seen[k.ID] = true
+		var err error
+		if k.Secret, err = (&Keys{sealer: c.sealer}).open(k.Provider, k.Secret); err != nil {
+			log.Printf("keypool: key %d does not open with this KEYPOOL_SECRET; not checked", k.ID)
+			k.Secret, k.Unopened = "", true
+		}
+		out = append(out, k)
 	}
 	return out, closeRows(rows)
 }
@@ -301,7 +318,7 @@ func (c *Checks) JobKeys(ctx context.Context, j Job, limit int) ([]CheckKey, err
 	if err != nil {
 		return nil, err
 	}
-	return scanCheckKeys(rows)
+	return c.scanCheckKeys(rows)
 }
 
 // JobChange is one key whose status a job changed.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -14,6 +15,7 @@ import (
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/seal"
 )
 
 // Key states.
@@ -34,7 +36,8 @@ const (
 type Key struct {
 	ID            int64
 	Provider      string
-	Secret        string
+	Secret        string // the key; empty when read sealed (see scanKey)
+	Masked        string // "sk-ab…7f3c"
 	Label         string
 	Status        string
 	StatusReason  string
@@ -71,7 +74,8 @@ type Event struct {
 
 // Keys is the key pool in the database.
 type Keys struct {
-	db countingDB
+	db     countingDB
+	sealer Sealer
 }
 
 // Counter counts database round trips; atomic.Int64 is one. The
@@ -122,10 +126,38 @@ var ErrNotFound = errors.New("key not found")
 // addChunk bounds one INSERT's JSON parameter; D1 caps values at 1 MB.
 const addChunk = 500
 
+// Sealer encrypts keys at rest (seal.Box is one). ad binds a sealed value
+// to its provider.
+type Sealer interface {
+	Seal(plain, ad string) string
+	Open(sealed, ad string) (string, error)
+	Fingerprint(plain, ad string) string
+}
+
+// Sealing makes k store keys sealed by s and open them when it reads
+// them. Without it keys are stored as they are (tests of other parts).
+func (k *Keys) Sealing(s Sealer) *Keys {
+	k.sealer = s
+	return k
+}
+
+// open returns the key stored as stored: sealed values are opened, plain
+// ones (stored before keys were sealed) returned as they are.
+func (k *Keys) open(prov, stored string) (string, error) {
+	if !seal.IsSealed(stored) {
+		return stored, nil
+	}
+	if k.sealer == nil {
+		return "", seal.ErrOpen
+	}
+	return k.sealer.Open(stored, prov)
+}
+
 // Add inserts secrets for provider and reports which were new and which
 // were already in the pool. Each chunk of keys is a single statement, so a
 // bulk import of thousands of keys costs a handful of D1 round trips, and a
-// concurrent import of the same key cannot insert it twice.
+// concurrent import of the same key cannot insert it twice. Sealed keys
+// are told apart by their fingerprints.
 func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, now int64) (added []Key, duplicates []string, err error) {
 	seen := make(map[string]bool, len(secrets))
 	unique := secrets[:0:0]
@@ -140,12 +172,31 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 	secrets = unique
 	for start := 0; start < len(secrets); start += addChunk {
 		chunk := secrets[start:min(start+addChunk, len(secrets))]
+		// Each row: [stored secret, fingerprint, masked]; the answer names
+		// rows by fingerprint (or by the plain secret when not sealed).
+		var b jsonout.Builder
+		b.Array()
+		ident := make([]string, len(chunk))
+		for i, sec := range chunk {
+			stored, fp := sec, ""
+			if k.sealer != nil {
+				stored, fp = k.sealer.Seal(sec, prov), k.sealer.Fingerprint(sec, prov)
+				ident[i] = fp
+			} else {
+				ident[i] = sec
+			}
+			b.Array().String(stored).String(fp).String(provider.Mask(sec)).EndArray()
+		}
+		conflict, returning := `(provider, secret)`, `secret`
+		if k.sealer != nil {
+			conflict, returning = `(provider, fingerprint) WHERE fingerprint <> ''`, `fingerprint`
+		}
 		rows, err := k.db.QueryContext(ctx,
-			`INSERT INTO keys (provider, secret, label, created_at, updated_at)
-			 SELECT ?, j.value, ?, ?, ? FROM json_each(?) AS j WHERE true
-			 ON CONFLICT (provider, secret) DO NOTHING
-			 RETURNING id, secret`,
-			prov, label, now, now, string(jsonout.StringArray(chunk)))
+			`INSERT INTO keys (provider, secret, fingerprint, masked, label, created_at, updated_at)
+			 SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?, ?, ? FROM json_each(?) AS j WHERE true
+			 ON CONFLICT `+conflict+` DO NOTHING
+			 RETURNING id, `+returning,
+			prov, label, now, now, string(b.EndArray().Bytes()))
 		if err != nil {
 			return added, duplicates, err
 		}
@@ -162,17 +213,84 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 		if err := closeRows(rows); err != nil {
 			return added, duplicates, err
 		}
-		for _, s := range chunk {
-			id, ok := fresh[s]
+		for i, s := range chunk {
+			id, ok := fresh[ident[i]]
 			if !ok {
 				duplicates = append(duplicates, s)
 				continue
 			}
-			added = append(added, Key{ID: id, Provider: prov, Secret: s, Label: label,
+			added = append(added, Key{ID: id, Provider: prov, Secret: s, Masked: provider.Mask(s), Label: label,
 				Status: StatusActive, CreatedAt: now, UpdatedAt: now})
 		}
 	}
 	return added, duplicates, nil
+}
+
+// SealLegacy seals up to limit keys stored plain (before keys were sealed)
+// and reports how many it sealed. A plain key that turns out to duplicate
+// a sealed one is deleted. It needs Sealing.
+func (k *Keys) SealLegacy(ctx context.Context, limit int) (int, error) {
+	if k.sealer == nil {
+		return 0, errors.New("SealLegacy needs a Sealer")
+	}
+	rows, err := k.db.QueryContext(ctx,
+		`SELECT id, provider, secret FROM keys WHERE fingerprint = '' ORDER BY id LIMIT ?`, limit)
+	if err != nil {
+		return 0, err
+	}
+	type legacy struct {
+		id        int64
+		prov, sec string
+	}
+	var list []legacy
+	for rows.Next() {
+		var x legacy
+		if err := rows.Scan(&x.id, &x.prov, &x.sec); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		list = append(list, x)
+	}
+	if err := closeRows(rows); err != nil || len(list) == 0 {
+		return 0, err
+	}
+	var b jsonout.Builder
+	b.Array()
+	for _, x := range list {
+		b.Array().Int(x.id).String(k.sealer.Seal(x.sec, x.prov)).String(k.sealer.Fingerprint(x.sec, x.prov)).
+			String(provider.Mask(x.sec)).String(x.prov).EndArray()
+	}
+	data := string(b.EndArray().Bytes())
+	// Duplicates of sealed keys go first, then the rest is sealed in one
+	// statement.
+	if _, err := k.db.ExecContext(ctx,
+		`DELETE FROM keys WHERE id IN (
+		   SELECT u.value ->> 0 FROM json_each(?) AS u
+		   WHERE EXISTS (SELECT 1 FROM keys k2 WHERE k2.provider = u.value ->> 4 AND k2.fingerprint = u.value ->> 2))`,
+		data); err != nil {
+		return 0, err
+	}
+	res, err := k.db.ExecContext(ctx,
+		`UPDATE keys SET secret = u.value ->> 1, fingerprint = u.value ->> 2, masked = u.value ->> 3
+		 FROM json_each(?) AS u WHERE keys.id = u.value ->> 0 AND keys.fingerprint = ''`, data)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// Reveal returns a key in full, for the admin who asked for it.
+func (k *Keys) Reveal(ctx context.Context, id int64) (string, error) {
+	var prov, stored string
+	err := k.db.QueryRowContext(ctx, `SELECT provider, secret FROM keys WHERE id = ?`, id).Scan(&prov, &stored)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", err
+	}
+	return k.open(prov, stored)
 }
 
 func closeRows(rows *sql.Rows) error {
@@ -183,13 +301,20 @@ func closeRows(rows *sql.Rows) error {
 	return err
 }
 
-const keyColumns = `id, provider, secret, label, status, status_reason, balance, created_at,
+const keyColumns = `id, provider, secret, masked, label, status, status_reason, balance, created_at,
 	updated_at, last_used_at, last_checked_at, requests, successes, failures`
 
+// scanKey reads a key for listing: a sealed secret stays sealed (Secret
+// is empty; listings show Masked, and Reveal opens one key on request).
 func scanKey(rows *sql.Rows) (Key, error) {
 	var x Key
-	err := rows.Scan(&x.ID, &x.Provider, &x.Secret, &x.Label, &x.Status, &x.StatusReason, &x.Balance,
+	err := rows.Scan(&x.ID, &x.Provider, &x.Secret, &x.Masked, &x.Label, &x.Status, &x.StatusReason, &x.Balance,
 		&x.CreatedAt, &x.UpdatedAt, &x.LastUsedAt, &x.LastCheckedAt, &x.Requests, &x.Successes, &x.Failures)
+	if seal.IsSealed(x.Secret) {
+		x.Secret = ""
+	} else if x.Masked == "" {
+		x.Masked = provider.Mask(x.Secret)
+	}
 	return x, err
 }
 
@@ -295,6 +420,40 @@ func (k *Keys) Get(ctx context.Context, id int64, events int) (Key, []Event, err
 	return x, evs, closeRows(rows)
 }
 
+// AdminUpdate is the admin's change to a key: status "active" or
+// "disabled" ("" keeps it; enabling also gives a blocked or exhausted key
+// another chance), a label (nil keeps it), and clearModels drops its
+// per-model cooldowns and blocks. Each status change is an event.
+func (k *Keys) AdminUpdate(ctx context.Context, id int64, status string, label *string, clearModels bool, now int64) error {
+	var from string
+	if err := k.db.QueryRowContext(ctx, `SELECT status FROM keys WHERE id = ?`, id).Scan(&from); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		return err
+	}
+	if label != nil {
+		if _, err := k.db.ExecContext(ctx, `UPDATE keys SET label = ?, updated_at = ? WHERE id = ?`, *label, now, id); err != nil {
+			return err
+		}
+	}
+	if status != "" && status != from {
+		if _, err := k.db.ExecContext(ctx,
+			`UPDATE keys SET status = ?, status_reason = 'set by the admin', updated_at = ?, check_fails = 0, next_check_at = 0
+			 WHERE id = ?`, status, now, id); err != nil {
+			return err
+		}
+		if err := k.event(ctx, id, "", from, status, "set by the admin", 0, "", now); err != nil {
+			return err
+		}
+	}
+	if clearModels {
+		_, err := k.db.ExecContext(ctx, `DELETE FROM key_models WHERE key_id = ?`, id)
+		return err
+	}
+	return nil
+}
+
 // Delete removes a key and everything recorded about it.
 func (k *Keys) Delete(ctx context.Context, id int64) error {
 	res, err := k.db.ExecContext(ctx, `DELETE FROM keys WHERE id = ?`, id)
@@ -340,6 +499,11 @@ func (k *Keys) Candidates(ctx context.Context, prov, model string, now int64, li
 		if err := rows.Scan(&c.ID, &c.Secret, &c.LastUsed, &c.Streak, &c.CoolEnd); err != nil {
 			rows.Close()
 			return nil, err
+		}
+		if c.Secret, err = k.open(prov, c.Secret); err != nil {
+			// Sealed under another KEYPOOL_SECRET: unusable, and said so.
+			log.Printf("keypool: key %d does not open with this KEYPOOL_SECRET; skipped", c.ID)
+			continue
 		}
 		cs = append(cs, c)
 	}

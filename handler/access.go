@@ -1,0 +1,261 @@
+package handler
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/seal"
+	"github.com/keypool/keypool/store"
+)
+
+// Who may do what:
+//   - the proxy routes take a client token (AUTH_KEY, the unrestricted
+//     bootstrap token, or one the admin created);
+//   - the admin routes take the admin password as a bearer token (for
+//     scripts) or an admin session cookie from POST /admin/login, plus the
+//     session's CSRF token in X-Keypool-CSRF on every change;
+//   - the guest routes follow the access_mode setting.
+
+const (
+	adminCookie = "kp_admin"
+	guestCookie = "kp_guest"
+	csrfHeader  = "X-Keypool-Csrf"
+	// Login throttling: this many failures from one IP within the window
+	// lock it out until the window ends.
+	loginMaxFailures = 5
+	loginWindow      = 15 * time.Minute
+)
+
+// box returns the sealing box of KEYPOOL_SECRET, derived once per secret.
+func (h *Handler) box() (*seal.Box, error) {
+	secret := h.d.Getenv("KEYPOOL_SECRET")
+	h.boxMu.Lock()
+	defer h.boxMu.Unlock()
+	if h.boxFor != secret || h.boxVal == nil {
+		b, err := seal.New(secret)
+		if err != nil {
+			return nil, err
+		}
+		h.boxVal, h.boxFor = b, secret
+	}
+	return h.boxVal, nil
+}
+
+// needBox answers 503 saying why when KEYPOOL_SECRET is missing: keypool
+// does not serve keys it could not keep encrypted.
+func (h *Handler) needBox(w http.ResponseWriter) (*seal.Box, bool) {
+	b, err := h.box()
+	if err != nil {
+		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+			Message: "keypool will not serve keys without KEYPOOL_SECRET: " + err.Error()}.write(w)
+		return nil, false
+	}
+	return b, true
+}
+
+// clientIP is the address the request came from, as Cloudflare saw it.
+func clientIP(r *http.Request) string {
+	if ip := strings.TrimSpace(r.Header.Get("Cf-Connecting-Ip")); ip != "" {
+		return ip
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// session is a verified session cookie.
+type session struct {
+	role string // "a" admin, "g" guest
+	exp  int64  // unix s
+	csrf string
+}
+
+// newSession signs a session for role. The signature also covers the
+// current password of that role, so changing it ends every session.
+func (h *Handler) newSession(b *seal.Box, role, password string, ttl time.Duration) (value, csrf string) {
+	raw := make([]byte, 16)
+	rand.Read(raw)
+	csrf = hex.EncodeToString(raw)
+	payload := role + "~" + strconv.FormatInt(h.d.Now().Add(ttl).Unix(), 10) + "~" + csrf
+	return sessionValue(b, payload, password), csrf
+}
+
+func sessionValue(b *seal.Box, payload, password string) string {
+	pw := sha256.Sum256([]byte(password))
+	signed := b.Sign(payload + "~" + hex.EncodeToString(pw[:]))
+	return payload + signed[strings.LastIndexByte(signed, '.'):]
+}
+
+// readSession verifies the cookie name: signature, role, password, expiry.
+func (h *Handler) readSession(r *http.Request, name, role, password string) (session, bool) {
+	c, err := r.Cookie(name)
+	if err != nil || password == "" {
+		return session{}, false
+	}
+	b, err := h.box()
+	if err != nil {
+		return session{}, false
+	}
+	i := strings.LastIndexByte(c.Value, '.')
+	if i < 0 {
+		return session{}, false
+	}
+	payload := c.Value[:i]
+	if !secretEqual(c.Value, sessionValue(b, payload, password)) {
+		return session{}, false
+	}
+	parts := strings.Split(payload, "~")
+	if len(parts) != 3 || parts[0] != role {
+		return session{}, false
+	}
+	exp, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || h.d.Now().Unix() >= exp {
+		return session{}, false
+	}
+	return session{role: role, exp: exp, csrf: parts[2]}, true
+}
+
+// sessionCookie is the Set-Cookie for a session: HttpOnly, SameSite
+// Strict, Secure except on localhost (plain-HTTP development).
+func sessionCookie(r *http.Request, name, value string, maxAge int) string {
+	c := name + "=" + value + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" + strconv.Itoa(maxAge)
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host != "localhost" && host != "127.0.0.1" && host != "::1" {
+		c += "; Secure"
+	}
+	return c
+}
+
+// adminActor authenticates an admin request and names who made it:
+// "password" (bearer) or "session". State-changing requests on a session
+// need its CSRF token. It answers 401/403/503 itself when it fails.
+func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request) (string, bool) {
+	want := h.d.Getenv("ADMIN_PASSWORD")
+	if want == "" {
+		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD` (locally, put ADMIN_PASSWORD in .dev.vars)"}.write(w)
+		return "", false
+	}
+	if v := r.Header.Get("Authorization"); v != "" {
+		got := ""
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			got = strings.TrimSpace(v[7:])
+		}
+		if got != "" && secretEqual(got, want) {
+			return "password", true
+		}
+	} else if s, ok := h.readSession(r, adminCookie, "a", want); ok {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !secretEqual(r.Header.Get(csrfHeader), s.csrf) {
+			apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "csrf",
+				Message: "a change made with an admin session needs its CSRF token in the X-Keypool-CSRF header (from POST /admin/login)"}.write(w)
+			return "", false
+		}
+		return "session", true
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="keypool admin"`)
+	apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
+		Message: "admin routes need an admin session (POST /admin/login) or the admin password as Authorization: Bearer <ADMIN_PASSWORD>"}.write(w)
+	return "", false
+}
+
+// sessionHours is how long an admin session lasts.
+func (h *Handler) sessionTTL() time.Duration {
+	return time.Duration(h.intVar("SESSION_HOURS", 12, 1, 24*30)) * time.Hour
+}
+
+// login serves POST /admin/login {"password"}: a session cookie and its
+// CSRF token, with failures throttled per client IP in D1.
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, "POST")
+		return
+	}
+	want := h.d.Getenv("ADMIN_PASSWORD")
+	b, ok := h.needBox(w)
+	if !ok {
+		return
+	}
+	if want == "" {
+		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD`"}.write(w)
+		return
+	}
+	db, ok := h.db(w)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	audit := store.NewAudit(db).Counting(h.d.Queries)
+	ip := clientIP(r)
+	now := h.d.Now()
+	if n, since, err := audit.LoginFailures(ctx, ip, now.UnixMilli(), loginWindow.Milliseconds()); err == nil && n >= loginMaxFailures {
+		retry := max((since+loginWindow.Milliseconds()-now.UnixMilli()+999)/1000, 1)
+		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
+			Message: "too many failed logins from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.write(w)
+		return
+	}
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return
+	}
+	got := gjson.GetBytes(body, "password").String()
+	if got == "" || !secretEqual(got, want) {
+		n, err := audit.LoginFailure(ctx, ip, now.UnixMilli(), loginWindow.Milliseconds())
+		if err != nil {
+			log.Printf("keypool: recording a failed login: %v", err)
+		}
+		h.audit(r, db, "", "login.fail", "", "failure "+strconv.FormatInt(n, 10))
+		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
+			Message: "wrong admin password"}.write(w)
+		return
+	}
+	if err := audit.LoginSuccess(ctx, ip); err != nil {
+		log.Printf("keypool: clearing failed logins: %v", err)
+	}
+	value, csrf := h.newSession(b, "a", want, h.sessionTTL())
+	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, value, int(h.sessionTTL().Seconds())))
+	h.audit(r, db, "session", "login", "", "")
+	var out jsonout.Builder
+	writeJSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
+		Key("expires_at").Int(now.Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
+}
+
+// logout serves POST /admin/logout: the session cookie is cleared.
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, "POST")
+		return
+	}
+	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, "", 0))
+	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, "", 0))
+	var out jsonout.Builder
+	writeJSON(w, http.StatusOK, out.Object().Key("logged_out").Bool(true).EndObject().Bytes())
+}
+
+// audit records an admin action (actor "" for anonymous ones such as a
+// failed login). Targets are masked by the caller; a failure to write is
+// logged, not fatal.
+func (h *Handler) audit(r *http.Request, db *sql.DB, actor, action, target, detail string) {
+	if actor == "" {
+		actor = "anonymous"
+	}
+	e := store.Entry{At: h.d.Now().UnixMilli(), Actor: actor, IP: clientIP(r), Action: action, Target: target, Detail: detail}
+	if err := store.NewAudit(db).Counting(h.d.Queries).Add(r.Context(), e); err != nil {
+		log.Printf("keypool: writing the audit log: %v", err)
+	}
+}

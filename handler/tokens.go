@@ -1,0 +1,548 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"log"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/seal"
+	"github.com/keypool/keypool/store"
+)
+
+// Client tokens: the admin makes them (the secret is shown once, D1 keeps
+// a hash), each scoped to providers and models, with an expiry, quotas
+// and a rate limit. The proxy checks them before choosing a key.
+
+// client is who is calling the proxy: AUTH_KEY (tok nil) or a token.
+type client struct {
+	tok *store.Token
+}
+
+func (c client) name() string {
+	if c.tok == nil {
+		return "AUTH_KEY"
+	}
+	return "token " + strconv.FormatInt(c.tok.ID, 10)
+}
+
+// checkClient identifies the caller of a proxy route, answering 401 when
+// it cannot.
+func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, bool) {
+	got := clientCredential(r)
+	if got == "" {
+		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
+			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.write(w)
+		return client{}, false
+	}
+	if want := h.d.Getenv("AUTH_KEY"); want != "" && secretEqual(got, want) {
+		return client{}, true
+	}
+	invalid := apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
+		Message: "invalid API key for this keypool"}
+	if !strings.HasPrefix(got, "kp-") {
+		invalid.write(w)
+		return client{}, false
+	}
+	tok, err := h.token(r.Context(), seal.HashToken(got))
+	if errors.Is(err, store.ErrTokenNotFound) {
+		invalid.write(w)
+		return client{}, false
+	}
+	if err != nil {
+		log.Printf("keypool: reading a client token: %v", err)
+		internalError("keypool could not check the token").write(w)
+		return client{}, false
+	}
+	now := h.d.Now().UnixMilli()
+	switch {
+	case tok.Disabled:
+		invalid.Code, invalid.Message = "token_disabled", "this keypool token has been disabled"
+	case tok.ExpiresAt > 0 && now >= tok.ExpiresAt:
+		invalid.Code, invalid.Message = "token_expired", "this keypool token expired"
+	default:
+		return client{tok: &tok}, true
+	}
+	invalid.write(w)
+	return client{}, false
+}
+
+// token returns the token with hash, from the isolate's cache when it is
+// younger than CACHE_SECONDS; any admin change drops the cache.
+func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
+	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	now := h.d.Now()
+	key := "cands\x00token\x00" + hash // dropped with the candidate lists
+	if v, ok := h.d.Shared.Get(key); ok && ttl > 0 {
+		r := gjson.Parse(v)
+		if now.Sub(time.UnixMilli(r.Get("read").Int())) < ttl {
+			if !r.Get("found").Bool() {
+				return store.Token{}, store.ErrTokenNotFound
+			}
+			return decodeToken(r.Get("t")), nil
+		}
+	}
+	db, err := h.d.DB()
+	if err != nil {
+		return store.Token{}, err
+	}
+	tok, err := store.NewTokens(db).Counting(h.d.Queries).ByHash(ctx, hash)
+	if err != nil && !errors.Is(err, store.ErrTokenNotFound) {
+		return tok, err
+	}
+	if ttl > 0 {
+		var b jsonout.Builder
+		b.Object().Key("read").Int(now.UnixMilli()).Key("found").Bool(err == nil)
+		if err == nil {
+			b.Key("t")
+			encodeToken(&b, tok)
+		}
+		h.d.Shared.Set(key, string(b.EndObject().Bytes()))
+	}
+	return tok, err
+}
+
+func encodeToken(b *jsonout.Builder, t store.Token) {
+	b.Array().Int(t.ID).Bool(t.Disabled).Int(t.ExpiresAt).Int(t.RPM).Int(t.RequestsDay).Int(t.RequestsTotal).
+		Int(t.TokensDay).Int(t.TokensTotal).Int(t.UsedRequests).Int(t.UsedTokens).Int(t.Day).Int(t.DayRequests).
+		Int(t.DayTokens).Raw(jsonout.StringArray(t.Providers)).Raw(jsonout.StringArray(t.Models)).EndArray()
+}
+
+func decodeToken(r gjson.Result) store.Token {
+	a := r.Array()
+	if len(a) < 15 {
+		return store.Token{}
+	}
+	t := store.Token{ID: a[0].Int(), Disabled: a[1].Bool(), ExpiresAt: a[2].Int(), RPM: a[3].Int(),
+		RequestsDay: a[4].Int(), RequestsTotal: a[5].Int(), TokensDay: a[6].Int(), TokensTotal: a[7].Int(),
+		UsedRequests: a[8].Int(), UsedTokens: a[9].Int(), Day: a[10].Int(), DayRequests: a[11].Int(), DayTokens: a[12].Int()}
+	for _, x := range a[13].Array() {
+		t.Providers = append(t.Providers, x.String())
+	}
+	for _, x := range a[14].Array() {
+		t.Models = append(t.Models, x.String())
+	}
+	return t
+}
+
+// utcDay is the unix ms of the UTC midnight that starts t's day.
+func utcDay(t time.Time) int64 {
+	y, m, d := t.UTC().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).UnixMilli()
+}
+
+// Keys in Shared for token accounting (kept across cache drops).
+const (
+	tokenUsageKey   = "tusage"         // {id: [day, requests, tokens, last used]} not yet written
+	tokenFlushedKey = "tusage-flushed" // when they were last written
+	rateKey         = "rpm"            // {id: [request times in the last minute]}
+)
+
+// admit checks a token's scope, quotas and rate limit for a call, and
+// counts the request against them when it is let through. It answers
+// 403/429 itself.
+func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool {
+	t := c.tok
+	if t == nil {
+		return true
+	}
+	if len(t.Providers) > 0 && !contains(t.Providers, call.prov.Name) {
+		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
+			Message: "this keypool token may not use provider " + strconv.Quote(call.prov.Name) + "; allowed: " + strings.Join(t.Providers, ", ")}.write(w)
+		return false
+	}
+	if len(t.Models) > 0 && !modelAllowed(t.Models, call.prov.Name, call.model) {
+		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+			Message: "this keypool token may not use model " + strconv.Quote(call.model) + "; allowed: " + strings.Join(t.Models, ", ")}.write(w)
+		return false
+	}
+	now := h.d.Now()
+	day := utcDay(now)
+	pending := gjson.Parse(h.sharedOr(tokenUsageKey, "{}")).Get(strconv.FormatInt(t.ID, 10)).Array()
+	var pDay, pReq, pTok int64
+	if len(pending) == 4 {
+		pDay, pReq, pTok = pending[0].Int(), pending[1].Int(), pending[2].Int()
+	}
+	dayReq, dayTok := int64(0), int64(0)
+	if t.Day == day {
+		dayReq, dayTok = t.DayRequests, t.DayTokens
+	}
+	if pDay == day {
+		dayReq, dayTok = dayReq+pReq, dayTok+pTok
+	}
+	totalReq, totalTok := t.UsedRequests+pReq, t.UsedTokens+pTok
+	untilMidnight := (day + 86400000 - now.UnixMilli() + 999) / 1000
+	quota := func(what string, retry int64) bool {
+		e := apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", RetryAfter: retry,
+			Message: "this keypool token has used its " + what}
+		if retry > 0 {
+			e.Message += "; it resets in " + strconv.FormatInt(retry, 10) + "s (midnight UTC)"
+		}
+		e.write(w)
+		return false
+	}
+	switch {
+	case t.RequestsTotal > 0 && totalReq >= t.RequestsTotal:
+		return quota("total request quota ("+strconv.FormatInt(t.RequestsTotal, 10)+")", 0)
+	case t.TokensTotal > 0 && totalTok >= t.TokensTotal:
+		return quota("total token quota ("+strconv.FormatInt(t.TokensTotal, 10)+")", 0)
+	case t.RequestsDay > 0 && dayReq >= t.RequestsDay:
+		return quota("daily request quota ("+strconv.FormatInt(t.RequestsDay, 10)+")", untilMidnight)
+	case t.TokensDay > 0 && dayTok >= t.TokensDay:
+		return quota("daily token quota ("+strconv.FormatInt(t.TokensDay, 10)+")", untilMidnight)
+	}
+	// Requests in the last minute, per isolate.
+	rates := gjson.Parse(h.sharedOr(rateKey, "{}"))
+	id := strconv.FormatInt(t.ID, 10)
+	ms := now.UnixMilli()
+	var recent []int64
+	for _, x := range rates.Get(id).Array() {
+		if ms-x.Int() < 60000 {
+			recent = append(recent, x.Int())
+		}
+	}
+	if t.RPM > 0 && int64(len(recent)) >= t.RPM {
+		retry := max((recent[0]+60000-ms+999)/1000, 1)
+		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
+			Message: "this keypool token may make " + strconv.FormatInt(t.RPM, 10) + " requests per minute; retry after " +
+				strconv.FormatInt(retry, 10) + "s"}.write(w)
+		return false
+	}
+	if t.RPM > 0 {
+		recent = append(recent, ms)
+		h.d.Shared.Set(rateKey, setField(rates, id, string(jsonout.IntArray(recent))))
+	}
+	h.countToken(t.ID, day, 1, 0, ms)
+	return true
+}
+
+// countToken adds use to a token's pending counters.
+func (h *Handler) countToken(id, day, requests, tokens, at int64) {
+	all := gjson.Parse(h.sharedOr(tokenUsageKey, "{}"))
+	key := strconv.FormatInt(id, 10)
+	p := all.Get(key).Array()
+	var pDay, pReq, pTok, last int64 = day, 0, 0, 0
+	if len(p) == 4 && p[0].Int() == day {
+		pReq, pTok, last = p[1].Int(), p[2].Int(), p[3].Int()
+	} else if len(p) == 4 {
+		// A new day began with use of the old one still pending: the old
+		// day's use still counts in the totals, written with the new day.
+		pReq, pTok = p[1].Int(), p[2].Int()
+	}
+	h.d.Shared.Set(tokenUsageKey, setField(all, key, string(jsonout.IntArray([]int64{pDay, pReq + requests, pTok + tokens, max(last, at)}))))
+}
+
+// takeTokenUsage returns the pending token use when it is due to be
+// written, and resets it; the tokens' cached records are dropped so that
+// their next read includes it.
+func (h *Handler) takeTokenUsage(now time.Time, interval time.Duration) []store.TokenUsage {
+	v, ok := h.d.Shared.Get(tokenUsageKey)
+	if !ok {
+		return nil
+	}
+	last, _ := h.d.Shared.Get(tokenFlushedKey)
+	if ms, _ := strconv.ParseInt(last, 10, 64); ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
+		return nil
+	}
+	h.d.Shared.Set(tokenFlushedKey, strconv.FormatInt(now.UnixMilli(), 10))
+	h.d.Shared.Delete(tokenUsageKey)
+	var out []store.TokenUsage
+	gjson.Parse(v).ForEach(func(k, x gjson.Result) bool {
+		a := x.Array()
+		if len(a) == 4 {
+			out = append(out, store.TokenUsage{ID: k.Int(), Day: a[0].Int(), Requests: a[1].Int(), Tokens: a[2].Int(), LastUsed: a[3].Int()})
+		}
+		return true
+	})
+	return out
+}
+
+// sharedOr reads a Shared value, def when it is absent.
+func (h *Handler) sharedOr(key, def string) string {
+	if v, ok := h.d.Shared.Get(key); ok {
+		return v
+	}
+	return def
+}
+
+// setField returns the JSON object obj with field set to the raw JSON val.
+func setField(obj gjson.Result, field, val string) string {
+	var b jsonout.Builder
+	b.Object()
+	obj.ForEach(func(k, v gjson.Result) bool {
+		if k.String() != field {
+			b.Key(k.String()).Raw([]byte(v.Raw))
+		}
+		return true
+	})
+	return string(b.Key(field).Raw([]byte(val)).EndObject().Bytes())
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// modelAllowed matches a model against a token's patterns, written bare
+// ("gemini-*") or with a provider ("groq/llama-*").
+func modelAllowed(patterns []string, prov, model string) bool {
+	for _, p := range patterns {
+		if globMatch(p, model) || globMatch(p, prov+"/"+model) {
+			return true
+		}
+	}
+	return false
+}
+
+// Admin API for tokens.
+
+const maxTokenName = 100
+
+// readTokenFields reads a token's fields from a create or patch body into
+// t; create requires a name. It answers 400 naming the field itself.
+func (h *Handler) readTokenFields(w http.ResponseWriter, in gjson.Result, t *store.Token, create bool) bool {
+	fail := func(field, msg string) bool {
+		badRequest(field+": "+msg, field).write(w)
+		return false
+	}
+	if v := in.Get("name"); v.Exists() || create {
+		name := strings.TrimSpace(v.String())
+		if v.Type != gjson.String || name == "" || len(name) > maxTokenName {
+			return fail("name", "a non-empty string of at most "+strconv.Itoa(maxTokenName)+" bytes")
+		}
+		t.Name = name
+	}
+	list := func(field string, check func(string) string) ([]string, bool) {
+		v := in.Get(field)
+		if !v.IsArray() {
+			return nil, fail(field, "want an array of strings")
+		}
+		out := []string{}
+		for _, x := range v.Array() {
+			s := strings.TrimSpace(x.String())
+			if x.Type != gjson.String || s == "" {
+				return nil, fail(field, "want an array of non-empty strings")
+			}
+			if msg := check(s); msg != "" {
+				return nil, fail(field, msg)
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	if in.Get("providers").Exists() {
+		var ok bool
+		if t.Providers, ok = list("providers", func(s string) string {
+			if _, known := provider.Lookup(s); !known {
+				return "unknown provider " + strconv.Quote(s) + "; known: " + strings.Join(provider.Names(), ", ")
+			}
+			return ""
+		}); !ok {
+			return false
+		}
+	}
+	if in.Get("models").Exists() {
+		var ok bool
+		if t.Models, ok = list("models", func(string) string { return "" }); !ok {
+			return false
+		}
+	}
+	ints := []struct {
+		name string
+		dst  *int64
+	}{
+		{"expires_at", &t.ExpiresAt}, {"rpm", &t.RPM}, {"requests_day", &t.RequestsDay},
+		{"requests_total", &t.RequestsTotal}, {"tokens_day", &t.TokensDay}, {"tokens_total", &t.TokensTotal},
+	}
+	for _, f := range ints {
+		if v := in.Get(f.name); v.Exists() {
+			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < 0 {
+				return fail(f.name, "want a whole number ≥ 0 (0: no limit)")
+			}
+			*f.dst = v.Int()
+		}
+	}
+	if v := in.Get("expires_in_days"); v.Exists() {
+		if v.Type != gjson.Number || v.Float() <= 0 || v.Float() > 36500 {
+			return fail("expires_in_days", "want a number of days from 0 to 36500")
+		}
+		t.ExpiresAt = h.d.Now().Add(time.Duration(v.Float() * float64(24*time.Hour))).UnixMilli()
+	}
+	if v := in.Get("disabled"); v.Exists() {
+		if v.Type != gjson.True && v.Type != gjson.False {
+			return fail("disabled", "want true or false")
+		}
+		t.Disabled = v.Bool()
+	}
+	return true
+}
+
+func (h *Handler) tokens(w http.ResponseWriter) (*store.Tokens, bool) {
+	db, ok := h.db(w)
+	if !ok {
+		return nil, false
+	}
+	return store.NewTokens(db).Counting(h.d.Queries), true
+}
+
+func jsonObject(w http.ResponseWriter, h *Handler, r *http.Request) (gjson.Result, bool) {
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return gjson.Result{}, false
+	}
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		badRequest("want a JSON object", "").write(w)
+		return gjson.Result{}, false
+	}
+	return gjson.ParseBytes(body), true
+}
+
+// createToken serves POST /admin/api/tokens: the new token's secret is in
+// the answer, once; D1 keeps only its hash.
+func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
+	st, ok := h.tokens(w)
+	if !ok {
+		return
+	}
+	in, ok := jsonObject(w, h, r)
+	if !ok {
+		return
+	}
+	var t store.Token
+	if !h.readTokenFields(w, in, &t, true) {
+		return
+	}
+	secret := seal.NewToken()
+	t.Prefix = secret[:7]
+	t, err := st.Create(r.Context(), t, seal.HashToken(secret), h.d.Now().UnixMilli())
+	if err != nil {
+		log.Printf("keypool: creating a token: %v", err)
+		internalError("could not create the token").write(w)
+		return
+	}
+	auditNote(w, "token "+t.Prefix+"…")
+	w.Header().Set("Cache-Control", "no-store")
+	var b jsonout.Builder
+	writeToken(&b, t)
+	b.Key("token").String(secret).EndObject()
+	writeJSON(w, http.StatusCreated, b.Bytes())
+}
+
+func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
+	st, ok := h.tokens(w)
+	if !ok {
+		return
+	}
+	list, err := st.List(r.Context())
+	if err != nil {
+		log.Printf("keypool: listing tokens: %v", err)
+		internalError("could not read the tokens").write(w)
+		return
+	}
+	var b jsonout.Builder
+	b.Object().Key("tokens").Array()
+	for _, t := range list {
+		writeToken(&b, t)
+		b.EndObject()
+	}
+	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+}
+
+func (h *Handler) getToken(w http.ResponseWriter, r *http.Request, id int64) {
+	st, ok := h.tokens(w)
+	if !ok {
+		return
+	}
+	t, err := st.Get(r.Context(), id)
+	if !tokenFound(w, err, id) {
+		return
+	}
+	var b jsonout.Builder
+	writeToken(&b, t)
+	writeJSON(w, http.StatusOK, b.EndObject().Bytes())
+}
+
+// patchToken serves PATCH /admin/api/tokens/{id}; a change applies at
+// once (the token cache is dropped).
+func (h *Handler) patchToken(w http.ResponseWriter, r *http.Request, id int64) {
+	st, ok := h.tokens(w)
+	if !ok {
+		return
+	}
+	in, ok := jsonObject(w, h, r)
+	if !ok {
+		return
+	}
+	t, err := st.Get(r.Context(), id)
+	if !tokenFound(w, err, id) {
+		return
+	}
+	if !h.readTokenFields(w, in, &t, false) {
+		return
+	}
+	err = st.Update(r.Context(), t, h.d.Now().UnixMilli())
+	h.invalidate()
+	if !tokenFound(w, err, id) {
+		return
+	}
+	auditNote(w, "token "+t.Prefix+"…")
+	h.getToken(w, r, id)
+}
+
+func (h *Handler) deleteToken(w http.ResponseWriter, r *http.Request, id int64) {
+	st, ok := h.tokens(w)
+	if !ok {
+		return
+	}
+	err := st.Delete(r.Context(), id)
+	h.invalidate()
+	if !tokenFound(w, err, id) {
+		return
+	}
+	var b jsonout.Builder
+	writeJSON(w, http.StatusOK, b.Object().Key("deleted").Int(id).EndObject().Bytes())
+}
+
+func tokenFound(w http.ResponseWriter, err error, id int64) bool {
+	if errors.Is(err, store.ErrTokenNotFound) {
+		notFound("no token with id " + strconv.FormatInt(id, 10)).write(w)
+		return false
+	}
+	if err != nil {
+		log.Printf("keypool: token %d: %v", id, err)
+		internalError("could not read or write the token").write(w)
+		return false
+	}
+	return true
+}
+
+// writeToken writes a token as an open JSON object (the caller closes it):
+// never its secret, only the prefix.
+func writeToken(b *jsonout.Builder, t store.Token) {
+	b.Object().Key("id").Int(t.ID).Key("name").String(t.Name).Key("prefix").String(t.Prefix + "…").
+		Key("providers").Raw(jsonout.StringArray(orEmpty(t.Providers))).Key("models").Raw(jsonout.StringArray(orEmpty(t.Models))).
+		Key("expires_at").Int(t.ExpiresAt).Key("rpm").Int(t.RPM).
+		Key("requests_day").Int(t.RequestsDay).Key("requests_total").Int(t.RequestsTotal).
+		Key("tokens_day").Int(t.TokensDay).Key("tokens_total").Int(t.TokensTotal).Key("disabled").Bool(t.Disabled).
+		Key("used").Object().Key("requests").Int(t.UsedRequests).Key("tokens").Int(t.UsedTokens).
+		Key("day").Int(t.Day).Key("day_requests").Int(t.DayRequests).Key("day_tokens").Int(t.DayTokens).EndObject().
+		Key("last_used_at").Int(t.LastUsedAt).Key("created_at").Int(t.CreatedAt).Key("updated_at").Int(t.UpdatedAt)
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,282 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+)
+
+// Token is a client token: who may use the pool, for what, how much. The
+// token itself is never stored, only its hash and a short prefix.
+type Token struct {
+	ID            int64
+	Name          string
+	Prefix        string
+	Providers     []string // empty: every provider
+	Models        []string // patterns, "*" wildcards; empty: every model
+	ExpiresAt     int64    // unix ms; 0: never
+	RPM           int64    // requests per minute; 0: no limit
+	RequestsDay   int64    // quotas; 0: none
+	RequestsTotal int64
+	TokensDay     int64
+	TokensTotal   int64
+	Disabled      bool
+	UsedRequests  int64
+	UsedTokens    int64
+	Day           int64 // the UTC day (unix ms of its 00:00) the day counters count
+	DayRequests   int64
+	DayTokens     int64
+	LastUsedAt    int64
+	CreatedAt     int64
+	UpdatedAt     int64
+}
+
+// Tokens is the client tokens in the database.
+type Tokens struct {
+	db countingDB
+}
+
+// NewTokens returns the tokens stored in db.
+func NewTokens(db *sql.DB) *Tokens { return &Tokens{db: countingDB{db: db}} }
+
+// Counting makes t count each database round trip in queries.
+func (t *Tokens) Counting(queries Counter) *Tokens {
+	t.db.n = queries
+	return t
+}
+
+// ErrTokenNotFound is returned for a token that does not exist.
+var ErrTokenNotFound = errors.New("token not found")
+
+const tokenColumns = `id, name, prefix, providers, models, expires_at, rpm, requests_day, requests_total,
+	tokens_day, tokens_total, disabled, used_requests, used_tokens, day, day_requests, day_tokens,
+	last_used_at, created_at, updated_at`
+
+func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
+	var x Token
+	var provs, models string
+	err := sc.Scan(&x.ID, &x.Name, &x.Prefix, &provs, &models, &x.ExpiresAt, &x.RPM, &x.RequestsDay, &x.RequestsTotal,
+		&x.TokensDay, &x.TokensTotal, &x.Disabled, &x.UsedRequests, &x.UsedTokens, &x.Day, &x.DayRequests, &x.DayTokens,
+		&x.LastUsedAt, &x.CreatedAt, &x.UpdatedAt)
+	x.Providers, x.Models = stringList(provs), stringList(models)
+	return x, err
+}
+
+func stringList(js string) []string {
+	var out []string
+	for _, v := range gjson.Parse(js).Array() {
+		out = append(out, v.String())
+	}
+	return out
+}
+
+// Create stores a new token under its hash.
+func (t *Tokens) Create(ctx context.Context, x Token, hash string, now int64) (Token, error) {
+	err := t.db.QueryRowContext(ctx,
+		`INSERT INTO tokens (name, hash, prefix, providers, models, expires_at, rpm, requests_day, requests_total,
+		   tokens_day, tokens_total, disabled, created_at, updated_at)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		x.Name, hash, x.Prefix, string(jsonout.StringArray(x.Providers)), string(jsonout.StringArray(x.Models)),
+		x.ExpiresAt, x.RPM, x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, now, now).Scan(&x.ID)
+	x.CreatedAt, x.UpdatedAt = now, now
+	return x, err
+}
+
+// Update changes a token's name, scopes, limits and state; counters stay.
+func (t *Tokens) Update(ctx context.Context, x Token, now int64) error {
+	res, err := t.db.ExecContext(ctx,
+		`UPDATE tokens SET name = ?, providers = ?, models = ?, expires_at = ?, rpm = ?, requests_day = ?,
+		   requests_total = ?, tokens_day = ?, tokens_total = ?, disabled = ?, updated_at = ? WHERE id = ?`,
+		x.Name, string(jsonout.StringArray(x.Providers)), string(jsonout.StringArray(x.Models)), x.ExpiresAt, x.RPM,
+		x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, now, x.ID)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return ErrTokenNotFound
+	}
+	return nil
+}
+
+// Get returns one token.
+func (t *Tokens) Get(ctx context.Context, id int64) (Token, error) {
+	x, err := scanToken(t.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return x, ErrTokenNotFound
+	}
+	return x, err
+}
+
+// ByHash returns the token with this hash.
+func (t *Tokens) ByHash(ctx context.Context, hash string) (Token, error) {
+	x, err := scanToken(t.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE hash = ?`, hash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return x, ErrTokenNotFound
+	}
+	return x, err
+}
+
+// List returns every token, oldest first.
+func (t *Tokens) List(ctx context.Context) ([]Token, error) {
+	rows, err := t.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM tokens ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	var out []Token
+	for rows.Next() {
+		x, err := scanToken(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, closeRows(rows)
+}
+
+// Delete removes a token.
+func (t *Tokens) Delete(ctx context.Context, id int64) error {
+	res, err := t.db.ExecContext(ctx, `DELETE FROM tokens WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return ErrTokenNotFound
+	}
+	return nil
+}
+
+// TokenUsage is a token's coalesced use since the last write.
+type TokenUsage struct {
+	ID       int64
+	Day      int64 // the UTC day of the use
+	Requests int64
+	Tokens   int64
+	LastUsed int64
+}
+
+// AddUsage adds the use of many tokens in one statement; a use on a new
+// day starts that day's counters afresh, and a late use of an earlier day
+// (another isolate's) counts in the totals only.
+func (t *Tokens) AddUsage(ctx context.Context, usage []TokenUsage) error {
+	if len(usage) == 0 {
+		return nil
+	}
+	var b jsonout.Builder
+	b.Array()
+	for _, u := range usage {
+		b.Array().Int(u.ID).Int(u.Day).Int(u.Requests).Int(u.Tokens).Int(u.LastUsed).EndArray()
+	}
+	_, err := t.db.ExecContext(ctx,
+		`UPDATE tokens SET
+		   used_requests = used_requests + (u.value ->> 2),
+		   used_tokens = used_tokens + (u.value ->> 3),
+		   day_requests = CASE WHEN day = u.value ->> 1 THEN day_requests + (u.value ->> 2)
+		                       WHEN day < u.value ->> 1 THEN u.value ->> 2 ELSE day_requests END,
+		   day_tokens = CASE WHEN day = u.value ->> 1 THEN day_tokens + (u.value ->> 3)
+		                     WHEN day < u.value ->> 1 THEN u.value ->> 3 ELSE day_tokens END,
+		   day = MAX(day, u.value ->> 1),
+		   last_used_at = MAX(last_used_at, u.value ->> 4)
+		 FROM json_each(?) AS u WHERE tokens.id = u.value ->> 0`, string(b.EndArray().Bytes()))
+	return err
+}
+
+// Audit is the admin audit log.
+type Audit struct {
+	db countingDB
+}
+
+// NewAudit returns the audit log stored in db.
+func NewAudit(db *sql.DB) *Audit { return &Audit{db: countingDB{db: db}} }
+
+// Counting makes a count each database round trip in queries.
+func (a *Audit) Counting(queries Counter) *Audit {
+	a.db.n = queries
+	return a
+}
+
+// Entry is one audit log entry.
+type Entry struct {
+	ID     int64
+	At     int64
+	Actor  string
+	IP     string
+	Action string
+	Target string
+	Detail string
+}
+
+// Add records an entry.
+func (a *Audit) Add(ctx context.Context, e Entry) error {
+	_, err := a.db.ExecContext(ctx,
+		`INSERT INTO audit_log (at, actor, ip, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)`,
+		e.At, e.Actor, e.IP, e.Action, e.Target, e.Detail)
+	return err
+}
+
+// Page returns up to limit entries older than before (its id; 0: the
+// newest), newest first.
+func (a *Audit) Page(ctx context.Context, before int64, limit int) ([]Entry, error) {
+	q, args := `SELECT id, at, actor, ip, action, target, detail FROM audit_log`, []any{}
+	if before > 0 {
+		q += ` WHERE id < ?`
+		args = append(args, before)
+	}
+	rows, err := a.db.QueryContext(ctx, q+` ORDER BY id DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for rows.Next() {
+		var e Entry
+		if err := rows.Scan(&e.ID, &e.At, &e.Actor, &e.IP, &e.Action, &e.Target, &e.Detail); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, closeRows(rows)
+}
+
+// Prune deletes entries older than before.
+func (a *Audit) Prune(ctx context.Context, before int64) (int64, error) {
+	res, err := a.db.ExecContext(ctx, `DELETE FROM audit_log WHERE at < ?`, before)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// LoginFailure records a failed login from ip and returns the failures in
+// the current window (which starts anew after window ms).
+func (a *Audit) LoginFailure(ctx context.Context, ip string, now, window int64) (int64, error) {
+	var n int64
+	err := a.db.QueryRowContext(ctx,
+		`INSERT INTO login_failures (ip, since, failures) VALUES (?, ?, 1)
+		 ON CONFLICT (ip) DO UPDATE SET
+		   failures = CASE WHEN login_failures.since <= excluded.since - ? THEN 1 ELSE login_failures.failures + 1 END,
+		   since = CASE WHEN login_failures.since <= excluded.since - ? THEN excluded.since ELSE login_failures.since END
+		 RETURNING failures`, ip, now, window, window).Scan(&n)
+	return n, err
+}
+
+// LoginFailures returns ip's failures in the window at now and when the
+// window started.
+func (a *Audit) LoginFailures(ctx context.Context, ip string, now, window int64) (n, since int64, err error) {
+	err = a.db.QueryRowContext(ctx, `SELECT failures, since FROM login_failures WHERE ip = ? AND since > ?`,
+		ip, now-window).Scan(&n, &since)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, nil
+	}
+	return n, since, err
+}
+
+// LoginSuccess clears ip's failures.
+func (a *Audit) LoginSuccess(ctx context.Context, ip string) error {
+	_, err := a.db.ExecContext(ctx, `DELETE FROM login_failures WHERE ip = ?`, ip)
+	return err
+}
