@@ -198,12 +198,18 @@ type keyRow struct {
 	reason      string
 }
 
-// state reads every key's row, by secret.
+// state reads every key's row, by secret. D1 holds the keys sealed, so
+// rows are found by their masked form, which the suite's keys make unique
+// (each ends in its own number).
 func (c *checksSuite) state(t *testing.T) map[string]keyRow {
 	t.Helper()
+	bySecret := map[string]string{}
+	for _, k := range c.keys {
+		bySecret[mask(k.secret)] = k.secret
+	}
 	out := map[string]keyRow{}
-	for _, r := range c.w.query(t, "SELECT id, secret, status, status_reason, balance, last_checked_at, check_result FROM keys") {
-		out[r.Get("secret").String()] = keyRow{
+	for _, r := range c.w.query(t, "SELECT id, masked, status, status_reason, balance, last_checked_at, check_result FROM keys") {
+		out[bySecret[r.Get("masked").String()]] = keyRow{
 			id: r.Get("id").Int(), status: r.Get("status").String(), balance: r.Get("balance"),
 			lastChecked: r.Get("last_checked_at").Int(), result: r.Get("check_result").String(),
 			reason: r.Get("status_reason").String(),
@@ -235,7 +241,7 @@ func (c *checksSuite) testCover(t *testing.T) {
 	for i := 0; i < checkKeysPerProvider; i++ {
 		// SiliconFlow: every fourth account is empty, the others hold
 		// varying amounts.
-		k := checkKey{provider: "siliconflow", secret: "sk-sflow" + randomHex(16), kind: "ok"}
+		k := checkKey{provider: "siliconflow", secret: "sk-sflow" + randomHex(12) + fmt.Sprintf("%04d", i), kind: "ok"}
 		bal, charge := (i%7)*11, i*250+100
 		if i%4 == 3 {
 			k.kind, bal, charge = "zero", 0, 0
@@ -246,7 +252,7 @@ func (c *checksSuite) testCover(t *testing.T) {
 	}
 	for i := 0; i < checkKeysPerProvider; i++ {
 		// OpenAI: every fourth key revoked.
-		k := checkKey{provider: "openai", secret: "sk-oaich" + randomHex(16), kind: "ok"}
+		k := checkKey{provider: "openai", secret: "sk-oaich" + randomHex(12) + fmt.Sprintf("%04d", i), kind: "ok"}
 		if i%4 == 0 {
 			k.kind = "invalid"
 			c.up.SetRule(k.secret, fakeupstream.OpenAIInvalidKey(mask(k.secret)))
@@ -255,7 +261,7 @@ func (c *checksSuite) testCover(t *testing.T) {
 	}
 	for i := 0; i < checkKeysPerProvider; i++ {
 		// Groq: every fourth key meets a failing upstream.
-		k := checkKey{provider: "groq", secret: "gsk_chk" + randomHex(16), kind: "ok"}
+		k := checkKey{provider: "groq", secret: "gsk_chk" + randomHex(12) + fmt.Sprintf("%04d", i), kind: "ok"}
 		if i%4 == 1 {
 			k.kind = "error"
 			c.up.SetRule(k.secret, fakeupstream.OpenAIServerError())

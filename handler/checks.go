@@ -313,6 +313,10 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 	if n, err := store.NewAudit(db).Counting(budget).Prune(ctx, now-days*86400000); err == nil {
 		old += n
 	}
+	// Minute rollups are kept two days; day rollups as long as history.
+	if n, err := store.NewRollups(db).Counting(budget).Prune(ctx, now-2*86400000, now-days*86400000); err == nil {
+		old += n
+	}
 	box, err := h.box()
 	if err != nil {
 		// Keys cannot be opened: prune only, and say why.
@@ -351,12 +355,14 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 		lists = h.refreshStaleModels(ctx, db, 1, budget)
 	}
 	job := int64(0)
-	// A job's chunk needs room for at least one check with its retries
-	// (2 × 6 at most) and its own reads and writes.
-	if budget.limit-budget.Load() >= 20 && h.d.Now().Before(deadline) {
+	// A job's chunk needs room for its reads and writes and a check; one
+	// whose retries cost more waits for an admin poll's larger budget.
+	if budget.limit-budget.Load() >= 10 && h.d.Now().Before(deadline) {
 		if jobs, err := checks.Jobs(ctx, 1, true); err == nil && len(jobs) > 0 {
-			job = jobs[0].ID
-			h.advanceJob(ctx, db, checks, jobs[0], set, budget, deadline)
+			// Named in the summary only when it moved on.
+			if after := h.advanceJob(ctx, db, checks, jobs[0], set, budget, deadline); after.Done != jobs[0].Done || after.State != jobs[0].State {
+				job = jobs[0].ID
+			}
 		}
 	}
 	changed, errs := 0, 0

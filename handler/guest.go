@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -177,7 +178,8 @@ func (h *Handler) isAdmin(r *http.Request) bool {
 	if want == "" {
 		return false
 	}
-	if v := r.Header.Get("Authorization"); len(v) > 7 && secretEqual(v[7:], want) {
+	if v := r.Header.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") &&
+		secretEqual(strings.TrimSpace(v[7:]), want) {
 		return true
 	}
 	_, ok := h.readSession(r, adminCookie, "a", want)

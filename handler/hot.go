@@ -3,7 +3,6 @@ package handler
 import (
 	"context"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -196,19 +195,13 @@ func (h *Handler) updateCandList(k string, keep func(*rotation.Candidate) bool) 
 	h.d.Shared.Set(k, encodeCands(read, out))
 }
 
-// takeUsage returns the isolate's coalesced counters when they are due to
-// be written (every interval at most; 0 writes after every request), and
-// resets them.
-func (h *Handler) takeUsage(now time.Time, interval time.Duration) []store.Usage {
+// takeKeyUsage returns the isolate's coalesced key counters and resets
+// them.
+func (h *Handler) takeKeyUsage() []store.Usage {
 	v, ok := h.d.Shared.Get(usageKey)
 	if !ok {
 		return nil
 	}
-	last, _ := h.d.Shared.Get(flushedKey)
-	if ms, _ := strconv.ParseInt(last, 10, 64); ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
-		return nil
-	}
-	h.d.Shared.Set(flushedKey, strconv.FormatInt(now.UnixMilli(), 10))
 	h.d.Shared.Delete(usageKey)
 	usage := decodeUsage(v)
 	list := make([]store.Usage, 0, len(usage))
@@ -245,7 +238,7 @@ func (h *Handler) invalidate() { h.clearCands() }
 // clearCands drops every cached candidate list and the settings, keeping
 // the counters and storm states.
 func (h *Handler) clearCands() {
-	keep := []string{usageKey, flushedKey, tokenUsageKey, tokenFlushedKey, rateKey}
+	keep := []string{usageKey, flushedKey, tokenUsageKey, rateKey, rollupKey}
 	for _, p := range provider.Names() {
 		keep = append(keep, stormKey(p))
 	}

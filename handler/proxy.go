@@ -18,6 +18,7 @@ import (
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
+	"github.com/keypool/keypool/usage"
 )
 
 const (
@@ -360,12 +361,32 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	if !ok {
 		return
 	}
+	started := h.d.Now()
+	// The request's line in the usage rollups; a request that never
+	// reaches an answer from a key counts as rejected.
+	fin := served{started: started, token: call.client.id(), prov: call.prov.Name, model: call.model, class: classRejected,
+		reqBytes: int64(len(call.body)), textIn: len(call.body) > 0 && isJSON(r.Header.Get("Content-Type"))}
+	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
+	var outcomes, missing []store.Outcome
+	var lift []int64
+	var liftSince int64
+	defer func() {
+		if !fin.counted {
+			fin.latency = h.d.Now().Sub(started)
+			h.count(fin, usage.Usage{}, false, 0, false)
+		}
+		h.record(db, keys, call.prov.Name, outcomes, lift, liftSince)
+	}()
 	if !h.admit(w, call.client, call) {
 		return
 	}
-	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
+	// An OpenAI-compatible chat stream is asked for its usage; when the
+	// client did not ask, the extra chunk is taken out of what it sees.
+	strip := false
+	if call.openAIRoute && strings.HasSuffix(strings.SplitN(call.url, "?", 2)[0], "/chat/completions") {
+		call.body, strip = usage.AskForUsage(call.body)
+	}
 	ctx := r.Context()
-	started := h.d.Now()
 	prov := call.prov.Name
 	free := set.isFree(prov, call.model)
 	storm := h.storm(prov)
@@ -390,12 +411,6 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 		Window: time.Duration(h.intVar("STORM_WINDOW_SECONDS", 30, 1, 3600)) * time.Second,
 		Hold:   time.Duration(h.intVar("STORM_HOLD_SECONDS", 10, 1, 60)) * time.Second,
 	}
-
-	var outcomes, missing []store.Outcome
-	var lift []int64
-	var liftSince int64
-	tokens := store.NewTokens(db).Counting(h.d.Queries)
-	defer func() { h.record(keys, tokens, prov, outcomes, lift, liftSince) }()
 
 	tried := map[int64]bool{}
 	var last rotation.Verdict
@@ -487,10 +502,15 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 			if storm.Since != 0 {
 				h.setStorm(prov, storm.Succeed())
 			}
-			relay(w, resp, a.Body, attempt, key.ID)
+			fin.key, fin.class, fin.latency, fin.counted = key.ID, classSuccess, now.Sub(started), true
+			f := fin
+			h.relayServed(w, resp, attempt, key.ID, strip, func(u usage.Usage, found bool, n int64, text bool) {
+				h.count(f, u, found, n, text)
+			})
 			return
 		case rotation.Return:
 			outcomes = append(outcomes, o)
+			fin.key, fin.class, fin.latency = key.ID, classClient, now.Sub(started)
 			relay(w, resp, a.Body, attempt, key.ID)
 			return
 		}
@@ -546,6 +566,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	}
 	if denied != nil && len(outcomes) == len(missing) {
 		// Every key tried said so: the answer is about the request.
+		fin.key, fin.class = denied.key, classClient
 		relay(w, denied.resp, denied.body, attempt, denied.key)
 		return
 	}
@@ -553,6 +574,9 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 		// Another key failed otherwise (rate limited, down) and may have
 		// the model: say that, not "no such model".
 		denied.resp.Body.Close()
+	}
+	if attempt > 0 && last.Action == rotation.Retry {
+		fin.class = classUpstream
 	}
 	h.noKeyLeft(w, keys, call, free, attempt, last, lastStatus, outcomes)
 }
@@ -574,22 +598,10 @@ func (h *Handler) freshCandidates(ctx context.Context, keys *store.Keys, prov, m
 // them; usage counters are coalesced and written every
 // USAGE_FLUSH_SECONDS at most. lift lists keys whose cooldowns since
 // liftSince a storm showed to be the upstream's fault.
-func (h *Handler) record(keys *store.Keys, tokens *store.Tokens, prov string, outcomes []store.Outcome, lift []int64, liftSince int64) {
+func (h *Handler) record(db *sql.DB, keys *store.Keys, prov string, outcomes []store.Outcome, lift []int64, liftSince int64) {
 	now := h.d.Now()
-	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
-	tusage := h.takeTokenUsage(now, interval)
-	if len(tusage) > 0 {
-		h.d.Defer(func() {
-			if err := tokens.AddUsage(context.Background(), tusage); err != nil {
-				log.Printf("keypool: writing token usage: %v", err)
-			}
-		})
-	}
-	if len(outcomes) == 0 && len(lift) == 0 {
-		return
-	}
 	h.observe(prov, outcomes, now)
-	usage := h.takeUsage(now, interval)
+	p := h.takePending(now)
 	var states, resets []store.Outcome
 	for _, o := range outcomes {
 		switch {
@@ -599,7 +611,7 @@ func (h *Handler) record(keys *store.Keys, tokens *store.Tokens, prov string, ou
 			resets = append(resets, o)
 		}
 	}
-	if len(usage) == 0 && len(states) == 0 && len(resets) == 0 && len(lift) == 0 {
+	if p.empty() && len(states) == 0 && len(resets) == 0 && len(lift) == 0 {
 		return
 	}
 	if len(lift) > 0 {
@@ -608,9 +620,7 @@ func (h *Handler) record(keys *store.Keys, tokens *store.Tokens, prov string, ou
 	ms := now.UnixMilli()
 	h.d.Defer(func() {
 		ctx := context.Background()
-		if err := keys.AddUsage(ctx, usage); err != nil {
-			log.Printf("keypool: writing key usage: %v", err)
-		}
+		p.write(ctx, db, h.d.Queries)
 		for _, o := range states {
 			if err := keys.ApplyVerdict(ctx, o, ms); err != nil {
 				log.Printf("keypool: recording key %d state: %v", o.KeyID, err)

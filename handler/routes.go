@@ -63,6 +63,8 @@ var adminRoutes = []adminRoute{
 	{"PATCH", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.patchToken(w, r, a.id) }},
 	{"DELETE", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.deleteToken(w, r, a.id) }},
 	{"GET", "/audit", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.listAudit(w, r) }},
+	{"GET", "/stats", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.stats(w, r) }},
+	{"GET", "/stats/now", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.statsNow(w, r) }},
 	{"GET", "/debug/panic", true, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) {
 		// Lets the end-to-end suite prove that a panic becomes a 500 and
 		// leaves the worker serving, on both compilers.

@@ -26,11 +26,12 @@ type client struct {
 	tok *store.Token
 }
 
-func (c client) name() string {
+// id is the token's id; 0 for AUTH_KEY.
+func (c client) id() int64 {
 	if c.tok == nil {
-		return "AUTH_KEY"
+		return 0
 	}
-	return "token " + strconv.FormatInt(c.tok.ID, 10)
+	return c.tok.ID
 }
 
 // checkClient identifies the caller of a proxy route, answering 401 when
@@ -79,7 +80,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
 	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
 	now := h.d.Now()
-	key := "cands\x00token\x00" + hash // dropped with the candidate lists
+	key := tokenCacheKey(hash)
 	if v, ok := h.d.Shared.Get(key); ok && ttl > 0 {
 		r := gjson.Parse(v)
 		if now.Sub(time.UnixMilli(r.Get("read").Int())) < ttl {
@@ -103,11 +104,18 @@ func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
 		if err == nil {
 			b.Key("t")
 			encodeToken(&b, tok)
+			// Lets takeTokenUsage drop the record once its use is written.
+			h.d.Shared.Set(tokenIDKey(tok.ID), hash)
 		}
 		h.d.Shared.Set(key, string(b.EndObject().Bytes()))
 	}
 	return tok, err
 }
+
+// tokenCacheKey names a cached token record, tokenIDKey the hash of a
+// token's record; both are dropped with the candidate lists.
+func tokenCacheKey(hash string) string { return "cands\x00token\x00" + hash }
+func tokenIDKey(id int64) string       { return "cands\x00tokenid\x00" + strconv.FormatInt(id, 10) }
 
 func encodeToken(b *jsonout.Builder, t store.Token) {
 	b.Array().Int(t.ID).Bool(t.Disabled).Int(t.ExpiresAt).Int(t.RPM).Int(t.RequestsDay).Int(t.RequestsTotal).
@@ -140,7 +148,7 @@ func utcDay(t time.Time) int64 {
 
 // Keys in Shared for token accounting (kept across cache drops).
 const (
-	tokenUsageKey   = "tusage"         // {id: [day, requests, tokens, last used]} not yet written
+	tokenUsageKey   = "tusage"         // {id: [day, requests, tokens, last used, earlier day, requests, tokens]} not yet written
 	tokenFlushedKey = "tusage-flushed" // when they were last written
 	rateKey         = "rpm"            // {id: [request times in the last minute]}
 )
@@ -166,9 +174,10 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 	now := h.d.Now()
 	day := utcDay(now)
 	pending := gjson.Parse(h.sharedOr(tokenUsageKey, "{}")).Get(strconv.FormatInt(t.ID, 10)).Array()
-	var pDay, pReq, pTok int64
-	if len(pending) == 4 {
+	var pDay, pReq, pTok, cReq, cTok int64
+	if len(pending) == 7 {
 		pDay, pReq, pTok = pending[0].Int(), pending[1].Int(), pending[2].Int()
+		cReq, cTok = pending[5].Int(), pending[6].Int() // an earlier day's, in the totals only
 	}
 	dayReq, dayTok := int64(0), int64(0)
 	if t.Day == day {
@@ -177,7 +186,7 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 	if pDay == day {
 		dayReq, dayTok = dayReq+pReq, dayTok+pTok
 	}
-	totalReq, totalTok := t.UsedRequests+pReq, t.UsedTokens+pTok
+	totalReq, totalTok := t.UsedRequests+pReq+cReq, t.UsedTokens+pTok+cTok
 	untilMidnight := (day + 86400000 - now.UnixMilli() + 999) / 1000
 	quota := func(what string, retry int64) bool {
 		e := apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", RetryAfter: retry,
@@ -228,36 +237,41 @@ func (h *Handler) countToken(id, day, requests, tokens, at int64) {
 	all := gjson.Parse(h.sharedOr(tokenUsageKey, "{}"))
 	key := strconv.FormatInt(id, 10)
 	p := all.Get(key).Array()
-	var pDay, pReq, pTok, last int64 = day, 0, 0, 0
-	if len(p) == 4 && p[0].Int() == day {
-		pReq, pTok, last = p[1].Int(), p[2].Int(), p[3].Int()
-	} else if len(p) == 4 {
-		// A new day began with use of the old one still pending: the old
-		// day's use still counts in the totals, written with the new day.
-		pReq, pTok = p[1].Int(), p[2].Int()
+	var pReq, pTok, last, cDay, cReq, cTok int64
+	if len(p) == 7 {
+		last, cDay, cReq, cTok = p[3].Int(), p[4].Int(), p[5].Int(), p[6].Int()
+		if p[0].Int() == day {
+			pReq, pTok = p[1].Int(), p[2].Int()
+		} else {
+			// A new day began with use of the old one still pending: it is
+			// kept apart and written under its own day, so that it counts
+			// in the totals but not against the new day's quotas.
+			cDay, cReq, cTok = max(cDay, p[0].Int()), cReq+p[1].Int(), cTok+p[2].Int()
+		}
 	}
-	h.d.Shared.Set(tokenUsageKey, setField(all, key, string(jsonout.IntArray([]int64{pDay, pReq + requests, pTok + tokens, max(last, at)}))))
+	h.d.Shared.Set(tokenUsageKey, setField(all, key, string(jsonout.IntArray(
+		[]int64{day, pReq + requests, pTok + tokens, max(last, at), cDay, cReq, cTok}))))
 }
 
-// takeTokenUsage returns the pending token use when it is due to be
-// written, and resets it; the tokens' cached records are dropped so that
-// their next read includes it.
-func (h *Handler) takeTokenUsage(now time.Time, interval time.Duration) []store.TokenUsage {
+// takeTokenUsage returns the pending token use and resets it. The tokens'
+// cached records are dropped, so that their next read includes it.
+func (h *Handler) takeTokenUsage() []store.TokenUsage {
 	v, ok := h.d.Shared.Get(tokenUsageKey)
 	if !ok {
 		return nil
 	}
-	last, _ := h.d.Shared.Get(tokenFlushedKey)
-	if ms, _ := strconv.ParseInt(last, 10, 64); ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
-		return nil
-	}
-	h.d.Shared.Set(tokenFlushedKey, strconv.FormatInt(now.UnixMilli(), 10))
 	h.d.Shared.Delete(tokenUsageKey)
 	var out []store.TokenUsage
 	gjson.Parse(v).ForEach(func(k, x gjson.Result) bool {
-		a := x.Array()
-		if len(a) == 4 {
+		a := x.Array() // [day, requests, tokens, last used, carried day, requests, tokens]
+		if len(a) == 7 {
+			if a[5].Int() > 0 || a[6].Int() > 0 {
+				out = append(out, store.TokenUsage{ID: k.Int(), Day: a[4].Int(), Requests: a[5].Int(), Tokens: a[6].Int(), LastUsed: a[3].Int()})
+			}
 			out = append(out, store.TokenUsage{ID: k.Int(), Day: a[0].Int(), Requests: a[1].Int(), Tokens: a[2].Int(), LastUsed: a[3].Int()})
+		}
+		if hash, ok := h.d.Shared.Get(tokenIDKey(k.Int())); ok {
+			h.d.Shared.Delete(tokenCacheKey(hash))
 		}
 		return true
 	})

@@ -161,11 +161,30 @@ type TokenUsage struct {
 
 // AddUsage adds the use of many tokens in one statement; a use on a new
 // day starts that day's counters afresh, and a late use of an earlier day
-// (another isolate's) counts in the totals only.
+// (another isolate's) counts in the totals only. A token listed twice (the
+// use of two days) takes one more statement: an UPDATE … FROM applies one
+// row per token.
 func (t *Tokens) AddUsage(ctx context.Context, usage []TokenUsage) error {
-	if len(usage) == 0 {
-		return nil
+	for len(usage) > 0 {
+		seen := make(map[int64]bool, len(usage))
+		var now, later []TokenUsage
+		for _, u := range usage {
+			if seen[u.ID] {
+				later = append(later, u)
+				continue
+			}
+			seen[u.ID] = true
+			now = append(now, u)
+		}
+		if err := t.addUsage(ctx, now); err != nil {
+			return err
+		}
+		usage = later
 	}
+	return nil
+}
+
+func (t *Tokens) addUsage(ctx context.Context, usage []TokenUsage) error {
 	var b jsonout.Builder
 	b.Array()
 	for _, u := range usage {

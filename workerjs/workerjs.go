@@ -160,6 +160,7 @@ func Fetch(req *http.Request) (*http.Response, error) {
 // a few KB), it crosses in one piece.
 type jsBody struct {
 	res    js.Value
+	stream js.Value // the body stream when Tee replaced it; else res.body
 	buf    []byte
 	loaded bool
 	handed bool // the stream was handed to the response: not ours to cancel
@@ -187,14 +188,75 @@ func (b *jsBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+func (b *jsBody) body() js.Value {
+	if b.stream.Truthy() {
+		return b.stream
+	}
+	return b.res.Get("body")
+}
+
 // WriteTo hands the JS stream to a writer that can take it whole.
 func (b *jsBody) WriteTo(w io.Writer) (int64, error) {
 	if rw, ok := w.(interface{ WriteRawJSBody(js.Value) }); ok && !b.loaded {
 		b.handed = true
-		rw.WriteRawJSBody(b.res.Get("body"))
+		rw.WriteRawJSBody(b.body())
 		return 0, nil
 	}
 	return io.Copy(w, struct{ io.Reader }{b})
+}
+
+// Tee splits the body stream in two (ReadableStream.tee): the body goes
+// on as before, handed whole to the response, and the returned reader
+// reads a copy chunk by chunk, e.g. after the response has gone, to find
+// the usage a stream reports at its end. nil when the body is already
+// read or has no stream.
+func (b *jsBody) Tee() io.ReadCloser {
+	s := b.body()
+	if b.loaded || !s.Truthy() {
+		return nil
+	}
+	pair := s.Call("tee")
+	b.stream = pair.Index(0)
+	return &streamReader{reader: pair.Index(1).Call("getReader")}
+}
+
+// streamReader reads a JS ReadableStream chunk by chunk.
+type streamReader struct {
+	reader js.Value
+	buf    []byte
+	done   bool
+}
+
+func (r *streamReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.done {
+			return 0, io.EOF
+		}
+		res, err := await(r.reader.Call("read"))
+		if err != nil {
+			r.done = true
+			return 0, err
+		}
+		if res.Get("done").Bool() {
+			r.done = true
+			continue
+		}
+		v := res.Get("value")
+		r.buf = make([]byte, v.Get("byteLength").Int())
+		js.CopyBytesToGo(r.buf, v)
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// Close stops reading; the other branch goes on.
+func (r *streamReader) Close() error {
+	if !r.done {
+		r.done = true
+		r.reader.Call("cancel")
+	}
+	return nil
 }
 
 // Close discards a body nobody read, so the connection is released.
@@ -203,7 +265,7 @@ func (b *jsBody) Close() error {
 		return nil
 	}
 	b.loaded = true
-	if s := b.res.Get("body"); !s.IsNull() && !s.IsUndefined() {
+	if s := b.body(); s.Truthy() {
 		s.Call("cancel")
 	}
 	return nil

@@ -1,0 +1,263 @@
+package handler
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"log"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/store"
+	"github.com/keypool/keypool/usage"
+)
+
+// Usage accounting: every proxied request lands in a rollup (minute and
+// day × token × key × provider × model) with its outcome, the tokens the
+// upstream reported (or an estimate) and its latency. Counts gather in the
+// isolate's Shared memory and are written in one statement at most every
+// USAGE_FLUSH_SECONDS, with the key counters.
+
+// Outcome classes of a proxied request.
+const (
+	classSuccess  = "success"  // 2xx
+	classClient   = "client"   // the upstream's 4xx, returned
+	classUpstream = "upstream" // 5xx, timeouts: keypool answered 502
+	classRejected = "rejected" // keypool refused: no usable key, a storm, a token limit
+)
+
+// served is one proxied request, for the rollups.
+type served struct {
+	started  time.Time
+	token    int64 // 0: AUTH_KEY
+	key      int64 // the key that answered; 0: none
+	prov     string
+	model    string
+	class    string
+	latency  time.Duration
+	reqBytes int64
+	textIn   bool // the request is text (JSON) an estimate may be made from
+	counted  bool
+}
+
+const rollupKey = "rollup"
+
+// count adds a finished request to the isolate's pending rollups, and
+// its tokens to its client token's quota counters.
+func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, textOut bool) {
+	if !found && s.class == classSuccess && (s.textIn || textOut) {
+		in, out := int64(0), int64(0)
+		if s.textIn {
+			in = s.reqBytes
+		}
+		if textOut {
+			out = answerBytes
+		}
+		u = usage.Estimate(in, out)
+	}
+	c := store.Counts{Requests: 1, PromptTokens: u.Prompt, CompletionTokens: u.Completion,
+		LatencyMS: s.latency.Milliseconds()}
+	switch s.class {
+	case classSuccess:
+		c.Successes = 1
+	case classClient:
+		c.ClientErrors = 1
+	case classUpstream:
+		c.UpstreamErrors = 1
+	default:
+		c.Rejected = 1
+	}
+	if u.Estimated {
+		c.Estimated = 1
+	}
+	minute := s.started.UnixMilli() / 60000 * 60000
+	group := strconv.FormatInt(minute, 10) + "\x00" + strconv.FormatInt(s.token, 10) + "\x00" +
+		strconv.FormatInt(s.key, 10) + "\x00" + s.prov + "\x00" + s.model
+	all := gjson.Parse(h.sharedOr(rollupKey, "{}"))
+	var cur store.Counts
+	if a := all.Get(gjsonEscape(group)).Array(); len(a) == 9 {
+		cur = store.Counts{Requests: a[0].Int(), Successes: a[1].Int(), ClientErrors: a[2].Int(), UpstreamErrors: a[3].Int(),
+			Rejected: a[4].Int(), PromptTokens: a[5].Int(), CompletionTokens: a[6].Int(), Estimated: a[7].Int(), LatencyMS: a[8].Int()}
+	}
+	cur.Add(c)
+	h.d.Shared.Set(rollupKey, setField(all, group, string(jsonout.IntArray(cur.Values()))))
+	if s.token > 0 && u.Total() > 0 {
+		now := h.d.Now()
+		h.countToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
+	}
+}
+
+// gjsonEscape escapes a key for a gjson path.
+func gjsonEscape(k string) string {
+	var b strings.Builder
+	for _, r := range k {
+		if strings.ContainsRune(`.*?|#@\!=<>%:"`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// takeRollups returns the pending rollups and resets them.
+func (h *Handler) takeRollups() []store.Rollup {
+	v, ok := h.d.Shared.Get(rollupKey)
+	if !ok {
+		return nil
+	}
+	h.d.Shared.Delete(rollupKey)
+	var out []store.Rollup
+	gjson.Parse(v).ForEach(func(k, x gjson.Result) bool {
+		parts := strings.SplitN(k.String(), "\x00", 5)
+		a := x.Array()
+		if len(parts) != 5 || len(a) != 9 {
+			return true
+		}
+		minute, _ := strconv.ParseInt(parts[0], 10, 64)
+		tok, _ := strconv.ParseInt(parts[1], 10, 64)
+		key, _ := strconv.ParseInt(parts[2], 10, 64)
+		out = append(out, store.Rollup{Minute: minute, TokenID: tok, KeyID: key, Provider: parts[3], Model: parts[4],
+			Counts: store.Counts{Requests: a[0].Int(), Successes: a[1].Int(), ClientErrors: a[2].Int(), UpstreamErrors: a[3].Int(),
+				Rejected: a[4].Int(), PromptTokens: a[5].Int(), CompletionTokens: a[6].Int(), Estimated: a[7].Int(), LatencyMS: a[8].Int()}})
+		return true
+	})
+	return out
+}
+
+// pending is the isolate's coalesced counts, taken to be written.
+type pending struct {
+	keys    []store.Usage
+	rollups []store.Rollup
+	tokens  []store.TokenUsage
+}
+
+func (p pending) empty() bool { return len(p.keys) == 0 && len(p.rollups) == 0 && len(p.tokens) == 0 }
+
+// takePending takes the counts when they are due to be written (every
+// USAGE_FLUSH_SECONDS at most; 0: after every request).
+func (h *Handler) takePending(now time.Time) pending {
+	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
+	last, _ := h.d.Shared.Get(flushedKey)
+	if ms, _ := strconv.ParseInt(last, 10, 64); ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
+		return pending{}
+	}
+	p := pending{keys: h.takeKeyUsage(), rollups: h.takeRollups(), tokens: h.takeTokenUsage()}
+	if !p.empty() {
+		h.d.Shared.Set(flushedKey, strconv.FormatInt(now.UnixMilli(), 10))
+	}
+	return p
+}
+
+// write writes the counts, one statement per kind.
+func (p pending) write(ctx context.Context, db *sql.DB, queries store.Counter) {
+	if err := store.NewKeys(db).Counting(queries).AddUsage(ctx, p.keys); err != nil {
+		log.Printf("keypool: writing key usage: %v", err)
+	}
+	if err := store.NewRollups(db).Counting(queries).Add(ctx, p.rollups); err != nil {
+		log.Printf("keypool: writing usage rollups: %v", err)
+	}
+	if err := store.NewTokens(db).Counting(queries).AddUsage(ctx, p.tokens); err != nil {
+		log.Printf("keypool: writing token usage: %v", err)
+	}
+}
+
+// flushNow writes the counts that are due at once (for work already
+// running after the response).
+func (h *Handler) flushNow() {
+	if p := h.takePending(h.d.Now()); !p.empty() {
+		if db, err := h.d.DB(); err == nil {
+			p.write(context.Background(), db, h.d.Queries)
+		}
+	}
+}
+
+// relayServed sends a successful answer to the client and reads what it
+// used: from a JSON body as it passes; from an SSE stream as it passes
+// when the stream must be changed (the usage chunk keypool asked for is
+// taken out), else from a copy of the stream read after the response,
+// so that the stream itself still goes to the client untouched by Go.
+// done is called with the usage once it is known.
+func (h *Handler) relayServed(w http.ResponseWriter, resp *http.Response, attempts int, keyID int64, strip bool,
+	done func(u usage.Usage, found bool, answerBytes int64, text bool)) {
+	defer resp.Body.Close()
+	ct := strings.ToLower(resp.Header.Get("Content-Type"))
+	sse := strings.HasPrefix(ct, "text/event-stream")
+	text := sse || strings.Contains(ct, "json") || strings.HasPrefix(ct, "text/")
+	hd := w.Header()
+	copyResponseHeaders(hd, resp.Header)
+	hd.Set("X-Keypool-Attempts", strconv.Itoa(attempts))
+	hd.Set("X-Keypool-Key", strconv.FormatInt(keyID, 10))
+	if strip {
+		// The length changes with the chunk taken out.
+		hd.Del("Content-Length")
+	}
+	w.WriteHeader(resp.StatusCode)
+	raw := w
+	for {
+		u, ok := raw.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		raw = u.Unwrap()
+	}
+	switch {
+	case sse && strip:
+		st := &usage.Stream{}
+		out := &usage.StripUsage{W: raw}
+		if _, err := io.Copy(out, io.TeeReader(resp.Body, st)); err != nil {
+			log.Printf("keypool: relaying upstream stream: %v", err)
+		}
+		out.Close()
+		done(st.Usage, st.Found, st.StreamedBytes(), true)
+	case sse:
+		if t, ok := resp.Body.(interface{ Tee() io.ReadCloser }); ok {
+			if other := t.Tee(); other != nil {
+				if _, err := io.Copy(raw, resp.Body); err != nil {
+					log.Printf("keypool: relaying upstream stream: %v", err)
+				}
+				h.d.Defer(func() {
+					st := &usage.Stream{}
+					io.Copy(st, other)
+					other.Close()
+					done(st.Usage, st.Found, st.StreamedBytes(), true)
+					h.flushNow()
+				})
+				return
+			}
+		}
+		st := &usage.Stream{}
+		if _, err := io.Copy(raw, io.TeeReader(resp.Body, st)); err != nil {
+			log.Printf("keypool: relaying upstream stream: %v", err)
+		}
+		done(st.Usage, st.Found, st.StreamedBytes(), true)
+	case strings.Contains(ct, "json"):
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody))
+		raw.Write(body)
+		n := int64(len(body))
+		if err == nil && n == maxUsageBody {
+			m, _ := io.Copy(raw, resp.Body) // a very large answer: passed on, usage not read
+			n += m
+			done(usage.Usage{}, false, n, true)
+			return
+		}
+		u, ok := usage.FromJSON(body)
+		done(u, ok, n, true)
+	default:
+		n, err := io.Copy(raw, resp.Body)
+		if err != nil {
+			log.Printf("keypool: relaying upstream body: %v", err)
+		}
+		if n == 0 {
+			n = resp.ContentLength
+		}
+		done(usage.Usage{}, false, max(n, 0), text)
+	}
+}
+
+// maxUsageBody bounds the JSON answer read whole to find its usage.
+const maxUsageBody = 16 << 20
