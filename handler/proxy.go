@@ -380,10 +380,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	if !h.admit(w, call.client, call) {
 		return
 	}
-	// An OpenAI-compatible chat stream is asked for its usage; when the
-	// client did not ask, the extra chunk is taken out of what it sees.
+	// An OpenAI-compatible chat stream is asked for its usage, where the
+	// provider accepts the option; when the client did not ask, the extra
+	// chunk is taken out of what it sees.
 	strip := false
-	if call.openAIRoute && strings.HasSuffix(strings.SplitN(call.url, "?", 2)[0], "/chat/completions") {
+	if call.openAIRoute && call.prov.StreamUsage && strings.HasSuffix(strings.SplitN(call.url, "?", 2)[0], "/chat/completions") {
 		call.body, strip = usage.AskForUsage(call.body)
 	}
 	ctx := r.Context()

@@ -43,6 +43,9 @@ type adminCall struct {
 var adminRoutes = []adminRoute{
 	{"GET", "/keys", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.listKeys(w, r) }},
 	{"POST", "/keys", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.addKeys(w, r) }},
+	{"POST", "/keys/bulk", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.bulkKeys(w, r) }},
+	{"POST", "/keys/export", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.exportKeys(w, r) }},
+	{"GET", "/balance/trend", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.balanceTrend(w, r) }},
 	{"GET", "/keys/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.getKey(w, r, a.id) }},
 	{"PATCH", "/keys/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.patchKey(w, r, a.id) }},
 	{"DELETE", "/keys/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.deleteKey(w, r, a.id) }},

@@ -140,11 +140,15 @@ func (p pending) empty() bool { return len(p.keys) == 0 && len(p.rollups) == 0 &
 
 // takePending takes the counts when they are due to be written (every
 // USAGE_FLUSH_SECONDS at most; 0: after every request).
+// A zero now takes them whether due or not.
 func (h *Handler) takePending(now time.Time) pending {
 	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
 	last, _ := h.d.Shared.Get(flushedKey)
-	if ms, _ := strconv.ParseInt(last, 10, 64); ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
+	if ms, _ := strconv.ParseInt(last, 10, 64); !now.IsZero() && ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
 		return pending{}
+	}
+	if now.IsZero() {
+		now = h.d.Now()
 	}
 	p := pending{keys: h.takeKeyUsage(), rollups: h.takeRollups(), tokens: h.takeTokenUsage()}
 	if !p.empty() {
@@ -166,10 +170,20 @@ func (p pending) write(ctx context.Context, db *sql.DB, queries store.Counter) {
 	}
 }
 
-// flushNow writes the counts that are due at once (for work already
-// running after the response).
-func (h *Handler) flushNow() {
+// flushDue writes the pending counts when they are due, at once (for work
+// already running after the response).
+func (h *Handler) flushDue() {
 	if p := h.takePending(h.d.Now()); !p.empty() {
+		if db, err := h.d.DB(); err == nil {
+			p.write(context.Background(), db, h.d.Queries)
+		}
+	}
+}
+
+// flushNow writes the pending counts at once, due or not (before the
+// stats are read).
+func (h *Handler) flushNow() {
+	if p := h.takePending(time.Time{}); !p.empty() {
 		if db, err := h.d.DB(); err == nil {
 			p.write(context.Background(), db, h.d.Queries)
 		}
@@ -225,7 +239,7 @@ func (h *Handler) relayServed(w http.ResponseWriter, resp *http.Response, attemp
 					io.Copy(st, other)
 					other.Close()
 					done(st.Usage, st.Found, st.StreamedBytes(), true)
-					h.flushNow()
+					h.flushDue()
 				})
 				return
 			}

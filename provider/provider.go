@@ -41,6 +41,10 @@ type Provider struct {
 	Gateway bool
 	// Family selects the error classification rules.
 	Family Family
+	// StreamUsage: the provider's OpenAI-compatible chat streams accept
+	// stream_options.include_usage (Mistral, among others, refuses the
+	// field with 422), so keypool may ask them for their usage.
+	StreamUsage bool
 	// NoOpenAI marks providers without an OpenAI-compatible API: only
 	// /api/<Name>/... reaches them.
 	NoOpenAI bool
@@ -56,7 +60,7 @@ type Provider struct {
 var registry = map[string]Provider{
 	"openai": {
 		Name: "openai", Origin: "https://api.openai.com", NativePrefix: "/v1", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
 		KeyPrefixes: []string{"sk-"},
 	},
 	"siliconflow": {
@@ -67,7 +71,7 @@ var registry = map[string]Provider{
 	},
 	"google-ai-studio": {
 		Name: "google-ai-studio", Origin: "https://generativelanguage.googleapis.com", NativePrefix: "", OpenAIPrefix: "/v1beta/openai",
-		KeyHeader: "x-goog-api-key", Gateway: true, Family: FamilyGemini,
+		KeyHeader: "x-goog-api-key", Gateway: true, Family: FamilyGemini, StreamUsage: true,
 		KeyPrefixes: []string{"AIza"},
 	},
 	"anthropic": {
@@ -77,18 +81,18 @@ var registry = map[string]Provider{
 	},
 	"groq": {
 		Name: "groq", Origin: "https://api.groq.com", NativePrefix: "/openai/v1", OpenAIPrefix: "/openai/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
 		KeyPrefixes: []string{"gsk_"},
 	},
 	"deepseek": {
 		Name: "deepseek", Origin: "https://api.deepseek.com", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
 		Balance: BalanceDeepSeek, BalancePath: "/user/balance",
 		KeyPrefixes: []string{"sk-"},
 	},
 	"openrouter": {
 		Name: "openrouter", Origin: "https://openrouter.ai", NativePrefix: "/api", OpenAIPrefix: "/api/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
 		Balance: BalanceOpenRouter, BalancePath: "/api/v1/credits",
 		KeyPrefixes: []string{"sk-or-"},
 	},
@@ -122,12 +126,12 @@ var registry = map[string]Provider{
 	},
 	"cerebras": {
 		Name: "cerebras", Origin: "https://api.cerebras.ai", NativePrefix: "/v1", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
 		KeyPrefixes: []string{"csk-"},
 	},
 	"grok": {
 		Name: "grok", Origin: "https://api.x.ai", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
 		KeyPrefixes: []string{"xai-"},
 	},
 }

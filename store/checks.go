@@ -375,3 +375,47 @@ func (c *Checks) SetJobState(ctx context.Context, id int64, state string, now in
 	}
 	return c.Job(ctx, id)
 }
+
+// TrendPoint is one day of the pool's balance.
+type TrendPoint struct {
+	Day     int64 // unix ms of the UTC day
+	Keys    int64 // keys with a reading that day
+	Total   float64
+	Balance []float64 // each key's last reading of the day, for outlier filters and medians
+}
+
+// BalanceTrend returns, per UTC day since since, the last balance reading
+// of each key that day, of provider ("" all).
+func (c *Checks) BalanceTrend(ctx context.Context, since int64, prov string) ([]TrendPoint, error) {
+	q := `SELECT day, balance FROM (
+	        SELECT c.at / 86400000 * 86400000 AS day, c.balance,
+	               ROW_NUMBER() OVER (PARTITION BY c.key_id, c.at / 86400000 ORDER BY c.at DESC) AS rn
+	        FROM key_checks c JOIN keys k ON k.id = c.key_id
+	        WHERE c.balance IS NOT NULL AND c.at >= ?`
+	args := []any{since}
+	if prov != "" {
+		q += ` AND k.provider = ?`
+		args = append(args, prov)
+	}
+	rows, err := c.db.QueryContext(ctx, q+`) WHERE rn = 1 ORDER BY day`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []TrendPoint
+	for rows.Next() {
+		var day int64
+		var bal float64
+		if err := rows.Scan(&day, &bal); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if len(out) == 0 || out[len(out)-1].Day != day {
+			out = append(out, TrendPoint{Day: day})
+		}
+		p := &out[len(out)-1]
+		p.Keys++
+		p.Total += bal
+		p.Balance = append(p.Balance, bal)
+	}
+	return out, closeRows(rows)
+}

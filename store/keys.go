@@ -786,3 +786,97 @@ func MaskExcerpt(body []byte, secret string) string {
 	}
 	return s
 }
+
+// Bulk applies an admin action to many keys: "enable", "disable",
+// "delete" or "clear_models". It reports how many keys it changed, and
+// records an event for each status change.
+func (k *Keys) Bulk(ctx context.Context, ids []int64, action string, now int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	list := string(jsonout.IntArray(ids))
+	var res sql.Result
+	var err error
+	switch action {
+	case "enable", "disable":
+		to, reason := StatusActive, "enabled by the admin"
+		if action == "disable" {
+			to, reason = StatusDisabled, "disabled by the admin"
+		}
+		// Events first, from the statuses as they are.
+		if _, err := k.db.ExecContext(ctx,
+			`INSERT INTO key_events (key_id, at, model, from_state, to_state, reason, status, excerpt)
+			 SELECT id, ?, '', status, ?, ?, 0, '' FROM keys
+			 WHERE id IN (SELECT value FROM json_each(?)) AND status <> ?`, now, to, reason, list, to); err != nil {
+			return 0, err
+		}
+		res, err = k.db.ExecContext(ctx,
+			`UPDATE keys SET status = ?, status_reason = ?, updated_at = ?, check_fails = 0, next_check_at = 0
+			 WHERE id IN (SELECT value FROM json_each(?)) AND status <> ?`, to, reason, now, list, to)
+	case "delete":
+		if _, err := k.db.ExecContext(ctx, `DELETE FROM key_models WHERE key_id IN (SELECT value FROM json_each(?))`, list); err != nil {
+			return 0, err
+		}
+		if _, err := k.db.ExecContext(ctx, `DELETE FROM key_events WHERE key_id IN (SELECT value FROM json_each(?))`, list); err != nil {
+			return 0, err
+		}
+		res, err = k.db.ExecContext(ctx, `DELETE FROM keys WHERE id IN (SELECT value FROM json_each(?))`, list)
+	case "clear_models":
+		res, err = k.db.ExecContext(ctx, `DELETE FROM key_models WHERE key_id IN (SELECT value FROM json_each(?))`, list)
+	default:
+		return 0, errors.New("unknown bulk action " + action)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// Export is one key for an export, in full.
+type Export struct {
+	ID       int64
+	Provider string
+	Secret   string
+	Status   string
+	Balance  sql.NullFloat64
+}
+
+// Export opens the keys an admin export asks for: ids (all when empty),
+// of provider ("" all), "valid" (active) only, or with a balance of at
+// least minBalance (when hasMin). Keys that do not open are left out.
+func (k *Keys) Export(ctx context.Context, ids []int64, prov string, validOnly, hasMin bool, minBalance float64) ([]Export, error) {
+	q := `SELECT id, provider, secret, status, balance FROM keys WHERE 1 = 1`
+	var args []any
+	if len(ids) > 0 {
+		q += ` AND id IN (SELECT value FROM json_each(?))`
+		args = append(args, string(jsonout.IntArray(ids)))
+	}
+	if prov != "" {
+		q += ` AND provider = ?`
+		args = append(args, prov)
+	}
+	if validOnly {
+		q += ` AND status = 'active'`
+	}
+	if hasMin {
+		q += ` AND balance >= ?`
+		args = append(args, minBalance)
+	}
+	rows, err := k.db.QueryContext(ctx, q+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []Export
+	for rows.Next() {
+		var x Export
+		if err := rows.Scan(&x.ID, &x.Provider, &x.Secret, &x.Status, &x.Balance); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if x.Secret, err = k.open(x.Provider, x.Secret); err != nil {
+			continue
+		}
+		out = append(out, x)
+	}
+	return out, closeRows(rows)
+}

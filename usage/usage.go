@@ -43,11 +43,17 @@ func fromObject(o gjson.Result) (Usage, bool) {
 	}
 	if u.IsObject() {
 		p, c := u.Get("prompt_tokens"), u.Get("completion_tokens")
+		var cached int64
 		if !p.Exists() && !c.Exists() {
 			p, c = u.Get("input_tokens"), u.Get("output_tokens")
+			// Anthropic counts the prompt read from or written to its
+			// cache apart from input_tokens; the prompt is all three
+			// (OpenAI's prompt_tokens and Gemini's promptTokenCount
+			// include cached tokens too).
+			cached = u.Get("cache_creation_input_tokens").Int() + u.Get("cache_read_input_tokens").Int()
 		}
 		if p.Exists() || c.Exists() {
-			return Usage{Prompt: p.Int(), Completion: c.Int()}, true
+			return Usage{Prompt: p.Int() + cached, Completion: c.Int()}, true
 		}
 		return Usage{}, false
 	}
@@ -140,11 +146,14 @@ func (s *Stream) event(line []byte) {
 		return
 	}
 	data = bytes.TrimSpace(data)
-	s.bytes += int64(len(data))
 	if len(data) == 0 || data[0] != '{' || !gjson.ValidBytes(data) {
+		s.bytes += int64(len(data))
 		return
 	}
 	o := gjson.ParseBytes(data)
+	// For an estimate, the text the stream carried, not its JSON.
+	s.bytes += int64(len(o.Get("choices.0.delta.content").String()) + len(o.Get("candidates.0.content.parts.0.text").String()) +
+		len(o.Get("delta.text").String()) + len(o.Get("delta").String())*boolInt(o.Get("type").String() == "response.output_text.delta"))
 	if o.Get("type").String() == "message_delta" {
 		// Anthropic: the output count arrives at the end; the input count
 		// came with message_start.
@@ -170,7 +179,15 @@ func Estimate(requestBytes, answerBytes int64) Usage {
 	return Usage{Prompt: (requestBytes + 3) / 4, Completion: (answerBytes + 3) / 4, Estimated: true}
 }
 
-// StreamedBytes is how many bytes of event data the stream carried.
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// StreamedBytes is how many bytes of text (or, for events that are not
+// JSON, of data) the stream carried.
 func (s *Stream) StreamedBytes() int64 { return s.bytes }
 
 // AskForUsage makes an OpenAI-compatible streamed chat request ask for a

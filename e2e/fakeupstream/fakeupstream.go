@@ -224,7 +224,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if gjson.GetBytes(body, "stream").Bool() {
-			s.stream(cw, rec.Model, gate)
+			s.stream(cw, rec.Model, gate, gjson.GetBytes(body, "stream_options.include_usage").Bool())
 			return
 		}
 		writeJSON(cw, ChatCompletion(rec.Model))
@@ -274,11 +274,31 @@ func StreamChunks(model string) []string {
 	}
 }
 
-func (s *Server) stream(w *capture, model string, gate chan struct{}) {
+// StreamUsageChunk is the last event before "data: [DONE]" of a stream
+// whose request asked for stream_options.include_usage: OpenAI's
+// usage-only chunk (empty choices), with ChatCompletion's counts.
+func StreamUsageChunk(model string) string {
+	return `data: {"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1732233000,"model":"` + model +
+		`","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}` + "\n\n"
+}
+
+// StreamChunksWithUsage are the events of a streamed chat completion
+// whose request asked for stream_options.include_usage: StreamChunks with
+// StreamUsageChunk before "data: [DONE]".
+func StreamChunksWithUsage(model string) []string {
+	c := StreamChunks(model)
+	return append(c[:len(c)-1:len(c)-1], StreamUsageChunk(model), c[len(c)-1])
+}
+
+func (s *Server) stream(w *capture, model string, gate chan struct{}, includeUsage bool) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	for i, c := range StreamChunks(model) {
+	chunks := StreamChunks(model)
+	if includeUsage {
+		chunks = StreamChunksWithUsage(model)
+	}
+	for i, c := range chunks {
 		w.Write([]byte(c))
 		w.Flush()
 		if i == 0 && gate != nil {

@@ -1,0 +1,50 @@
+package fakeupstream
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+)
+
+// TestStreamIncludeUsage: a streamed chat completion ends with OpenAI's
+// usage-only chunk exactly when the request asks
+// stream_options.include_usage, and is unchanged otherwise.
+func TestStreamIncludeUsage(t *testing.T) {
+	s := start(t)
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"no stream_options", `{"model":"m","stream":true,"messages":[]}`, StreamChunks("m")},
+		{"include_usage false", `{"model":"m","stream":true,"stream_options":{"include_usage":false}}`, StreamChunks("m")},
+		{"other options", `{"model":"m","stream":true,"stream_options":{"x":1}}`, StreamChunks("m")},
+		{"include_usage true", `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`, StreamChunksWithUsage("m")},
+		{"include_usage among others", `{"stream_options":{"x":1,"include_usage":true},"model":"m","stream":true}`, StreamChunksWithUsage("m")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, hdr, b := send(t, "POST", s.URL+"/v1/chat/completions", map[string]string{"Authorization": "Bearer k"}, []byte(tc.body))
+			if st != 200 || hdr.Get("Content-Type") != "text/event-stream" {
+				t.Fatalf("%d %s", st, hdr.Get("Content-Type"))
+			}
+			if want := strings.Join(tc.want, ""); string(b) != want {
+				t.Errorf("stream:\n got %q\nwant %q", b, want)
+			}
+		})
+	}
+	// The usage chunk has OpenAI's shape.
+	c := strings.TrimSuffix(strings.TrimPrefix(StreamUsageChunk("m"), "data: "), "\n\n")
+	if !gjson.Valid(c) || gjson.Get(c, "object").String() != "chat.completion.chunk" || !gjson.Get(c, "choices").IsArray() ||
+		len(gjson.Get(c, "choices").Array()) != 0 || gjson.Get(c, "usage.prompt_tokens").Int() != 5 ||
+		gjson.Get(c, "usage.completion_tokens").Int() != 7 || gjson.Get(c, "usage.total_tokens").Int() != 12 {
+		t.Errorf("usage chunk %s", c)
+	}
+	// StreamChunks is not changed by StreamChunksWithUsage.
+	if got := StreamChunks("m"); len(got) != 4 || got[3] != "data: [DONE]\n\n" {
+		t.Errorf("StreamChunks = %q", got)
+	}
+	if got := StreamChunksWithUsage("m"); len(got) != 5 || got[3] != StreamUsageChunk("m") || got[4] != "data: [DONE]\n\n" {
+		t.Errorf("StreamChunksWithUsage = %q", got)
+	}
+}
