@@ -12,7 +12,7 @@ GO_WASM_ENV = GOOS=js GOARCH=wasm
 ASSETS_GEN = go run github.com/syumai/workers/cmd/workers-assets-gen
 export WRANGLER_SEND_METRICS = false
 
-.PHONY: dev build build-go build-tinygo tinygo test vet unit e2e bench deploy clean
+.PHONY: dev build ui build-go build-tinygo tinygo browser test vet unit e2e bench deploy clean
 
 dev: node_modules build
 	PORT=$(PORT) scripts/dev.sh
@@ -22,9 +22,16 @@ node_modules: package.json package-lock.json
 	@touch node_modules
 
 # build/worker is what wrangler.toml runs: a copy of the default build.
-build: build-$(COMPILER)
+build: ui build-$(COMPILER)
 	rm -rf build/worker
 	cp -r build/$(COMPILER) build/worker
+
+# The admin UI: ui/src (and Chart.js) bundled by esbuild into
+# ui/public/assets/app.js and app.css (git-ignored: every target that
+# serves ui/public builds them first). `node ui/build.mjs --watch` rebuilds
+# on every change while `make dev` runs.
+ui: node_modules
+	node ui/build.mjs
 
 # workers-assets-gen writes the glue (wasm_exec.js, runtime.mjs); keypool's
 # own entry module (entry/worker.mjs) replaces its worker.mjs.
@@ -38,8 +45,8 @@ build-tinygo:
 	@tg=$$(command -v tinygo || scripts/tinygo.sh) && \
 	$(ASSETS_GEN) -mode=tinygo -o build/tinygo && \
 	cp entry/worker.mjs build/tinygo/worker.mjs && \
-	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug ." && \
-	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug .
+	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=1MB ." && \
+	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=1MB .
 
 tinygo:
 	scripts/tinygo.sh
@@ -58,14 +65,18 @@ unit:
 
 # The end-to-end suite runs the real worker under wrangler dev against a
 # fake upstream on 127.0.0.1, once per build.
-e2e: node_modules build-go build-tinygo
-	KEYPOOL_BUILDS="go tinygo" go test -tags e2e -count=1 -timeout 30m -v ./e2e/
+e2e: node_modules ui build-go build-tinygo browser
+	KEYPOOL_BUILDS="go tinygo" go test -tags e2e -count=1 -timeout 40m -v ./e2e/
+
+# Debian's chromium for the UI tests (installed with apt when missing).
+browser:
+	scripts/browser.sh
 
 # Benchmarks: a plain JS pass-through worker (bench/baseline) and keypool
 # built by both compilers, each under wrangler dev against the fake upstream
 # on 127.0.0.1, one table side by side. Flags via BENCH_FLAGS, e.g.
 # BENCH_FLAGS="-quick" or BENCH_FLAGS="-targets baseline,go -soak 20000".
-bench: node_modules build-go build-tinygo
+bench: node_modules ui build-go build-tinygo
 	go run ./bench $(BENCH_FLAGS)
 
 deploy: node_modules build

@@ -238,7 +238,7 @@ func (h *Handler) invalidate() { h.clearCands() }
 // clearCands drops every cached candidate list and the settings, keeping
 // the counters and storm states.
 func (h *Handler) clearCands() {
-	keep := []string{usageKey, flushedKey, tokenUsageKey, rateKey, rollupKey}
+	keep := []string{usageKey, flushedKey, tokenUsageKey, tokenInflightKey, rateKey, rollupKey}
 	for _, p := range provider.Names() {
 		keep = append(keep, stormKey(p))
 	}

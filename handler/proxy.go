@@ -621,7 +621,7 @@ func (h *Handler) record(db *sql.DB, keys *store.Keys, prov string, outcomes []s
 	ms := now.UnixMilli()
 	h.d.Defer(func() {
 		ctx := context.Background()
-		p.write(ctx, db, h.d.Queries)
+		h.writePending(ctx, db, p)
 		for _, o := range states {
 			if err := keys.ApplyVerdict(ctx, o, ms); err != nil {
 				log.Printf("keypool: recording key %d state: %v", o.KeyID, err)

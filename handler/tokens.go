@@ -187,6 +187,13 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 		dayReq, dayTok = dayReq+pReq, dayTok+pTok
 	}
 	totalReq, totalTok := t.UsedRequests+pReq+cReq, t.UsedTokens+pTok+cTok
+	// Use taken for writing but not yet in D1 (nor in the cached record).
+	for _, f := range h.inflight(t.ID) {
+		if f.Day == day {
+			dayReq, dayTok = dayReq+f.Requests, dayTok+f.Tokens
+		}
+		totalReq, totalTok = totalReq+f.Requests, totalTok+f.Tokens
+	}
 	untilMidnight := (day + 86400000 - now.UnixMilli() + 999) / 1000
 	quota := func(what string, retry int64) bool {
 		e := apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", RetryAfter: retry,
@@ -253,8 +260,10 @@ func (h *Handler) countToken(id, day, requests, tokens, at int64) {
 		[]int64{day, pReq + requests, pTok + tokens, max(last, at), cDay, cReq, cTok}))))
 }
 
-// takeTokenUsage returns the pending token use and resets it. The tokens'
-// cached records are dropped, so that their next read includes it.
+// takeTokenUsage returns the pending token use and resets it. The use
+// stays counted as in flight until settleTokenUsage says it is in D1:
+// until then the token's cached record does not include it, and a request
+// arriving meanwhile must still see it.
 func (h *Handler) takeTokenUsage() []store.TokenUsage {
 	v, ok := h.d.Shared.Get(tokenUsageKey)
 	if !ok {
@@ -270,8 +279,74 @@ func (h *Handler) takeTokenUsage() []store.TokenUsage {
 			}
 			out = append(out, store.TokenUsage{ID: k.Int(), Day: a[0].Int(), Requests: a[1].Int(), Tokens: a[2].Int(), LastUsed: a[3].Int()})
 		}
-		if hash, ok := h.d.Shared.Get(tokenIDKey(k.Int())); ok {
-			h.d.Shared.Delete(tokenCacheKey(hash))
+		return true
+	})
+	h.addInflight(out, 1)
+	return out
+}
+
+// settleTokenUsage ends the flight of use taken by takeTokenUsage: written
+// (the tokens' cached records are dropped, so that their next read has
+// it) or not (it goes back to pending, to be written next time).
+func (h *Handler) settleTokenUsage(list []store.TokenUsage, written bool) {
+	h.addInflight(list, -1)
+	for _, u := range list {
+		if written {
+			if hash, ok := h.d.Shared.Get(tokenIDKey(u.ID)); ok {
+				h.d.Shared.Delete(tokenCacheKey(hash))
+			}
+		} else {
+			h.countToken(u.ID, u.Day, u.Requests, u.Tokens, u.LastUsed)
+		}
+	}
+}
+
+const tokenInflightKey = "tusage-inflight" // {"id:day": [requests, tokens]}
+
+// addInflight adds (sign 1) or removes (-1) use from the in-flight counts.
+func (h *Handler) addInflight(list []store.TokenUsage, sign int64) {
+	if len(list) == 0 {
+		return
+	}
+	all := gjson.Parse(h.sharedOr(tokenInflightKey, "{}"))
+	m := map[string][2]int64{}
+	all.ForEach(func(k, v gjson.Result) bool {
+		a := v.Array()
+		if len(a) == 2 {
+			m[k.String()] = [2]int64{a[0].Int(), a[1].Int()}
+		}
+		return true
+	})
+	for _, u := range list {
+		k := strconv.FormatInt(u.ID, 10) + ":" + strconv.FormatInt(u.Day, 10)
+		c := m[k]
+		c[0] += sign * u.Requests
+		c[1] += sign * u.Tokens
+		if c[0] <= 0 && c[1] <= 0 {
+			delete(m, k)
+		} else {
+			m[k] = c
+		}
+	}
+	var b jsonout.Builder
+	b.Object()
+	for k, c := range m {
+		b.Key(k).Array().Int(c[0]).Int(c[1]).EndArray()
+	}
+	h.d.Shared.Set(tokenInflightKey, string(b.EndObject().Bytes()))
+}
+
+// inflight returns a token's use in flight, per day.
+func (h *Handler) inflight(id int64) []store.TokenUsage {
+	var out []store.TokenUsage
+	prefix := strconv.FormatInt(id, 10) + ":"
+	gjson.Parse(h.sharedOr(tokenInflightKey, "{}")).ForEach(func(k, v gjson.Result) bool {
+		if rest, ok := strings.CutPrefix(k.String(), prefix); ok {
+			day, _ := strconv.ParseInt(rest, 10, 64)
+			a := v.Array()
+			if len(a) == 2 {
+				out = append(out, store.TokenUsage{ID: id, Day: day, Requests: a[0].Int(), Tokens: a[1].Int()})
+			}
 		}
 		return true
 	})

@@ -157,17 +157,20 @@ func (h *Handler) takePending(now time.Time) pending {
 	return p
 }
 
-// write writes the counts, one statement per kind.
-func (p pending) write(ctx context.Context, db *sql.DB, queries store.Counter) {
-	if err := store.NewKeys(db).Counting(queries).AddUsage(ctx, p.keys); err != nil {
+// write writes the counts, one statement per kind, and settles the token
+// use it carried.
+func (h *Handler) writePending(ctx context.Context, db *sql.DB, p pending) {
+	if err := store.NewKeys(db).Counting(h.d.Queries).AddUsage(ctx, p.keys); err != nil {
 		log.Printf("keypool: writing key usage: %v", err)
 	}
-	if err := store.NewRollups(db).Counting(queries).Add(ctx, p.rollups); err != nil {
+	if err := store.NewRollups(db).Counting(h.d.Queries).Add(ctx, p.rollups); err != nil {
 		log.Printf("keypool: writing usage rollups: %v", err)
 	}
-	if err := store.NewTokens(db).Counting(queries).AddUsage(ctx, p.tokens); err != nil {
+	err := store.NewTokens(db).Counting(h.d.Queries).AddUsage(ctx, p.tokens)
+	if err != nil {
 		log.Printf("keypool: writing token usage: %v", err)
 	}
+	h.settleTokenUsage(p.tokens, err == nil)
 }
 
 // flushDue writes the pending counts when they are due, at once (for work
@@ -175,7 +178,7 @@ func (p pending) write(ctx context.Context, db *sql.DB, queries store.Counter) {
 func (h *Handler) flushDue() {
 	if p := h.takePending(h.d.Now()); !p.empty() {
 		if db, err := h.d.DB(); err == nil {
-			p.write(context.Background(), db, h.d.Queries)
+			h.writePending(context.Background(), db, p)
 		}
 	}
 }
@@ -185,7 +188,7 @@ func (h *Handler) flushDue() {
 func (h *Handler) flushNow() {
 	if p := h.takePending(time.Time{}); !p.empty() {
 		if db, err := h.d.DB(); err == nil {
-			p.write(context.Background(), db, h.d.Queries)
+			h.writePending(context.Background(), db, p)
 		}
 	}
 }

@@ -1,0 +1,186 @@
+// The key drawer: one key's details, its per-model states with live
+// cooldown countdowns, its history, balance readings, and actions.
+import { api } from "./api.js";
+import { draw, COLORS } from "./charts.js";
+import { confirmDialog, copyText, openDialog } from "./dialog.js";
+import { field, fill, h } from "./dom.js";
+import { duration, money, num, time, utcDay } from "./format.js";
+import { t } from "./i18n.js";
+import { keyState } from "./keys-model.js";
+import { toast } from "./toast.js";
+import { Chart } from "chart.js";
+
+export function openKeyDrawer(id, { onChanged, startCheck }) {
+  const content = h("div", { class: "drawer-content" }, h("p", { class: "muted", i18n: "common.loading" }));
+  let ticker = null;
+  const d = openDialog({
+    testid: "key-drawer", title: t("drawer.title", { id }), kind: "drawer", modal: false, body: content,
+    onClose: () => {
+      clearInterval(ticker);
+      for (const c of content.querySelectorAll("canvas")) {
+        const ch = Chart.getChart(c);
+        if (ch) ch.destroy();
+      }
+    },
+  });
+  d.el.dataset.id = String(id);
+
+  function tick() {
+    const now = Date.now();
+    for (const el of content.querySelectorAll("[data-until]")) {
+      const left = (Number(el.dataset.until) - now) / 1000;
+      el.textContent = left > 0 ? t("drawer.ends", { d: duration(left) }) : t("drawer.ended");
+      el.classList.toggle("ended", left <= 0);
+    }
+  }
+
+  async function changed() {
+    if (onChanged) onChanged();
+    await load();
+  }
+
+  async function load() {
+    let k;
+    try {
+      k = await api("/admin/api/keys/" + id);
+    } catch (e) {
+      fill(content, h("p", { class: "error", text: e.message }));
+      return;
+    }
+    render(k);
+  }
+
+  function render(k) {
+    const now = Date.now();
+    const st = keyState(k, now);
+    const reveal = h("button", { type: "button", class: "btn", testid: "drawer-reveal", i18n: "drawer.reveal" });
+    const revealBox = h("div", { class: "reveal-box" });
+    reveal.addEventListener("click", async () => {
+      const r = await api("/admin/api/keys/" + id + "/reveal", { method: "POST" });
+      const copy = h("button", { type: "button", class: "btn", testid: "drawer-copy", i18n: "common.copy" });
+      copy.addEventListener("click", async () => {
+        const ok = await copyText(r.key);
+        toast(t(ok ? "common.copied" : "common.copyFailed"), ok ? "info" : "error");
+      });
+      fill(revealBox, h("code", { class: "mono full-key", testid: "drawer-key-full", text: r.key }), copy);
+      reveal.hidden = true;
+    });
+
+    const labelInput = h("input", { type: "text", testid: "drawer-label", maxlength: "200", value: k.label || "", autocomplete: "off" });
+    const labelSave = h("button", { type: "submit", class: "btn", testid: "drawer-label-save", i18n: "drawer.saveLabel" });
+    const labelForm = h("form", { class: "inline-form" }, field("drawer.label", labelInput), labelSave);
+    labelForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      await api("/admin/api/keys/" + id, { method: "PATCH", body: { label: labelInput.value } });
+      toast(t("drawer.saved"));
+      await changed();
+    });
+
+    const actions = h("div", { class: "tools wrap" });
+    const act = (testid, key, fn, cls = "btn") => {
+      const b = h("button", { type: "button", class: cls, testid, i18n: key });
+      b.addEventListener("click", async () => {
+        b.disabled = true;
+        try {
+          await fn();
+        } catch {
+          // the toast has the API's message
+        } finally {
+          b.disabled = false;
+        }
+      });
+      actions.appendChild(b);
+    };
+    if (k.status !== "active") act("drawer-enable", "drawer.enable", async () => {
+      await api("/admin/api/keys/" + id, { method: "PATCH", body: { status: "active" } });
+      await changed();
+    });
+    if (k.status !== "disabled") act("drawer-disable", "drawer.disable", async () => {
+      await api("/admin/api/keys/" + id, { method: "PATCH", body: { status: "disabled" } });
+      await changed();
+    });
+    if ((k.models || []).length) act("drawer-clear-models", "drawer.clearModels", async () => {
+      await api("/admin/api/keys/" + id, { method: "PATCH", body: { clear_models: true } });
+      await changed();
+    });
+    if (startCheck && k.status !== "disabled") act("drawer-check", "drawer.check", async () => {
+      d.close();
+      await startCheck([id]);
+    });
+    act("drawer-delete", "drawer.delete", async () => {
+      if (!(await confirmDialog(t("drawer.confirmDelete", { id })))) return;
+      await api("/admin/api/keys/" + id, { method: "DELETE" });
+      d.close();
+      if (onChanged) onChanged();
+    }, "btn danger");
+
+    const models = h("ul", { class: "model-list", testid: "drawer-models" });
+    if (!(k.models || []).length) models.appendChild(h("li", { class: "muted", i18n: "drawer.noModels" }));
+    for (const m of k.models || []) {
+      models.appendChild(h("li", { class: "model-item", testid: "drawer-model", dataset: { model: m.model, state: m.state } },
+        h("code", { class: "mono", text: m.model }),
+        h("span", { class: "badge badge-" + (m.state === "blocked" ? "blocked" : "cooling"), text: t(m.state === "blocked" ? "status.modelBlocked" : "status.cooling") }),
+        m.state === "cooling" ? h("span", { class: "countdown", testid: "model-countdown", dataset: { until: String(m.until) }, title: t("drawer.until", { t: time(m.until) }) }) : null,
+        m.reason ? h("span", { class: "muted", text: m.reason }) : null,
+        m.streak ? h("span", { class: "muted small", text: t("drawer.streak", { n: m.streak }) }) : null));
+    }
+
+    const events = k.events || [];
+    const eventsBox = events.length
+      ? h("div", { class: "table-wrap" }, h("table", { class: "table compact", testid: "drawer-events" },
+        h("thead", {}, h("tr", {}, ["drawer.colTime", "drawer.colModel", "drawer.colChange", "drawer.colReason", "drawer.colStatus"].map((c) => h("th", { scope: "col", i18n: c })))),
+        h("tbody", {}, events.map((e) => h("tr", { testid: "drawer-event" },
+          h("td", { class: "nowrap", text: time(e.at) }),
+          h("td", {}, e.model ? h("code", { class: "mono", text: e.model }) : "—"),
+          h("td", { class: "nowrap", text: (e.from || "—") + " → " + (e.to || "—") }),
+          h("td", {}, h("span", { text: e.reason || "" }), e.excerpt ? h("pre", { class: "excerpt", text: e.excerpt }) : null),
+          h("td", { text: e.status ? String(e.status) : "—" }))))))
+      : h("p", { class: "muted", testid: "drawer-events", i18n: "drawer.noEvents" });
+
+    const balanceCanvas = h("canvas", { testid: "drawer-balance", role: "img", i18nAttr: { "aria-label": "drawer.balanceHistory" } });
+    const balanceBox = h("section", { class: "drawer-section", hidden: true },
+      h("h3", { i18n: "drawer.balanceHistory" }), h("div", { class: "chart-box small" }, balanceCanvas));
+
+    fill(content,
+      h("dl", { class: "facts" },
+        fact("drawer.provider", h("span", { class: "chip", text: k.provider })),
+        fact("keys.colKey", h("code", { class: "mono", testid: "drawer-key", text: k.key })),
+        fact("drawer.status", h("span", { class: "badge badge-" + st, testid: "drawer-status", text: t("status." + st) })),
+        k.status_reason ? fact("drawer.reason", h("span", { text: k.status_reason })) : null,
+        fact("drawer.balance", h("span", { text: money(k.balance) })),
+        fact("drawer.requests", h("span", { text: num(k.requests) + " / " + num(k.successes) + " / " + num(k.failures) })),
+        fact("drawer.added", h("span", { text: time(k.created_at) })),
+        fact("drawer.updated", h("span", { text: time(k.updated_at) })),
+        fact("drawer.lastUsed", h("span", { text: k.last_used_at ? time(k.last_used_at) : t("common.never") }))),
+      h("div", { class: "drawer-section" }, h("div", { class: "tools wrap" }, reveal), revealBox, h("p", { class: "muted small", i18n: "drawer.revealNote" })),
+      h("div", { class: "drawer-section" }, labelForm),
+      actions,
+      h("section", { class: "drawer-section" }, h("h3", { i18n: "drawer.models" }), models),
+      balanceBox,
+      h("section", { class: "drawer-section" }, h("h3", { i18n: "drawer.events" }), eventsBox));
+    tick();
+    clearInterval(ticker);
+    ticker = setInterval(tick, 1000);
+
+    api("/admin/api/keys/" + id + "/balance?days=30", { quiet: true }).then((r) => {
+      const pts = (r && r.points) || [];
+      if (!pts.length || !balanceCanvas.isConnected) return;
+      balanceBox.hidden = false;
+      draw(balanceCanvas, {
+        type: "line",
+        data: {
+          labels: pts.map((p) => utcDay(p[0]) + " " + new Date(p[0]).toISOString().slice(11, 16)),
+          datasets: [{ label: t("drawer.balance"), data: pts.map((p) => p[1]), borderColor: COLORS.blue, tension: 0.2, pointRadius: 2 }],
+        },
+        options: { plugins: { legend: { display: false } }, scales: { x: { ticks: { maxTicksLimit: 6 } }, y: { beginAtZero: true } } },
+      });
+    }).catch(() => {});
+  }
+
+  load();
+  return d;
+}
+
+function fact(key, value) {
+  return h("div", { class: "fact" }, h("dt", { i18n: key }), h("dd", {}, value));
+}

@@ -1,0 +1,125 @@
+// #/settings: the run-time settings (GET/PUT /admin/api/settings).
+import { api } from "../api.js";
+import { checkField, field, h, select } from "../dom.js";
+import { t } from "../i18n.js";
+
+// "name = value" lines → object; throws naming the first bad line.
+function parsePairs(text, fieldKey, want) {
+  const out = {};
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line || line.startsWith("#")) continue;
+    const eq = line.indexOf("=");
+    const k = eq > 0 ? line.slice(0, eq).trim() : "";
+    const v = eq > 0 ? line.slice(eq + 1).trim() : "";
+    if (!k || !v) throw new Error(t("settings.badLine", { field: t(fieldKey), n: i + 1, want }));
+    out[k] = v;
+  }
+  return out;
+}
+
+function pairsText(obj) {
+  return Object.entries(obj || {}).map(([k, v]) => k + " = " + v).join("\n");
+}
+
+export async function settings(root, ctx) {
+  const mode = select({ testid: "set-access-mode" }, [
+    ["open", "settings.modeOpen"], ["restricted", "settings.modeRestricted"], ["private", "settings.modePrivate"],
+  ]);
+  const guestPw = h("input", { type: "password", testid: "set-guest-password", autocomplete: "new-password", minlength: "8" });
+  const pwState = h("small", { class: "hint", testid: "set-guest-password-state" });
+  const reveal = h("input", { type: "checkbox", testid: "set-guest-reveal" });
+  const pageSize = h("input", { type: "number", testid: "set-page-size", min: "10", max: "500", step: "1", class: "short" });
+  const free = h("textarea", { testid: "set-free-models", rows: 5, spellcheck: "false", class: "mono" });
+  const aliases = h("textarea", { testid: "set-aliases", rows: 5, spellcheck: "false", class: "mono", placeholder: "fast = groq/llama-3.1-8b-instant" });
+  const checks = h("textarea", { testid: "set-check-models", rows: 4, spellcheck: "false", class: "mono", placeholder: "openai = gpt-4o-mini" });
+  const wait = h("input", { type: "number", testid: "set-wait", min: "0", max: "30", step: "1", class: "short" });
+  const save = h("button", { type: "submit", class: "btn primary", testid: "settings-save", i18n: "settings.save" });
+  const status = h("p", { class: "form-status", testid: "settings-status", role: "status", "aria-live": "polite" });
+
+  const pwField = field("settings.guestPassword", guestPw);
+  pwField.appendChild(pwState);
+  const form = h("form", { class: "form settings", novalidate: true, testid: "settings-form" },
+    h("fieldset", {}, h("legend", { i18n: "settings.access" }),
+      field("settings.accessMode", mode),
+      pwField,
+      checkField("settings.guestReveal", reveal),
+      field("settings.pageSize", pageSize)),
+    h("fieldset", {}, h("legend", { i18n: "settings.routing" }),
+      field("settings.freeModels", free, "settings.freeModelsHint"),
+      field("settings.aliases", aliases),
+      field("settings.checkModels", checks, "settings.checkModelsHint"),
+      field("settings.wait", wait)),
+    h("div", { class: "form-actions" }, save, status));
+  const body = h("div", { class: "view-body" }, h("div", { class: "page-head" }, h("h1", { i18n: "settings.title" })), form);
+
+  let pwSet = false;
+  function renderPwState() {
+    pwState.textContent = t(pwSet ? "settings.guestPasswordSet" : "settings.guestPasswordUnset");
+  }
+
+  function show(s) {
+    mode.value = s.access_mode;
+    pwSet = !!s.guest_password_set;
+    renderPwState();
+    guestPw.value = "";
+    reveal.checked = !!s.guest_reveal_keys;
+    pageSize.value = String(s.page_size);
+    free.value = (s.free_models || []).join("\n");
+    aliases.value = pairsText(s.aliases);
+    checks.value = pairsText(s.check_models);
+    wait.value = String(s.wait_for_cooldown_seconds);
+  }
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    delete status.dataset.i18n;
+    status.textContent = "";
+    status.dataset.kind = "";
+    let body;
+    try {
+      body = {
+        access_mode: mode.value,
+        guest_reveal_keys: reveal.checked,
+        page_size: pageSize.value === "" ? null : Number(pageSize.value),
+        free_models: free.value.split(/\r?\n/).map((x) => x.trim()).filter((x) => x && !x.startsWith("#")),
+        aliases: parsePairs(aliases.value, "settings.aliases", "name = provider/model"),
+        check_models: parsePairs(checks.value, "settings.checkModels", "provider = model"),
+        wait_for_cooldown_seconds: wait.value === "" ? null : Number(wait.value),
+      };
+      if (guestPw.value) body.guest_password = guestPw.value;
+    } catch (err) {
+      status.textContent = err.message;
+      status.dataset.kind = "error";
+      return;
+    }
+    save.disabled = true;
+    try {
+      const s = await api("/admin/api/settings", { method: "PUT", body });
+      show(s);
+      status.textContent = t("settings.saved");
+      status.dataset.kind = "ok";
+      status.dataset.i18n = "settings.saved";
+    } catch (err) {
+      delete status.dataset.i18n;
+      status.textContent = err.message;
+      status.dataset.kind = "error";
+    } finally {
+      save.disabled = false;
+    }
+  });
+  // Editing again clears the last result.
+  form.addEventListener("input", () => {
+    delete status.dataset.i18n;
+    status.textContent = "";
+  });
+
+  ctx.onLang(renderPwState);
+  // The form appears with its values: nothing typed is overwritten.
+  root.append(h("p", { class: "muted", i18n: "common.loading" }));
+  const s = await api("/admin/api/settings");
+  if (!ctx.alive) return;
+  show(s);
+  root.replaceChildren(body);
+}
