@@ -151,6 +151,7 @@ func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
 	auditNote(w, "exported "+strconv.Itoa(len(list))+" keys")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("X-Keypool-Count", strconv.Itoa(len(list)))
 	w.WriteHeader(http.StatusOK)
 	w.Write([]byte(strings.Join(parts, sep)))

@@ -27,13 +27,13 @@ const modelsKey = "models"
 // OpenAI's list format. Ids are "provider/model" for every provider with a
 // usable key, bare for the default provider, plus the aliases. The lists
 // come from D1; a provider whose list was never fetched is asked once here.
-func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings) {
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, c client) {
 	now := h.d.Now()
 	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
 	if v, ok := h.d.Shared.Get(modelsKey); ok && ttl > 0 {
 		res := gjson.Parse(v)
 		if now.Sub(time.UnixMilli(res.Get("read").Int())) < ttl {
-			writeJSON(w, http.StatusOK, []byte(res.Get("body").Raw))
+			writeJSON(w, http.StatusOK, scopeModels([]byte(res.Get("body").Raw), c, set, h.defaultProvider()))
 			return
 		}
 	}
@@ -64,7 +64,34 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB,
 		b.Object().Key("read").Int(now.UnixMilli()).Key("body").Raw(body).EndObject()
 		h.d.Shared.Set(modelsKey, string(b.Bytes()))
 	}
-	writeJSON(w, http.StatusOK, body)
+	writeJSON(w, http.StatusOK, scopeModels(body, c, set, h.defaultProvider()))
+}
+
+// scopeModels keeps the models of a list that the client's token may use.
+func scopeModels(body []byte, c client, set settings, defaultProv string) []byte {
+	t := c.tok
+	if t == nil || len(t.Providers) == 0 && len(t.Models) == 0 {
+		return body
+	}
+	var b jsonout.Builder
+	b.Object().Key("object").String("list").Key("data").Array()
+	for _, m := range gjson.GetBytes(body, "data").Array() {
+		id := m.Get("id").String()
+		prov, model := defaultProv, id
+		if target, ok := set.aliases[id]; ok {
+			id = target
+		}
+		if pre, bare, ok := strings.Cut(id, "/"); ok {
+			if _, known := provider.Lookup(pre); known {
+				prov, model = pre, bare
+			}
+		}
+		if len(t.Providers) > 0 && !contains(t.Providers, prov) || len(t.Models) > 0 && !modelAllowed(t.Models, prov, model) {
+			continue
+		}
+		b.Raw([]byte(m.Raw))
+	}
+	return b.EndArray().EndObject().Bytes()
 }
 
 // modelList builds the /v1/models answer.

@@ -106,7 +106,7 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	}
 	set := h.settings(r.Context(), db)
 	if rest == "/models" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		h.listModels(w, r, db, set)
+		h.listModels(w, r, db, set, c)
 		return
 	}
 	body, ok := h.readBody(w, r)

@@ -181,6 +181,7 @@ func writeStatsCSV(w http.ResponseWriter, s statsQuery, points []store.Point) {
 		out.WriteString(strings.Join(row, ",") + "\r\n")
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Content-Disposition", `attachment; filename="keypool-usage.csv"`)
 	w.WriteHeader(http.StatusOK)
 	w.Write([]byte(out.String()))
