@@ -124,7 +124,7 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 		// Storms end quickly, so the storm scenario can see the recovery.
 		"STORM_HOLD_SECONDS": "2",
 		// A hung upstream is given up quickly.
-		"UPSTREAM_TIMEOUT_SECONDS": "2",
+		"UPSTREAM_TIMEOUT_SECONDS": "5",
 	}
 	for _, name := range provider.Names() {
 		p, _ := provider.Lookup(name)

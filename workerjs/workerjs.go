@@ -113,25 +113,26 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	}
 	init.Set("redirect", "manual")
 	// The context's deadline bounds the wait for the response headers
-	// only: the abort is disarmed once they arrive, so a long stream is
-	// never cut.
-	var disarm func() bool
-	timedOut := false
-	if deadline, ok := req.Context().Deadline(); ok {
-		ctrl := abortCls.New()
+	// only. The timer lives in JS and is cleared by the promise itself the
+	// moment the headers arrive, however late Go gets to run again, so a
+	// stream is never cut once it has begun.
+	var ctrl js.Value
+	deadline, hasDeadline := req.Context().Deadline()
+	if hasDeadline {
+		ctrl = abortCls.New()
 		init.Set("signal", ctrl.Get("signal"))
-		disarm = time.AfterFunc(time.Until(deadline), func() {
-			timedOut = true
-			ctrl.Call("abort")
-		}).Stop
 	}
 	// Invoke, not Call: fetch must not get the global proxy as `this`.
-	res, err := await(fetchFn.Invoke(req.URL.String(), init))
-	if disarm != nil {
-		disarm()
+	p := fetchFn.Invoke(req.URL.String(), init)
+	if hasDeadline {
+		ms := max(time.Until(deadline).Milliseconds(), 1)
+		id := js.Global().Call("setTimeout", ctrl.Get("abort").Call("bind", ctrl), ms)
+		clear := js.Global().Get("clearTimeout").Call("bind", js.Null(), id)
+		p.Call("then", clear, clear)
 	}
+	res, err := await(p)
 	if err != nil {
-		if timedOut {
+		if hasDeadline && ctrl.Get("signal").Get("aborted").Bool() {
 			return nil, errors.New("no answer before the upstream timeout")
 		}
 		return nil, err

@@ -65,6 +65,16 @@ function pageContext(root) {
   };
 }
 
+// checkSession makes one cheap admin call before the first protected page
+// of this tab loads, so that without a session the login form comes at
+// once instead of after a page's worth of refused calls.
+let sessionChecked = false;
+async function checkSession() {
+  if (sessionChecked) return;
+  await api("/admin/api/providers", { quiet: true });
+  sessionChecked = true;
+}
+
 function routeName() {
   const m = location.hash.match(/^#\/([a-z]+)/);
   return m ? m[1] : "";
@@ -93,6 +103,7 @@ function navigate() {
   const ctx = pageContext(root);
   current = { name, ctx };
   Promise.resolve()
+    .then(() => (open.has(name) ? null : checkSession()))
     .then(() => routes[name](root, ctx))
     .catch((e) => {
       if (!(e instanceof ApiError)) console.error(e);
@@ -126,6 +137,7 @@ function start() {
       // the session is dropped here either way
     }
     setCsrf("");
+    sessionChecked = false;
     location.hash = "#/login";
   });
   document.querySelector('[data-testid="nav-toggle"]').addEventListener("click", () => {
