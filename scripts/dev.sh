@@ -41,6 +41,8 @@ keypool is starting on $base
   admin password (ADMIN_PASSWORD): $admin
   client token   (AUTH_KEY):       $token
 
+Admin UI: open $base and log in with the admin password.
+
 Add keys:
   curl -s $base/admin/api/keys -H 'Authorization: Bearer $admin' \\
     -H 'Content-Type: application/json' -d '{"provider":"openai","keys":"sk-...\\nsk-..."}'
