@@ -126,8 +126,9 @@ func Fetch(req *http.Request) (*http.Response, error) {
 	p := fetchFn.Invoke(req.URL.String(), init)
 	if hasDeadline {
 		ms := max(time.Until(deadline).Milliseconds(), 1)
-		id := js.Global().Call("setTimeout", ctrl.Get("abort").Call("bind", ctrl), ms)
-		clear := js.Global().Get("clearTimeout").Call("bind", js.Null(), id)
+		// Invoke, not Call, for the same reason as fetch.
+		id := js.Global().Get("setTimeout").Invoke(ctrl.Get("abort").Call("bind", ctrl), ms)
+		clear := js.Global().Get("clearTimeout").Call("bind", js.Undefined(), id)
 		p.Call("then", clear, clear)
 	}
 	res, err := await(p)
