@@ -45,8 +45,8 @@ build-tinygo:
 	@tg=$$(command -v tinygo || scripts/tinygo.sh) && \
 	$(ASSETS_GEN) -mode=tinygo -o build/tinygo && \
 	cp entry/worker.mjs build/tinygo/worker.mjs && \
-	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=1MB ." && \
-	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=1MB .
+	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=256KB ." && \
+	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=256KB .
 
 tinygo:
 	scripts/tinygo.sh
