@@ -203,10 +203,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	audit := store.NewAudit(db).Counting(h.d.Queries)
 	ip := clientIP(r)
 	now := h.d.Now()
-	if n, since, err := audit.LoginFailures(ctx, ip, now.UnixMilli(), loginWindow.Milliseconds()); err == nil && n >= loginMaxFailures {
-		retry := max((since+loginWindow.Milliseconds()-now.UnixMilli()+999)/1000, 1)
-		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
-			Message: "too many failed logins from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.write(w)
+	if h.loginThrottled(w, r, audit, ip) {
 		return
 	}
 	body, ok := h.readBody(w, r)
@@ -233,6 +230,20 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
 		Key("expires_at").Int(now.Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
+}
+
+// loginThrottled answers 429 and reports true when ip has failed too many
+// logins within the window (admin and guest logins count apart).
+func (h *Handler) loginThrottled(w http.ResponseWriter, r *http.Request, audit *store.Audit, ip string) bool {
+	now := h.d.Now().UnixMilli()
+	n, since, err := audit.LoginFailures(r.Context(), ip, now, loginWindow.Milliseconds())
+	if err != nil || n < loginMaxFailures {
+		return false
+	}
+	retry := max((since+loginWindow.Milliseconds()-now+999)/1000, 1)
+	apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
+		Message: "too many failed logins from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.write(w)
+	return true
 }
 
 // logout serves POST /admin/logout: the session cookie is cleared.

@@ -51,10 +51,7 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 	audit := store.NewAudit(db).Counting(h.d.Queries)
 	ip := "guest:" + clientIP(r)
 	now := h.d.Now()
-	if n, since, err := audit.LoginFailures(ctx, ip, now.UnixMilli(), loginWindow.Milliseconds()); err == nil && n >= loginMaxFailures {
-		retry := max((since+loginWindow.Milliseconds()-now.UnixMilli()+999)/1000, 1)
-		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
-			Message: "too many failed logins from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.write(w)
+	if h.loginThrottled(w, r, audit, ip) {
 		return
 	}
 	body, ok := h.readBody(w, r)
