@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -86,7 +87,7 @@ func scopeModels(body []byte, c client, set settings, defaultProv string) []byte
 				prov, model = pre, bare
 			}
 		}
-		if len(t.Providers) > 0 && !contains(t.Providers, prov) || len(t.Models) > 0 && !modelAllowed(t.Models, prov, model) {
+		if len(t.Providers) > 0 && !slices.Contains(t.Providers, prov) || len(t.Models) > 0 && !modelAllowed(t.Models, prov, model) {
 			continue
 		}
 		b.Raw([]byte(m.Raw))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -161,7 +162,7 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 	if t == nil {
 		return true
 	}
-	if len(t.Providers) > 0 && !contains(t.Providers, call.prov.Name) {
+	if len(t.Providers) > 0 && !slices.Contains(t.Providers, call.prov.Name) {
 		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
 			Message: "this keypool token may not use provider " + strconv.Quote(call.prov.Name) + "; allowed: " + strings.Join(t.Providers, ", ")}.write(w)
 		return false
@@ -372,15 +373,6 @@ func setField(obj gjson.Result, field, val string) string {
 		return true
 	})
 	return string(b.Key(field).Raw([]byte(val)).EndObject().Bytes())
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // modelAllowed matches a model against a token's patterns, written bare

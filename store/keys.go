@@ -18,12 +18,12 @@ import (
 	"github.com/keypool/keypool/seal"
 )
 
-// Key states.
+// Key states: rotation decides them, the store keeps them.
 const (
-	StatusActive    = "active"
-	StatusDisabled  = "disabled"
-	StatusBlocked   = "blocked"
-	StatusExhausted = "exhausted"
+	StatusActive    = rotation.KeyActive
+	StatusDisabled  = rotation.KeyDisabled
+	StatusBlocked   = rotation.KeyBlocked
+	StatusExhausted = rotation.KeyExhausted
 )
 
 // Per-model states.
