@@ -216,6 +216,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cw.Write([]byte(OpenAIInvalidKey("").Body))
 		return
 	}
+	if sel := accountSelector(r.Header); sel.Status != 0 {
+		// OpenAI refuses an organisation or project header that does not
+		// name the key's own, before it looks at the request.
+		cw.Header().Set("Content-Type", "application/json")
+		cw.WriteHeader(sel.Status)
+		cw.Write([]byte(sel.Body))
+		return
+	}
+	accountHeaders(cw.Header(), r.URL.Path)
 	post := r.Method == http.MethodPost
 	switch p := r.URL.Path; {
 	case strings.HasSuffix(p, "/chat/completions"):
@@ -390,6 +399,65 @@ func OpenAIInvalidKey(masked string) Rule {
     }
 }
 `}
+}
+
+// OpenAIMismatchedOrganization is OpenAI's answer to a request whose
+// OpenAI-Organization header names an organisation the key does not
+// belong to: a 401 about the header, not the key.
+func OpenAIMismatchedOrganization() Rule {
+	return Rule{Status: http.StatusUnauthorized, Body: `{"error":{"message":"OpenAI-Organization header should match organization for API key","type":"invalid_request_error","param":null,"code":"mismatched_organization"}}`}
+}
+
+// OpenAIMismatchedProject is the same refusal for an OpenAI-Project
+// header that names another project than the key's.
+func OpenAIMismatchedProject() Rule {
+	return Rule{Status: http.StatusUnauthorized, Body: `{"error":{"message":"OpenAI-Project header should match project for API key","type":"invalid_request_error","param":null,"code":"mismatched_project"}}`}
+}
+
+// accountSelector is the fake's answer to a request that selects an
+// organisation or project (Status 0: none selected). The fake's keys
+// belong to no organisation a client could name, so any value mismatches.
+func accountSelector(h http.Header) Rule {
+	switch {
+	case h.Get("OpenAI-Organization") != "":
+		return OpenAIMismatchedOrganization()
+	case h.Get("OpenAI-Project") != "":
+		return OpenAIMismatchedProject()
+	}
+	return Rule{}
+}
+
+// Account-naming headers the real providers put on their answers, which
+// keypool must not pass on: they tell a client which account is behind
+// a pool key.
+const (
+	FakeOrganization   = "org-fakeorg0123456789"
+	FakeProject        = "proj_fakeproject0123"
+	FakeAnthropicOrgID = "5b6a3a7e-0f4c-4c8e-9d2a-8c1f0e7d6b5a"
+)
+
+// accountHeaders sets the headers a provider's answer carries: OpenAI's
+// (and the compatible services') organisation, project, processing time,
+// version, request id, rate limits and Cloudflare cookie; Anthropic's
+// organisation id and request id.
+func accountHeaders(h http.Header, path string) {
+	switch {
+	case strings.HasSuffix(path, "/messages"):
+		h.Set("Anthropic-Organization-Id", FakeAnthropicOrgID)
+		h.Set("Request-Id", "req_011fake")
+		h.Set("Anthropic-Ratelimit-Requests-Remaining", "49")
+	case strings.HasPrefix(path, "/v1beta/") && !strings.Contains(path, "/openai/"):
+		h.Set("Server-Timing", "gfet4t7; dur=82")
+	default:
+		h.Set("Openai-Organization", FakeOrganization)
+		h.Set("Openai-Project", FakeProject)
+		h.Set("Openai-Processing-Ms", "12")
+		h.Set("Openai-Version", "2020-10-01")
+		h.Set("X-Request-Id", "req_fake0123")
+		h.Set("X-Ratelimit-Limit-Requests", "10000")
+		h.Set("X-Ratelimit-Remaining-Requests", "9999")
+		h.Set("Set-Cookie", "__cf_bm=fakecookie; path=/; HttpOnly; Secure; SameSite=None")
+	}
 }
 
 // OpenAIRateLimited is OpenAI's per-minute rate limit answer for model,
