@@ -92,8 +92,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch {
 	case strings.HasPrefix(p, "/v1/"):
+		sandbox(tw.Header()) // keypool's own answers too
 		h.proxyOpenAI(tw, r)
 	case strings.HasPrefix(p, "/api/"):
+		sandbox(tw.Header())
 		h.proxyNative(tw, r)
 	case strings.HasPrefix(p, "/admin/api/"):
 		h.admin(tw, r)

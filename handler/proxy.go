@@ -49,6 +49,8 @@ type upstreamCall struct {
 	viaGateway bool
 	// client is who called: its token's scope and quotas apply.
 	client client
+	// headers picks the client headers that go upstream (set by forward).
+	headers forwardRule
 }
 
 // readBody buffers the request body (so that retries can replay it) up to
@@ -380,6 +382,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	if !h.admit(w, call.client, call) {
 		return
 	}
+	call.headers = set.forwardRule(call.prov.Family, call.viaGateway)
 	// An OpenAI-compatible chat stream is asked for its usage, where the
 	// provider accepts the option; when the client did not ask, the extra
 	// chunk is taken out of what it sees.
@@ -721,7 +724,7 @@ func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call ups
 		// forward checked the URL before the first attempt.
 		panic(err)
 	}
-	req.Header = upstreamHeaders(r.Header)
+	req.Header = upstreamHeaders(r.Header, call.headers)
 	if call.openAIRoute {
 		req.Header.Set("Authorization", "Bearer "+secret)
 	} else {

@@ -31,6 +31,10 @@ const (
 	settingGuestPassword = "guest_password" // stored as a fingerprint, never shown
 	settingGuestReveal   = "guest_reveal_keys"
 	settingPageSize      = "page_size"
+	// Request headers clients may send upstream beyond the built-in
+	// allow-list (see headers.go): any provider, and AI Gateway options.
+	settingForwardHeaders = "forward_headers"
+	settingGatewayHeaders = "gateway_headers"
 )
 
 // settingChecks validate each setting's stored text; "" means valid.
@@ -57,6 +61,8 @@ var settingChecks = map[string]func(string) string{
 		}
 		return ""
 	},
+	settingForwardHeaders: func(v string) string { _, e := parseHeaderNames(v, false); return e },
+	settingGatewayHeaders: func(v string) string { _, e := parseHeaderNames(v, true); return e },
 	settingPageSize: func(v string) string {
 		if n, err := strconv.Atoi(v); err != nil || n < 10 || n > 500 {
 			return "want a whole number from 10 to 500"
@@ -96,6 +102,11 @@ type settings struct {
 	guestPassword   string
 	guestRevealKeys bool
 	pageSize        int64
+	// forwardHeaders and gatewayHeaders are extra request headers
+	// (canonical names) that go upstream, the latter only through AI
+	// Gateway.
+	forwardHeaders []string
+	gatewayHeaders []string
 }
 
 // parseSettings reads stored values; one that does not parse (it cannot
@@ -125,6 +136,10 @@ func parseSettings(m map[string]string) settings {
 			if err = settingChecks[name](v); err == "" {
 				s.pageSize, _ = strconv.ParseInt(v, 10, 64)
 			}
+		case settingForwardHeaders:
+			s.forwardHeaders, err = parseHeaderNames(v, false)
+		case settingGatewayHeaders:
+			s.gatewayHeaders, err = parseHeaderNames(v, true)
 		}
 		if err != "" {
 			log.Printf("keypool: ignoring stored setting %s: %s", name, err)
@@ -201,6 +216,61 @@ func parseCheckModels(v string) (map[string]string, string) {
 		return nil, bad
 	}
 	return out, ""
+}
+
+// parseHeaderNames reads a list of header names to forward: for the
+// gateway, cf-aig-* options other than the gateway's credential and its
+// stored provider keys; otherwise names that cannot carry a credential,
+// a session, an account or project selector or connection metadata.
+func parseHeaderNames(v string, gateway bool) ([]string, string) {
+	r := gjson.Parse(v)
+	if !r.IsArray() {
+		return nil, `want a JSON array of header names, e.g. ["cf-aig-metadata"]`
+	}
+	var out []string
+	for i, x := range r.Array() {
+		name := strings.TrimSpace(x.String())
+		lower := strings.ToLower(name)
+		item := "item " + strconv.Itoa(i+1)
+		switch {
+		case x.Type != gjson.String || !validHeaderName(name):
+			return nil, item + " is not a header name"
+		case gateway && (!strings.HasPrefix(lower, "cf-aig-") || lower == "cf-aig-authorization" || strings.Contains(lower, "byok")):
+			return nil, item + ": want a cf-aig-* AI Gateway option other than cf-aig-authorization and cf-aig-byok-*"
+		case !gateway && neverForward(name):
+			return nil, item + ": " + strconv.Quote(name) + " is never forwarded (a credential, session, account or project selector, " +
+				"or connection metadata)"
+		}
+		out = append(out, http.CanonicalHeaderKey(name))
+	}
+	return out, ""
+}
+
+// validHeaderName: letters, digits, '-' and '_', as header names are.
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// forwardRule is the header rule of a call to a provider of fam.
+func (s settings) forwardRule(fam provider.Family, gateway bool) forwardRule {
+	r := forwardRule{family: fam, gateway: gateway, extra: map[string]bool{}}
+	for _, n := range s.forwardHeaders {
+		r.extra[n] = true
+	}
+	if gateway {
+		for _, n := range s.gatewayHeaders {
+			r.extra[n] = true
+		}
+	}
+	return r
 }
 
 func parseWait(v string) (int64, string) {
@@ -389,6 +459,18 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 	}
 	b.EndObject().Key(settingAccessMode).String(s.accessMode).
 		Key("guest_password_set").Bool(s.guestPassword != "").
-		Key(settingGuestReveal).Bool(s.guestRevealKeys).Key(settingPageSize).Int(s.pageSize).EndObject()
+		Key(settingGuestReveal).Bool(s.guestRevealKeys).Key(settingPageSize).Int(s.pageSize)
+	writeStrings(&b, settingForwardHeaders, s.forwardHeaders)
+	writeStrings(&b, settingGatewayHeaders, s.gatewayHeaders)
+	b.EndObject()
 	writeJSON(w, http.StatusOK, b.Bytes())
+}
+
+// writeStrings writes key: [list…] into the open object of b.
+func writeStrings(b *jsonout.Builder, key string, list []string) {
+	b.Key(key).Array()
+	for _, v := range list {
+		b.String(v)
+	}
+	b.EndArray()
 }

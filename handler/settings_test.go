@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-const defaultSettings = `{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`
+const defaultSettings = `{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`
 
 func TestSettingsAPI(t *testing.T) {
 	e := newEnv(t)
@@ -27,21 +27,21 @@ func TestSettingsAPI(t *testing.T) {
 		name, put, want string
 	}{
 		{"aliases", `{"aliases":{"fast":"groq/llama-3.1-8b-instant","b":"openai/gpt-4o"}}`,
-			`{"free_models":[],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":[],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"free models, others kept", `{"free_models":["openai/free-*"," gpt-oss-* "]}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"wait", `{"wait_for_cooldown_seconds":30,"check_models":{}}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":30,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":30,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"wait as a string", `{"wait_for_cooldown_seconds":"7"}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":7,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":7,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"several at once", `{"wait_for_cooldown_seconds":3,"aliases":{"x":"mistral/mistral-small"}}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"empty object changes nothing", `{}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"empty list", `{"free_models":[]}`,
-			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 		{"null resets", `{"aliases":null,"wait_for_cooldown_seconds":null}`,
-			`{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50}`},
+			`{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
 	}
 	for _, tc := range valid {
 		t.Run("PUT "+tc.name, func(t *testing.T) {
