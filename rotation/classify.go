@@ -57,6 +57,11 @@ type Verdict struct {
 	// once, point at the upstream or keypool's IP rather than at keys:
 	// plain rate limits (not daily quotas), 5xx and network errors.
 	Storm bool
+	// Suspect marks a Return for a 401 or 403 whose body keypool does not
+	// recognise: it may be about the key or about what the client sent, so
+	// a proxied request blames no key, but a health check (which sends
+	// nothing of a client's) takes it as the key's.
+	Suspect bool
 }
 
 // Answer is what came back from one upstream attempt.
@@ -154,13 +159,18 @@ func (p Policy) Classify(a Answer, now time.Time) Verdict {
 	// On a 400 the message may quote the client's input: only a message
 	// that starts with the phrase counts (see errorInfo.has).
 	strict := s == http.StatusBadRequest
+	// A key is blocked or exhausted only when the body says the key itself
+	// is bad: a client must not be able to take keys out of rotation with
+	// what it sends (an organisation header makes OpenAI answer 401).
 	switch {
+	case (s == 400 || s == 401 || s == 403) && e.aboutClient():
+		return Verdict{Action: Return}
 	case (s == 400 || s == 401 || s == 403) && e.invalidKey(strict):
 		return Verdict{Action: BlockKey, Reason: "credential rejected" + why}
 	case (s == 400 || s == 402 || s == 403 || s == 429) && e.noCredit(strict):
 		return Verdict{Action: ExhaustKey, Reason: "no balance or quota left" + why}
 	case s == http.StatusUnauthorized:
-		return Verdict{Action: BlockKey, Reason: "credential rejected" + why}
+		return Verdict{Action: Return, Suspect: true}
 	case s == http.StatusPaymentRequired:
 		return Verdict{Action: ExhaustKey, Reason: "payment required" + why}
 	case (s == 400 || s == 403) && e.region(strict):
@@ -175,7 +185,7 @@ func (p Policy) Classify(a Answer, now time.Time) Verdict {
 	case s == http.StatusForbidden && e.aboutModel():
 		return Verdict{Action: BlockModel, Reason: "no permission for this model" + why}
 	case s == http.StatusForbidden:
-		return Verdict{Action: BlockKey, Reason: "permission denied" + why}
+		return Verdict{Action: Return, Suspect: true}
 	case s == http.StatusNotFound && e.aboutModel():
 		return Verdict{Action: ModelMissing, Reason: "model not available to this key" + why}
 	case s == http.StatusTooManyRequests && e.busy():

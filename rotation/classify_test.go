@@ -540,7 +540,7 @@ var realCases = []clsCase{
 	{name: "deepseek 402 insufficient balance", prov: "deepseek", status: 402, body: deepseek402, action: ExhaustKey},
 	{name: "deepseek 401 authentication fails", prov: "deepseek", status: 401, body: deepseek401, action: BlockKey},
 	{name: "openrouter 402 insufficient credits", prov: "openrouter", status: 402, body: openrouter402, action: ExhaustKey},
-	{name: "openrouter 401 no auth credentials", prov: "openrouter", status: 401, body: openrouter401, action: BlockKey},
+	{name: "openrouter 401 no auth credentials is not about a key", prov: "openrouter", status: 401, body: openrouter401, action: Return},
 	{name: "openrouter 429 free-models-per-day until UTC midnight", prov: "openrouter", status: 429, body: openrouter429, action: Cool, cool: untilUTC},
 	{name: "openrouter 429 free-models-per-day ignores streak", prov: "openrouter", status: 429, body: openrouter429, streak: 4, action: Cool, cool: untilUTC},
 	{name: "groq 429 RPD retry-after header agrees with message", prov: "groq", status: 429, h: hdr("retry-after", "432"), body: groq429RPD, action: Cool, cool: 7*time.Minute + 12*time.Second},
@@ -549,7 +549,7 @@ var realCases = []clsCase{
 	{name: "groq 401 invalid_api_key", prov: "groq", status: 401, body: groq401, action: BlockKey},
 	{name: "groq 413 request too large", prov: "groq", status: 413, body: groq413TPM, action: Return},
 	{name: "mistral 422 validation", prov: "mistral", status: 422, body: mistral422, action: Return},
-	{name: "mistral 401 unauthorized", prov: "mistral", status: 401, body: mistral401, action: BlockKey},
+	{name: "mistral 401 unauthorized names no key: returned (a health check blames it)", prov: "mistral", status: 401, body: mistral401, action: Return},
 
 	// SiliconFlow.
 	{name: "siliconflow 401 invalid token", prov: "siliconflow", status: 401, body: siliconflow401, action: BlockKey},
@@ -589,7 +589,7 @@ var realCases = []clsCase{
 
 	// Anthropic.
 	{name: "anthropic 401 invalid x-api-key", prov: "anthropic", fam: provider.FamilyAnthropic, status: 401, body: anthropic401, action: BlockKey},
-	{name: "anthropic 403 permission_error", prov: "anthropic", fam: provider.FamilyAnthropic, status: 403, body: anthropic403, action: BlockKey},
+	{name: "anthropic 403 permission_error is about the resource asked for", prov: "anthropic", fam: provider.FamilyAnthropic, status: 403, body: anthropic403, action: Return},
 	{name: "anthropic 400 credit balance too low", prov: "anthropic", fam: provider.FamilyAnthropic, status: 400, body: anthropic400Credit, action: ExhaustKey},
 	{name: "anthropic 429 rate_limit_error retry-after 12", prov: "anthropic", fam: provider.FamilyAnthropic, status: 429, h: hdr("retry-after", "12", "anthropic-ratelimit-input-tokens-remaining", "0"), body: anthropic429, action: Cool, cool: 12 * time.Second, storm: true},
 	{name: "anthropic 429 rate_limit_error without header", prov: "anthropic", fam: provider.FamilyAnthropic, status: 429, body: anthropic429, action: Cool, cool: DefaultCooldown, storm: true},
@@ -610,9 +610,9 @@ var realCases = []clsCase{
 	{name: "empty body 429 streak 1", prov: "openai", status: 429, streak: 1, action: Cool, cool: 2 * DefaultCooldown, storm: true},
 	{name: "plain text 429 try again in", prov: "openai", status: 429, body: "Too many requests. Please try again in 3s.", action: Cool, cool: 3 * time.Second, storm: true},
 	{name: "empty body 402", prov: "openai", status: 402, action: ExhaustKey},
-	{name: "empty body 403", prov: "openai", status: 403, action: BlockKey},
+	{name: "empty body 403", prov: "openai", status: 403, action: Return},
 	{name: "empty body 404", prov: "openai", status: 404, action: Return},
-	{name: "json null body 401", prov: "openai", status: 401, body: "null", action: BlockKey},
+	{name: "json null body 401", prov: "openai", status: 401, body: "null", action: Return},
 	{name: "error as string 401", prov: "openai", status: 401, body: `{"error":"Invalid API key"}`, action: BlockKey},
 	{name: "error as string 403 model", prov: "openai", status: 403, body: `{"error":"You may not use this model"}`, action: BlockModel},
 }
@@ -659,8 +659,8 @@ func checkReason(t *testing.T, status int, v Verdict) {
 	}
 }
 
-// The old status-only table, updated: without a body, 402 exhausts and 403
-// blocks the key.
+// The old status-only table, updated: without a body, 402 exhausts, and
+// 401 and 403 go back to the client (nothing says the key is bad).
 func TestClassifyStatusOnly(t *testing.T) {
 	tests := []struct {
 		status   int
@@ -676,9 +676,9 @@ func TestClassifyStatusOnly(t *testing.T) {
 		{300, Return, 0, false},
 		{304, Return, 0, false},
 		{400, Return, 0, false},
-		{401, BlockKey, 0, false},
+		{401, Return, 0, false},
 		{402, ExhaustKey, 0, false},
-		{403, BlockKey, 0, false},
+		{403, Return, 0, false},
 		{404, Return, 0, false},
 		{405, Return, 0, false},
 		{408, Retry, 0, true},
@@ -773,7 +773,7 @@ func TestClassifyReasonHidesBody(t *testing.T) {
 		{"plain text 401", provider.FamilyOpenAI, 401, "invalid api key " + secret},
 		{"plain text 429", provider.FamilyOpenAI, 429, "Too many requests for " + secret},
 		{"html 502", provider.FamilyOpenAI, 502, "<html><body>502 Bad Gateway " + secret + "</body></html>"},
-		{"long code is dropped", provider.FamilyOpenAI, 401, `{"error":{"message":"x","code":"` + secret + strings.Repeat("x", 64) + `"}}`},
+		{"long code is dropped", provider.FamilyOpenAI, 500, `{"error":{"message":"x","code":"` + secret + strings.Repeat("x", 64) + `"}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -808,7 +808,6 @@ func TestClassifyReasonCode(t *testing.T) {
 		{"siliconflow numeric code", 403, siliconflow403Balance, "no balance or quota left (403 30001)"},
 		{"siliconflow busy", 429, siliconflow429Busy, "upstream busy (429 50603)"},
 		{"anthropic type", 401, anthropic401, "credential rejected (401 authentication_error)"},
-		{"anthropic permission", 403, anthropic403, "permission denied (403 permission_error)"},
 		{"openrouter 402 numeric code", 402, openrouter402, "no balance or quota left (402)"},
 		{"no body", 402, "", "payment required (402)"},
 		{"html", 502, html502Cloudflare, "upstream error (502)"},
@@ -1034,6 +1033,89 @@ func TestParseError(t *testing.T) {
 				strings.Join(got.reasons, ",") != strings.Join(tt.want.reasons, ",") ||
 				strings.Join(got.quotaIDs, ",") != strings.Join(tt.want.quotaIDs, ",") {
 				t.Errorf("parseError =\n %+v\nwant\n %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Real and provider-shaped 401/403 answers: a key is blocked or exhausted
+// only when the body says the key itself is bad; a refusal of something
+// the client sent, or one keypool cannot read, goes back to the client
+// and blames no key (a health check, which sends nothing of a client's,
+// takes an unreadable one as the key's).
+func TestClassifyBlamesOnlyTheKey(t *testing.T) {
+	const (
+		// api.openai.com, with an OpenAI-Organization header the key is not in.
+		mismatchedOrg = `{"error":{"message":"OpenAI-Organization header should match organization for API key","type":"invalid_request_error","param":null,"code":"mismatched_organization"}}`
+		// The same for OpenAI-Project (code seen in the wild, message by analogy).
+		mismatchedProject = `{"error":{"message":"OpenAI-Project header should match project for API key","type":"invalid_request_error","param":null,"code":"mismatched_project"}}`
+		invalidOrg        = `{"error":{"message":"","type":"invalid_request_error","param":null,"code":"invalid_organization"}}`
+		noSuchOrg         = `{"error":{"message":"No such organization: org-attacker.","type":"invalid_request_error","param":null,"code":null}}`
+		// The key's account left every organisation: the key is unusable.
+		noOrganization = `{"error":{"message":"You must be a member of an organization to use the API. Please contact us through our help center at help.openai.com.","type":"invalid_request_error","param":null,"code":"no_organization"}}`
+		anthropicOAuth = `{"type":"error","error":{"type":"authentication_error","message":"OAuth authentication is currently not supported."},"request_id":"req_011CSHa1FurUZv2Lu8mxQdXf"}`
+		anthropicBeta  = `{"type":"error","error":{"type":"invalid_request_error","message":"Unexpected value(s) ` + "`made-up-2099-01-01`" + ` for the ` + "`anthropic-beta`" + ` header."}}`
+		geminiUserProj = `{"error":{"code":403,"message":"Caller does not have required permission to use project attacker-project.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"USER_PROJECT_DENIED","domain":"googleapis.com"}]}}`
+		geminiBlocked  = `{"error":{"code":403,"message":"Requests to this API generativelanguage.googleapis.com method google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are blocked.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_SERVICE_BLOCKED","domain":"googleapis.com"}]}}`
+		geminiIP       = `{"error":{"code":403,"message":"The provided API key has an IP address restriction.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_IP_ADDRESS_BLOCKED","domain":"googleapis.com"}]}}`
+		cerebrasWrong  = `{"message":"Wrong API Key","type":"invalid_request_error","param":"api_key","code":"wrong_api_key"}`
+		cohereToken    = `{"message":"invalid api token"}`
+		unknown401     = `{"error":{"message":"Something about your request.","type":"invalid_request_error","param":null,"code":"unheard_of"}}`
+	)
+	gemini, anthropic := provider.FamilyGemini, provider.FamilyAnthropic
+	tests := []struct {
+		name    string
+		fam     provider.Family
+		status  int
+		body    string
+		action  Action
+		suspect bool
+		check   CheckOutcome
+	}{
+		// About what the client sent: returned, never suspect.
+		{"openai 401 mismatched_organization", 0, 401, mismatchedOrg, Return, false, CheckInconclusive},
+		{"openai 401 mismatched_project", 0, 401, mismatchedProject, Return, false, CheckInconclusive},
+		{"openai 401 invalid_organization", 0, 401, invalidOrg, Return, false, CheckInconclusive},
+		{"openai 401 no such organization", 0, 401, noSuchOrg, Return, false, CheckInconclusive},
+		{"anthropic 401 oauth not supported", anthropic, 401, anthropicOAuth, Return, false, CheckInconclusive},
+		{"anthropic 400 unknown beta", anthropic, 400, anthropicBeta, Return, false, CheckInconclusive},
+		{"gemini 403 user project denied", gemini, 403, geminiUserProj, Return, false, CheckInconclusive},
+		// Unreadable: returned, suspect.
+		{"401 with an unknown code", 0, 401, unknown401, Return, true, CheckInvalid},
+		{"401 without a body", 0, 401, "", Return, true, CheckInvalid},
+		{"mistral 401 unauthorized", 0, 401, mistral401, Return, true, CheckInvalid},
+		{"anthropic 403 permission_error", anthropic, 403, anthropic403, Return, true, CheckInvalid},
+		{"403 without a body", 0, 403, "", Return, true, CheckInvalid},
+		// The key itself: blocked or exhausted.
+		{"openai 401 invalid_api_key", 0, 401, openai401InvalidKey, BlockKey, false, CheckInvalid},
+		{"openai 401 no_organization", 0, 401, noOrganization, BlockKey, false, CheckInvalid},
+		{"groq 401 invalid_api_key", 0, 401, groq401, BlockKey, false, CheckInvalid},
+		{"deepseek 401 authentication_error", 0, 401, deepseek401, BlockKey, false, CheckInvalid},
+		{"siliconflow 401 invalid token", 0, 401, siliconflow401, BlockKey, false, CheckInvalid},
+		{"cerebras 401 wrong_api_key", 0, 401, cerebrasWrong, BlockKey, false, CheckInvalid},
+		{"cohere 401 invalid api token", 0, 401, cohereToken, BlockKey, false, CheckInvalid},
+		{"anthropic 401 invalid x-api-key", anthropic, 401, anthropic401, BlockKey, false, CheckInvalid},
+		{"gemini 403 consumer suspended", gemini, 403, gemini403Suspended, BlockKey, false, CheckInvalid},
+		{"gemini 403 leaked", gemini, 403, gemini403Leaked, BlockKey, false, CheckInvalid},
+		{"gemini 403 service disabled", gemini, 403, gemini403ServiceDisabled, BlockKey, false, CheckInvalid},
+		{"gemini 403 API_KEY_SERVICE_BLOCKED", gemini, 403, geminiBlocked, BlockKey, false, CheckInvalid},
+		{"gemini 403 API_KEY_IP_ADDRESS_BLOCKED", gemini, 403, geminiIP, BlockKey, false, CheckInvalid},
+		{"siliconflow 403 balance", 0, 403, siliconflow403Balance, ExhaustKey, false, CheckExhausted},
+		{"anthropic 400 credit too low", anthropic, 400, anthropic400Credit, ExhaustKey, false, CheckExhausted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := Answer{Provider: "p", Family: tt.fam, Status: tt.status}
+			if tt.body != "" {
+				a.Body = []byte(tt.body)
+			}
+			v := Policy{}.Classify(a, clsNow)
+			if v.Action != tt.action || v.Suspect != tt.suspect {
+				t.Errorf("verdict %+v, want %v with suspect %v", v, tt.action, tt.suspect)
+			}
+			checkReason(t, tt.status, v)
+			if got := (Policy{}).CheckOf(a, false, clsNow).Outcome; got != tt.check {
+				t.Errorf("as a health check: %s, want %s", got, tt.check)
 			}
 		})
 	}

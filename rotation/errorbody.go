@@ -169,15 +169,50 @@ func (e errorInfo) reason(r string) bool {
 	return false
 }
 
+// keyReasons are Google's ErrorInfo reasons that mean this key (or the
+// project behind it) cannot be used from keypool, whatever is asked: it
+// is invalid or expired, restricted to other APIs, referrers, addresses
+// or apps (keypool forwards none of those client headers), or its
+// project is suspended or has the API turned off.
+var keyReasons = []string{"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED",
+	"API_KEY_HTTP_REFERRER_BLOCKED", "API_KEY_IP_ADDRESS_BLOCKED", "API_KEY_ANDROID_APP_BLOCKED",
+	"API_KEY_IOS_APP_BLOCKED", "CONSUMER_SUSPENDED", "CONSUMER_INVALID", "SERVICE_DISABLED"}
+
 // invalidKey: the credential itself is wrong, revoked, expired or
-// suspended.
+// suspended, or its account may not use the API at all.
 func (e errorInfo) invalidKey(strict bool) bool {
-	return e.code == "invalid_api_key" || e.typ == "authentication_error" ||
-		e.reason("API_KEY_INVALID") || e.reason("API_KEY_EXPIRED") ||
+	for _, r := range keyReasons {
+		if e.reason(r) {
+			return true
+		}
+	}
+	switch e.code {
+	case "invalid_api_key", "wrong_api_key", "no_organization", "account_deactivated":
+		return true
+	}
+	return e.typ == "authentication_error" ||
 		e.says(strict, "api key not valid", "incorrect api key", "invalid api key", "invalid x-api-key",
-			"invalid token", "api key expired", "permission denied: consumer", "your api key was reported as leaked",
-			"api key has been revoked", "invalid authentication") ||
-		!strict && e.has("has been suspended", "reported as leaked")
+			"invalid token", "invalid api token", "wrong api key", "api key expired", "permission denied: consumer",
+			"your api key was reported as leaked", "api key has been revoked", "invalid authentication") ||
+		!strict && e.has("has been suspended", "reported as leaked", "associated with a deactivated account")
+}
+
+// clientCodes are error codes about a header or option the client sent
+// (OpenAI's organisation and project selectors), not about the key.
+var clientCodes = []string{"mismatched_organization", "mismatched_project", "invalid_organization", "invalid_project"}
+
+// aboutClient: the refusal names something the client chose, which every
+// key would meet alike: an organisation or project selector, an OAuth
+// mode or beta feature, a Google user project or OAuth token.
+func (e errorInfo) aboutClient() bool {
+	for _, c := range clientCodes {
+		if e.code == c {
+			return true
+		}
+	}
+	return e.reason("USER_PROJECT_DENIED") || e.reason("ACCESS_TOKEN_EXPIRED") || e.reason("ACCESS_TOKEN_SCOPE_INSUFFICIENT") ||
+		e.reason("ACCESS_TOKEN_TYPE_UNSUPPORTED") ||
+		e.has("openai-organization header", "openai-project header", "no such organization", "oauth", "anthropic-beta")
 }
 
 // noCredit: the account behind the key has no money or quota left.

@@ -42,7 +42,15 @@ type CheckResult struct {
 // success proves credit (a completion call) or only validity (a list).
 func (p Policy) CheckOf(a Answer, funded bool, now time.Time) CheckResult {
 	r := CheckResult{Status: a.Status}
-	switch p.Classify(a, now).Action {
+	v := p.Classify(a, now)
+	switch v.Action {
+	case Return:
+		// A check sends only keypool's own request: a 401 or 403 keypool
+		// cannot read is about the key.
+		r.Outcome = CheckInconclusive
+		if v.Suspect {
+			r.Outcome = CheckInvalid
+		}
 	case Serve:
 		r.Outcome, r.Funded = CheckOK, funded
 	case BlockKey:
