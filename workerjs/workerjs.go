@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall/js"
 	"time"
 
@@ -313,26 +314,98 @@ func (c d1Connector) Connect(ctx context.Context) (driver.Conn, error) {
 func (d1Connector) Driver() driver.Driver { return &d1.Driver{} }
 
 // Map is a JS Map kept in a global, so that every Go instance of the
-// isolate sees the same entries.
-type Map string
+// isolate sees the same entries. Keys beginning with CachePrefix go to a
+// second Map, a cache bounded to CacheEntries entries and CacheChars
+// characters (JS string length) of keys and values: the oldest written
+// are dropped first (a Map iterates in insertion order). Zero bounds:
+// unbounded.
+type Map struct {
+	Name                     string
+	CachePrefix              string
+	CacheEntries, CacheChars int
+}
 
-func (m Map) get() js.Value {
-	v := js.Global().Get(string(m))
+func global(name string) js.Value {
+	v := js.Global().Get(name)
 	if v.IsUndefined() {
 		v = js.Global().Get("Map").New()
-		js.Global().Set(string(m), v)
+		js.Global().Set(name, v)
 	}
 	return v
 }
 
+func (m Map) cached(key string) bool {
+	return m.CachePrefix != "" && strings.HasPrefix(key, m.CachePrefix)
+}
+
+func (m Map) of(key string) js.Value {
+	if m.cached(key) {
+		return global(m.Name + "Cache")
+	}
+	return global(m.Name)
+}
+
 func (m Map) Get(key string) (string, bool) {
-	v := m.get().Call("get", key)
+	v := m.of(key).Call("get", key)
 	if v.Type() != js.TypeString {
 		return "", false
 	}
 	return v.String(), true
 }
 
-func (m Map) Set(key, value string) { m.get().Call("set", key, value) }
-func (m Map) Delete(key string)     { m.get().Call("delete", key) }
-func (m Map) Clear()                { m.get().Call("clear") }
+// charsKey is the cache Map's property holding its total length.
+const charsKey = "keypoolChars"
+
+func (m Map) Set(key, value string) {
+	c := m.of(key)
+	if !m.cached(key) {
+		c.Call("set", key, value)
+		return
+	}
+	k, v := js.ValueOf(key), js.ValueOf(value)
+	chars := charsOf(c) - forget(c, k) + k.Length() + v.Length()
+	c.Call("set", k, v)
+	for n := c.Get("size").Int(); n > 0 && (m.CacheEntries > 0 && n > m.CacheEntries || m.CacheChars > 0 && chars > m.CacheChars); n-- {
+		chars -= forget(c, c.Call("keys").Call("next").Get("value"))
+	}
+	c.Set(charsKey, chars)
+}
+
+func charsOf(c js.Value) int {
+	if v := c.Get(charsKey); v.Type() == js.TypeNumber {
+		return v.Int()
+	}
+	return 0
+}
+
+// forget deletes a key from the cache Map and returns the length it held.
+func forget(c, key js.Value) int {
+	v := c.Call("get", key)
+	if v.Type() != js.TypeString {
+		return 0
+	}
+	c.Call("delete", key)
+	return key.Length() + v.Length()
+}
+
+func (m Map) Delete(key string) {
+	c := m.of(key)
+	if !m.cached(key) {
+		c.Call("delete", key)
+		return
+	}
+	c.Set(charsKey, charsOf(c)-forget(c, js.ValueOf(key)))
+}
+
+func (m Map) Clear() {
+	global(m.Name).Call("clear")
+	c := global(m.Name + "Cache")
+	c.Call("clear")
+	c.Set(charsKey, 0)
+}
+
+// CacheSize reports the cache's entries and characters (debug stats).
+func (m Map) CacheSize() (entries, chars int) {
+	c := global(m.Name + "Cache")
+	return c.Get("size").Int(), charsOf(c)
+}
