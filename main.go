@@ -28,7 +28,7 @@ func main() {
 		Now:      time.Now,
 		Queries:  workerjs.Counter("keypoolD1Queries"),
 		Shared: workerjs.Map{Name: "keypoolShared", CachePrefix: handler.CachePrefix,
-			CacheEntries: handler.CacheEntries, CacheChars: handler.CacheBytes},
+			CacheEntries: handler.CacheEntries, CacheBytes: handler.CacheBytes},
 	})
 	workers.ServeNonBlock(h)
 	cron.ScheduleTaskNonBlock(h.Scheduled)

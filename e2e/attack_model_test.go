@@ -148,9 +148,9 @@ func testHugeModel(t *testing.T, w *worker, scoped string) {
 // testCacheBounded: distinct models, each served, fill the isolate's
 // cache no further than its bound.
 func testCacheBounded(t *testing.T, w *worker) {
-	const n = 1200
+	const n = 1050
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
+	sem := make(chan struct{}, 6)
 	var mu sync.Mutex
 	failed := 0
 	for i := 0; i < n; i++ {

@@ -22,9 +22,8 @@ import (
 //
 // Entries whose key begins with CachePrefix are a cache, keyed in part by
 // what clients send (models, token hashes): an implementation keeps at
-// most CacheEntries of them and CacheBytes of their keys and values
-// (counted as JS string lengths in the JS Map), dropping the oldest
-// written first. The other entries are state the handler bounds itself
+// most CacheEntries of them and CacheBytes of their keys and values,
+// dropping the oldest written first. The other entries are state the handler bounds itself
 // (counters per key, token and provider) and are never dropped.
 type Shared interface {
 	Get(key string) (string, bool)

@@ -315,14 +315,14 @@ func (d1Connector) Driver() driver.Driver { return &d1.Driver{} }
 
 // Map is a JS Map kept in a global, so that every Go instance of the
 // isolate sees the same entries. Keys beginning with CachePrefix go to a
-// second Map, a cache bounded to CacheEntries entries and CacheChars
-// characters (JS string length) of keys and values: the oldest written
-// are dropped first (a Map iterates in insertion order). Zero bounds:
+// second Map, a cache bounded to CacheEntries entries and CacheBytes
+// bytes (as Go strings) of keys and values: the oldest written are
+// dropped first (a Map iterates in insertion order). Zero bounds:
 // unbounded.
 type Map struct {
 	Name                     string
 	CachePrefix              string
-	CacheEntries, CacheChars int
+	CacheEntries, CacheBytes int
 }
 
 func global(name string) js.Value {
@@ -353,8 +353,10 @@ func (m Map) Get(key string) (string, bool) {
 	return v.String(), true
 }
 
-// charsKey is the cache Map's property holding its total length.
-const charsKey = "keypoolChars"
+// bytesKey is the cache Map's property holding its total size; a third
+// Map holds each entry's size (the length of a JS string cannot be read
+// from Go without copying it).
+const bytesKey = "keypoolBytes"
 
 func (m Map) Set(key, value string) {
 	c := m.of(key)
@@ -362,30 +364,33 @@ func (m Map) Set(key, value string) {
 		c.Call("set", key, value)
 		return
 	}
-	k, v := js.ValueOf(key), js.ValueOf(value)
-	chars := charsOf(c) - forget(c, k) + k.Length() + v.Length()
-	c.Call("set", k, v)
-	for n := c.Get("size").Int(); n > 0 && (m.CacheEntries > 0 && n > m.CacheEntries || m.CacheChars > 0 && chars > m.CacheChars); n-- {
-		chars -= forget(c, c.Call("keys").Call("next").Get("value"))
+	sizes := global(m.Name + "Sizes")
+	k := js.ValueOf(key)
+	total := cacheBytes(c) - forget(c, sizes, k) + len(key) + len(value)
+	c.Call("set", k, value)
+	sizes.Call("set", k, len(key)+len(value))
+	for n := c.Get("size").Int(); n > 0 && (m.CacheEntries > 0 && n > m.CacheEntries || m.CacheBytes > 0 && total > m.CacheBytes); n-- {
+		total -= forget(c, sizes, c.Call("keys").Call("next").Get("value"))
 	}
-	c.Set(charsKey, chars)
+	c.Set(bytesKey, total)
 }
 
-func charsOf(c js.Value) int {
-	if v := c.Get(charsKey); v.Type() == js.TypeNumber {
+func cacheBytes(c js.Value) int {
+	if v := c.Get(bytesKey); v.Type() == js.TypeNumber {
 		return v.Int()
 	}
 	return 0
 }
 
-// forget deletes a key from the cache Map and returns the length it held.
-func forget(c, key js.Value) int {
-	v := c.Call("get", key)
-	if v.Type() != js.TypeString {
+// forget deletes a key from the cache and returns the size it held.
+func forget(c, sizes, key js.Value) int {
+	v := sizes.Call("get", key)
+	if v.Type() != js.TypeNumber {
 		return 0
 	}
 	c.Call("delete", key)
-	return key.Length() + v.Length()
+	sizes.Call("delete", key)
+	return v.Int()
 }
 
 func (m Map) Delete(key string) {
@@ -394,18 +399,19 @@ func (m Map) Delete(key string) {
 		c.Call("delete", key)
 		return
 	}
-	c.Set(charsKey, charsOf(c)-forget(c, js.ValueOf(key)))
+	c.Set(bytesKey, cacheBytes(c)-forget(c, global(m.Name+"Sizes"), js.ValueOf(key)))
 }
 
 func (m Map) Clear() {
 	global(m.Name).Call("clear")
 	c := global(m.Name + "Cache")
 	c.Call("clear")
-	c.Set(charsKey, 0)
+	global(m.Name + "Sizes").Call("clear")
+	c.Set(bytesKey, 0)
 }
 
-// CacheSize reports the cache's entries and characters (debug stats).
-func (m Map) CacheSize() (entries, chars int) {
+// CacheSize reports the cache's entries and bytes (debug stats).
+func (m Map) CacheSize() (entries, bytes int) {
 	c := global(m.Name + "Cache")
-	return c.Get("size").Int(), charsOf(c)
+	return c.Get("size").Int(), cacheBytes(c)
 }
