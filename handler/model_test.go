@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -440,3 +442,54 @@ var errNetwork = &netError{}
 type netError struct{}
 
 func (*netError) Error() string { return "connection reset by peer" }
+
+// FuzzTopLevelKeys: on any body encoding/json accepts as an object, the
+// one-pass scan finds exactly the top-level keys a decoder walks, with
+// the same values; on anything else it never panics.
+func FuzzTopLevelKeys(f *testing.F) {
+	for _, s := range []string{`{"model":"a","model":"b"}`, `{"a":{"model":[1,{"x":"}"}]},"b":"\"{"}`, ` {"mod\u0065l" : null } `,
+		`{"a":[}`, `[1]`, `{"a":1,}`, `{}`, "{\"\xff\":1}", `{"a":"\\"}`, `{"a":-0.5e+3,"b":true}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var got []string
+		err := forEachTopLevel(body, func(key []byte, start, end int) bool {
+			got = append(got, string([]rune(gjson.Parse(`"`+string(key)+`"`).String()))+"="+string(body[start:end]))
+			return true
+		})
+		want, isObject := decoderKeys(body)
+		if !isObject {
+			return
+		}
+		if err != nil {
+			t.Fatalf("valid object refused: %v", err)
+		}
+		if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
+			t.Errorf("keys %q, want %q", got, want)
+		}
+	})
+}
+
+// decoderKeys walks a valid JSON object's top level with encoding/json.
+func decoderKeys(body []byte) ([]string, bool) {
+	if !json.Valid(body) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	var out []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, false
+		}
+		out = append(out, tok.(string)+"="+string(raw))
+	}
+	return out, true
+}
