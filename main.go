@@ -27,7 +27,8 @@ func main() {
 		Defer:    cloudflare.WaitUntil,
 		Now:      time.Now,
 		Queries:  workerjs.Counter("keypoolD1Queries"),
-		Shared:   workerjs.Map("keypoolShared"),
+		Shared: workerjs.Map{Name: "keypoolShared", CachePrefix: handler.CachePrefix,
+			CacheEntries: handler.CacheEntries, CacheBytes: handler.CacheBytes},
 	})
 	workers.ServeNonBlock(h)
 	cron.ScheduleTaskNonBlock(h.Scheduled)

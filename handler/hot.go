@@ -2,7 +2,9 @@ package handler
 
 import (
 	"context"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +19,12 @@ import (
 // Shared is memory every Go instance of the isolate sees (a JS Map on
 // Workers). The entry module starts an instance per concurrent request, so
 // a cache in one instance's Go memory would start cold in each new one.
+//
+// Entries whose key begins with CachePrefix are a cache, keyed in part by
+// what clients send (models, token hashes): an implementation keeps at
+// most CacheEntries of them and CacheBytes of their keys and values,
+// dropping the oldest written first. The other entries are state the handler bounds itself
+// (counters per key, token and provider) and are never dropped.
 type Shared interface {
 	Get(key string) (string, bool)
 	Set(key, value string)
@@ -24,10 +32,19 @@ type Shared interface {
 	Clear()
 }
 
+// The cache's bounds (see Shared).
+const (
+	CachePrefix  = "cands\x00"
+	CacheEntries = 1024
+	CacheBytes   = 4 << 20
+)
+
 // localShared is Shared for one process (tests, and when no JS is there).
 type localShared struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu         sync.Mutex
+	m          map[string]string
+	order      []string // cache keys, oldest written first
+	cacheBytes int
 }
 
 func (l *localShared) Get(k string) (string, bool) {
@@ -40,12 +57,39 @@ func (l *localShared) Get(k string) (string, bool) {
 func (l *localShared) Set(k, v string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !strings.HasPrefix(k, CachePrefix) {
+		l.m[k] = v
+		return
+	}
+	l.forget(k)
 	l.m[k] = v
+	l.order = append(l.order, k)
+	l.cacheBytes += len(k) + len(v)
+	for len(l.order) > CacheEntries || l.cacheBytes > CacheBytes {
+		l.forget(l.order[0])
+	}
+}
+
+// forget drops a cache entry and its accounting.
+func (l *localShared) forget(k string) {
+	v, ok := l.m[k]
+	if !ok {
+		return
+	}
+	delete(l.m, k)
+	l.cacheBytes -= len(k) + len(v)
+	if i := slices.Index(l.order, k); i >= 0 {
+		l.order = slices.Delete(l.order, i, i+1)
+	}
 }
 
 func (l *localShared) Delete(k string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if strings.HasPrefix(k, CachePrefix) {
+		l.forget(k)
+		return
+	}
 	delete(l.m, k)
 }
 
@@ -53,6 +97,14 @@ func (l *localShared) Clear() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	clear(l.m)
+	l.order, l.cacheBytes = nil, 0
+}
+
+// CacheSize reports the cache's entries and bytes (debug stats).
+func (l *localShared) CacheSize() (entries, bytes int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.order), l.cacheBytes
 }
 
 // The proxy path's state lives in Shared, so that a warm request reads D1
@@ -70,7 +122,7 @@ const (
 
 // candKey names a cached candidate list; free lists include exhausted keys.
 func candKey(prov, model string, free bool) string {
-	k := "cands\x00" + prov + "\x00" + model
+	k := CachePrefix + prov + "\x00" + model
 	if free {
 		k += "\x00free"
 	}

@@ -141,9 +141,14 @@ func modelList(servable []string, lists map[string]store.ProviderModels, set set
 	return b.EndArray().EndObject().Bytes()
 }
 
-// refreshModels fetches prov's model list with one of its keys and stores
-// it. A key the provider rejects is not blamed here: the proxy path and
-// the checks judge keys.
+// modelListTries bounds the keys one refresh tries: the list is the
+// provider's, so any key that answers will do, and one key's 529, 5xx,
+// 429 or network error says little about the next.
+const modelListTries = 3
+
+// refreshModels fetches prov's model list with one of its keys, trying
+// another when one fails, and stores it. A key the provider rejects is
+// not blamed here: the proxy path and the checks judge keys.
 func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, queries store.Counter) ([]string, bool) {
 	prov, ok := provider.Lookup(name)
 	if !ok || prov.NoOpenAI {
@@ -154,42 +159,62 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 	if b, err := h.box(); err == nil {
 		keys.Sealing(b)
 	}
-	cands, err := keys.Candidates(ctx, name, "", now.UnixMilli(), 1, true)
+	cands, err := keys.Candidates(ctx, name, "", now.UnixMilli(), modelListTries, true)
 	if err != nil || len(cands) == 0 {
 		return nil, false
 	}
+	for i, c := range cands {
+		// A further try costs a fetch, and still needs the 2 writes.
+		if b, ok := queries.(*checkBudget); ok && i > 0 && b.limit-b.Load() < 3 {
+			break
+		}
+		body, status, err := h.fetchModelList(ctx, prov, c.Secret, queries)
+		if err != nil || status != http.StatusOK {
+			if err != nil {
+				log.Printf("keypool: fetching %s models with key %d: %v", name, c.ID, err)
+			} else {
+				log.Printf("keypool: fetching %s models with key %d: HTTP %d", name, c.ID, status)
+			}
+			if err != nil || status >= 500 || status == http.StatusTooManyRequests ||
+				status == http.StatusUnauthorized || status == http.StatusForbidden {
+				continue // the next key may answer
+			}
+			return nil, false
+		}
+		list := parseModelList(body)
+		if len(list) == 0 {
+			return nil, false
+		}
+		if err := store.NewModels(db).Counting(queries).Replace(ctx, name, list, now.UnixMilli()); err != nil {
+			log.Printf("keypool: storing %s models: %v", name, err)
+		}
+		return list, true
+	}
+	return nil, false
+}
+
+// fetchModelList asks prov for its model list with one key.
+func (h *Handler) fetchModelList(ctx context.Context, prov provider.Provider, secret string, queries store.Counter) ([]byte, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.origin(prov)+h.expand(prov.OpenAIPrefix)+"/models", nil)
 	if err != nil {
-		return nil, false
+		return nil, 0, err
 	}
 	if prov.Family == provider.FamilyAnthropic {
-		prov.SetKey(req.Header, cands[0].Secret)
+		prov.SetKey(req.Header, secret)
 		req.Header.Set("Anthropic-Version", "2023-06-01")
 	} else {
-		req.Header.Set("Authorization", "Bearer "+cands[0].Secret)
+		req.Header.Set("Authorization", "Bearer "+secret)
 	}
 	if b, ok := queries.(*checkBudget); ok {
 		b.fetched() // a subrequest like the D1 queries it counts
 	}
 	resp, err := h.d.Fetch(req)
 	if err != nil {
-		log.Printf("keypool: fetching %s models: %v", name, err)
-		return nil, false
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode != http.StatusOK {
-		log.Printf("keypool: fetching %s models: HTTP %d", name, resp.StatusCode)
-		return nil, false
-	}
-	list := parseModelList(body)
-	if len(list) == 0 {
-		return nil, false
-	}
-	if err := store.NewModels(db).Counting(queries).Replace(ctx, name, list, now.UnixMilli()); err != nil {
-		log.Printf("keypool: storing %s models: %v", name, err)
-	}
-	return list, true
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	return body, resp.StatusCode, err
 }
 
 // parseModelList reads the ids of an OpenAI-style list ({"data":[{"id"}]})
@@ -232,7 +257,8 @@ func (h *Handler) refreshStaleModels(ctx context.Context, db *sql.DB, limit int,
 	}
 	tried, n := 0, 0
 	for _, p := range servable {
-		// Each try costs up to 4 subrequests (a key, the fetch, 2 writes).
+		// Each try costs at least 4 subrequests (a key, a fetch, 2 writes);
+		// refreshModels spends a fetch more per further key only if left.
 		if tried >= limit || budget.limit-budget.Load() < 4 {
 			break
 		}

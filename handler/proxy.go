@@ -132,8 +132,9 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		badRequest(prov.Name+" has no OpenAI-compatible API; call it at /api/"+prov.Name+"/...", "model").write(w)
 		return
 	}
-	if m.name == "" && strings.HasPrefix(rest, "/models/") {
-		m.model = strings.TrimPrefix(rest, "/models/") // GET /v1/models/<id>
+	if m, bad = pathOverBody(m, rest); bad.Status != 0 {
+		bad.write(w)
+		return
 	}
 	h.forward(w, r, db, set, upstreamCall{
 		prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c,
@@ -155,24 +156,11 @@ type requestModel struct {
 // is rewritten only where the model changes; every other byte is kept.
 func (h *Handler) requestModel(contentType string, body []byte, set settings, compat bool) (requestModel, apiError) {
 	m := requestModel{prov: h.defaultProvider(), body: body}
-	var rewrite func(string) []byte
-	switch boundary := multipartBoundary(contentType); {
-	case len(body) == 0:
-	case boundary != "":
-		if start, end, ok := multipartField(body, boundary, "model"); ok {
-			m.name = strings.TrimSpace(string(body[start:end]))
-			rewrite = func(s string) []byte { return replaceRange(body, start, end, s) }
-		}
-	case isJSON(contentType):
-		// Only the model is read; the body is not validated as a whole (that
-		// would scan every byte of a large body), the upstream does that.
-		v := gjson.GetBytes(body, "model")
-		if v.Exists() && v.Type != gjson.String {
-			return m, badRequest("model must be a string", "model")
-		}
-		m.name = v.String()
-		rewrite = func(s string) []byte { return replaceString(body, v, s) }
+	fields, bad := readBodyModels(contentType, body)
+	if bad.Status != 0 {
+		return m, bad
 	}
+	m.name = fields.model.value
 	m.model = m.name
 	target := m.name
 	if a, ok := set.aliases[m.name]; ok {
@@ -191,8 +179,8 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings, co
 		// The gateway's compat endpoint reads the provider from the model.
 		m.model = m.prov + "/" + m.model
 	}
-	if m.model != m.name && rewrite != nil {
-		m.body = rewrite(m.model)
+	if m.model != m.name && fields.model.found {
+		m.body = fields.model.rewrite(body, m.model)
 	}
 	if compat {
 		m.model = strings.TrimPrefix(m.model, m.prov+"/")
@@ -230,18 +218,10 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	model := ""
-	if len(body) > 0 && isJSON(r.Header.Get("Content-Type")) {
-		model = gjson.GetBytes(body, "model").String()
-		if model == "" {
-			model = gjson.GetBytes(body, "model_id").String() // ElevenLabs
-		}
-	}
-	if model == "" {
-		model = modelFromPath(rest)
-	}
-	if model == "" && strings.HasPrefix(rest, "@") {
-		model = rest // Workers AI: /api/workers-ai/@cf/meta/llama-3.1-8b-instruct
+	model, bad := nativeModel(prov, rest, r.Header.Get("Content-Type"), body)
+	if bad.Status != 0 {
+		bad.write(w)
+		return
 	}
 	if strings.Contains(prov.NativePrefix, "{account}") && h.d.Getenv("CF_ACCOUNT_ID") == "" {
 		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",

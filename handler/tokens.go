@@ -105,18 +105,22 @@ func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
 		if err == nil {
 			b.Key("t")
 			encodeToken(&b, tok)
-			// Lets takeTokenUsage drop the record once its use is written.
-			h.d.Shared.Set(tokenIDKey(tok.ID), hash)
 		}
 		h.d.Shared.Set(key, string(b.EndObject().Bytes()))
+		if err == nil {
+			// Lets takeTokenUsage drop the record once its use is written.
+			// Written after the record, so that the cache's bound drops
+			// the record first.
+			h.d.Shared.Set(tokenIDKey(tok.ID), hash)
+		}
 	}
 	return tok, err
 }
 
 // tokenCacheKey names a cached token record, tokenIDKey the hash of a
 // token's record; both are dropped with the candidate lists.
-func tokenCacheKey(hash string) string { return "cands\x00token\x00" + hash }
-func tokenIDKey(id int64) string       { return "cands\x00tokenid\x00" + strconv.FormatInt(id, 10) }
+func tokenCacheKey(hash string) string { return CachePrefix + "token\x00" + hash }
+func tokenIDKey(id int64) string       { return CachePrefix + "tokenid\x00" + strconv.FormatInt(id, 10) }
 
 func encodeToken(b *jsonout.Builder, t store.Token) {
 	b.Array().Int(t.ID).Bool(t.Disabled).Int(t.ExpiresAt).Int(t.RPM).Int(t.RequestsDay).Int(t.RequestsTotal).

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall/js"
 	"time"
 
@@ -313,26 +314,104 @@ func (c d1Connector) Connect(ctx context.Context) (driver.Conn, error) {
 func (d1Connector) Driver() driver.Driver { return &d1.Driver{} }
 
 // Map is a JS Map kept in a global, so that every Go instance of the
-// isolate sees the same entries.
-type Map string
+// isolate sees the same entries. Keys beginning with CachePrefix go to a
+// second Map, a cache bounded to CacheEntries entries and CacheBytes
+// bytes (as Go strings) of keys and values: the oldest written are
+// dropped first (a Map iterates in insertion order). Zero bounds:
+// unbounded.
+type Map struct {
+	Name                     string
+	CachePrefix              string
+	CacheEntries, CacheBytes int
+}
 
-func (m Map) get() js.Value {
-	v := js.Global().Get(string(m))
+func global(name string) js.Value {
+	v := js.Global().Get(name)
 	if v.IsUndefined() {
 		v = js.Global().Get("Map").New()
-		js.Global().Set(string(m), v)
+		js.Global().Set(name, v)
 	}
 	return v
 }
 
+func (m Map) cached(key string) bool {
+	return m.CachePrefix != "" && strings.HasPrefix(key, m.CachePrefix)
+}
+
+func (m Map) of(key string) js.Value {
+	if m.cached(key) {
+		return global(m.Name + "Cache")
+	}
+	return global(m.Name)
+}
+
 func (m Map) Get(key string) (string, bool) {
-	v := m.get().Call("get", key)
+	v := m.of(key).Call("get", key)
 	if v.Type() != js.TypeString {
 		return "", false
 	}
 	return v.String(), true
 }
 
-func (m Map) Set(key, value string) { m.get().Call("set", key, value) }
-func (m Map) Delete(key string)     { m.get().Call("delete", key) }
-func (m Map) Clear()                { m.get().Call("clear") }
+// bytesKey is the cache Map's property holding its total size; a third
+// Map holds each entry's size (the length of a JS string cannot be read
+// from Go without copying it).
+const bytesKey = "keypoolBytes"
+
+func (m Map) Set(key, value string) {
+	c := m.of(key)
+	if !m.cached(key) {
+		c.Call("set", key, value)
+		return
+	}
+	sizes := global(m.Name + "Sizes")
+	k := js.ValueOf(key)
+	total := cacheBytes(c) - forget(c, sizes, k) + len(key) + len(value)
+	c.Call("set", k, value)
+	sizes.Call("set", k, len(key)+len(value))
+	for n := c.Get("size").Int(); n > 0 && (m.CacheEntries > 0 && n > m.CacheEntries || m.CacheBytes > 0 && total > m.CacheBytes); n-- {
+		total -= forget(c, sizes, c.Call("keys").Call("next").Get("value"))
+	}
+	c.Set(bytesKey, total)
+}
+
+func cacheBytes(c js.Value) int {
+	if v := c.Get(bytesKey); v.Type() == js.TypeNumber {
+		return v.Int()
+	}
+	return 0
+}
+
+// forget deletes a key from the cache and returns the size it held.
+func forget(c, sizes, key js.Value) int {
+	v := sizes.Call("get", key)
+	if v.Type() != js.TypeNumber {
+		return 0
+	}
+	c.Call("delete", key)
+	sizes.Call("delete", key)
+	return v.Int()
+}
+
+func (m Map) Delete(key string) {
+	c := m.of(key)
+	if !m.cached(key) {
+		c.Call("delete", key)
+		return
+	}
+	c.Set(bytesKey, cacheBytes(c)-forget(c, global(m.Name+"Sizes"), js.ValueOf(key)))
+}
+
+func (m Map) Clear() {
+	global(m.Name).Call("clear")
+	c := global(m.Name + "Cache")
+	c.Call("clear")
+	global(m.Name + "Sizes").Call("clear")
+	c.Set(bytesKey, 0)
+}
+
+// CacheSize reports the cache's entries and bytes (debug stats).
+func (m Map) CacheSize() (entries, bytes int) {
+	c := global(m.Name + "Cache")
+	return c.Get("size").Int(), cacheBytes(c)
+}
