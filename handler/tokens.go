@@ -626,18 +626,10 @@ func writeToken(b *jsonout.Builder, t store.Token) {
 		Key("expires_at").Int(t.ExpiresAt).Key("rpm").Int(t.RPM).
 		Key("requests_day").Int(t.RequestsDay).Key("requests_total").Int(t.RequestsTotal).
 		Key("tokens_day").Int(t.TokensDay).Key("tokens_total").Int(t.TokensTotal).Key("disabled").Bool(t.Disabled).
-		Key("endpoints").String(endpointsOf(t)).
+		Key("endpoints").String(t.EndpointScope()).
 		Key("used").Object().Key("requests").Int(t.UsedRequests).Key("tokens").Int(t.UsedTokens).
 		Key("day").Int(t.Day).Key("day_requests").Int(t.DayRequests).Key("day_tokens").Int(t.DayTokens).EndObject().
 		Key("last_used_at").Int(t.LastUsedAt).Key("created_at").Int(t.CreatedAt).Key("updated_at").Int(t.UpdatedAt)
-}
-
-// endpointsOf is a token's endpoint scope as the admin API shows it.
-func endpointsOf(t store.Token) string {
-	if t.AllEndpoints() {
-		return store.EndpointsAll
-	}
-	return store.EndpointsInference
 }
 
 func orEmpty(s []string) []string {

@@ -46,8 +46,9 @@ const (
 // AllEndpoints reports whether the token has full pass-through.
 func (x Token) AllEndpoints() bool { return x.Endpoints == EndpointsAll }
 
-// endpointsColumn is what the endpoints column stores for x.
-func (x Token) endpointsColumn() string {
+// EndpointScope is the token's endpoint scope, as stored and shown:
+// EndpointsAll or EndpointsInference.
+func (x Token) EndpointScope() string {
 	if x.AllEndpoints() {
 		return EndpointsAll
 	}
@@ -101,8 +102,8 @@ func (t *Tokens) Create(ctx context.Context, x Token, hash string, now int64) (T
 		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		x.Name, hash, x.Prefix, string(jsonout.StringArray(x.Providers)), string(jsonout.StringArray(x.Models)),
 		x.ExpiresAt, x.RPM, x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, now, now,
-		x.endpointsColumn()).Scan(&x.ID)
-	x.CreatedAt, x.UpdatedAt, x.Endpoints = now, now, x.endpointsColumn()
+		x.EndpointScope()).Scan(&x.ID)
+	x.CreatedAt, x.UpdatedAt, x.Endpoints = now, now, x.EndpointScope()
 	return x, err
 }
 
@@ -112,7 +113,7 @@ func (t *Tokens) Update(ctx context.Context, x Token, now int64) error {
 		`UPDATE tokens SET name = ?, providers = ?, models = ?, expires_at = ?, rpm = ?, requests_day = ?,
 		   requests_total = ?, tokens_day = ?, tokens_total = ?, disabled = ?, endpoints = ?, updated_at = ? WHERE id = ?`,
 		x.Name, string(jsonout.StringArray(x.Providers)), string(jsonout.StringArray(x.Models)), x.ExpiresAt, x.RPM,
-		x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, x.endpointsColumn(), now, x.ID)
+		x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, x.EndpointScope(), now, x.ID)
 	if err != nil {
 		return err
 	}
