@@ -1023,7 +1023,7 @@ func (s *secSuite) testTokens(t *testing.T) {
 	refused("scoped: other model gpt-3.5-turbo", 403, "model_not_allowed", func() response { return chat(scoped, chatWith("gpt-3.5-turbo")) })
 	refused("scoped: other provider groq", 403, "provider_not_allowed", func() response { return chat(scoped, chatWith("groq/llama-3.1-8b-instant")) })
 	refused("scoped: native groq", 403, "provider_not_allowed", func() response {
-		return s.send(t, credNone, "POST", "/api/groq/openai/v1/chat/completions", chatWith("llama-3.1-8b-instant"),
+		return s.send(t, credNone, "POST", "/api/groq/chat/completions", chatWith("llama-3.1-8b-instant"),
 			sendOpts{header: map[string]string{"Authorization": "Bearer " + scoped}})
 	})
 	refused("scoped: native openai, other model", 403, "model_not_allowed", func() response {

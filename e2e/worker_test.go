@@ -480,11 +480,12 @@ func (w *worker) testNative(t *testing.T) {
 	skey := "sk-sfnat" + randomHex(12)
 	w.importKeys(t, "siliconflow", skey)
 	id = randomHex(6)
-	r = w.do(t, "GET", "/api/siliconflow/v1/user/info", map[string]string{"Authorization": "Bearer " + w.token, "X-Test-Id": id}, "")
+	r = w.do(t, "POST", "/api/siliconflow/v1/chat/completions", map[string]string{"Authorization": "Bearer " + w.token, "X-Test-Id": id},
+		`{"model":"Qwen/Qwen2.5-7B-Instruct","messages":[]}`)
 	if r.status != 200 {
 		t.Fatalf("siliconflow native: %d %s", r.status, r.body)
 	}
-	if q = findRequest(t, w.up, id); q.Path != "/v1/user/info" || !strings.HasPrefix(q.Header.Get("Authorization"), "Bearer sk-") {
+	if q = findRequest(t, w.up, id); q.Path != "/v1/chat/completions" || !strings.HasPrefix(q.Header.Get("Authorization"), "Bearer sk-") {
 		t.Errorf("siliconflow direct: path %q auth %q", q.Path, q.Header.Get("Authorization"))
 	}
 	checkOpenAIError(t, w.call(t, "GET", "/api/nosuchprovider/x", ""), 404)

@@ -886,7 +886,7 @@ func TestUpstreamBodiesClosed(t *testing.T) {
 // model must not block the key for model "" (which every such request
 // shares); GET /v1/models/<id> concerns the model in its path.
 func TestNoModelStateWithoutModel(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "AUTH_KEY_PASSTHROUGH", "1") // /v1/files and /v1/moderations-like paths pass through
 	ids := e.addKeys("openai", "sk-orga-key-0000001", "sk-orgb-key-0000002")
 	ft := "ft:gpt-4o-mini:org-b::abc123"
 	e.up.SetRule("sk-orga-key-0000001", fakeupstream.Rule{Status: 404, Paths: []string{"/v1/models/" + ft},

@@ -99,7 +99,7 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	}
 	rest := strings.TrimPrefix(r.URL.Path, "/v1")
 	up, ok := escapePath(w, rest)
-	if !ok {
+	if !ok || !h.endpointAllowed(w, r, c, "/v1", rest) {
 		return
 	}
 	db, ok := h.db(w)
@@ -199,7 +199,7 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 	}
 	name, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/"), "/")
 	up, ok := escapePath(w, rest)
-	if !ok {
+	if !ok || !h.endpointAllowed(w, r, c, "/api/"+name, "/"+rest) {
 		return
 	}
 	if name == "compat" {

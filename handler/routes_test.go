@@ -70,7 +70,7 @@ func (e *testEnv) multipart(target string, body []byte) *responseRecorder {
 }
 
 func TestOpenAIRoutes(t *testing.T) {
-	e := newEnv(t)
+	e := newEnv(t, "AUTH_KEY_PASSTHROUGH", "1") // the unknown paths below pass through
 	e.addKeys("openai", "sk-openai-key-0000001")
 	e.addKeys("groq", "gsk_groq_key_00000001")
 	audio := audioFile()
@@ -596,7 +596,8 @@ func TestElevenLabs(t *testing.T) {
 // the runtime's fetch resolves "." and ".." segments, so "..%2F" would
 // otherwise take a Workers AI token to the rest of the Cloudflare API.
 func TestUpstreamPathEscaping(t *testing.T) {
-	e := newEnv(t, "CF_ACCOUNT_ID", "acct-42", "CF_AIG_TOKEN", "cf-aig-secret-token")
+	// Full pass-through: the escaping of paths keypool does not know.
+	e := newEnv(t, "CF_ACCOUNT_ID", "acct-42", "CF_AIG_TOKEN", "cf-aig-secret-token", "AUTH_KEY_PASSTHROUGH", "1")
 	e.addKeys("workers-ai", "cf-workers-ai-token-000001")
 	e.addKeys("openai", "sk-openai-key-0000001")
 	var sent string

@@ -125,7 +125,7 @@ func tokenIDKey(id int64) string       { return CachePrefix + "tokenid\x00" + st
 func encodeToken(b *jsonout.Builder, t store.Token) {
 	b.Array().Int(t.ID).Bool(t.Disabled).Int(t.ExpiresAt).Int(t.RPM).Int(t.RequestsDay).Int(t.RequestsTotal).
 		Int(t.TokensDay).Int(t.TokensTotal).Int(t.UsedRequests).Int(t.UsedTokens).Int(t.Day).Int(t.DayRequests).
-		Int(t.DayTokens).Raw(jsonout.StringArray(t.Providers)).Raw(jsonout.StringArray(t.Models)).EndArray()
+		Int(t.DayTokens).Raw(jsonout.StringArray(t.Providers)).Raw(jsonout.StringArray(t.Models)).String(t.Endpoints).EndArray()
 }
 
 func decodeToken(r gjson.Result) store.Token {
@@ -141,6 +141,9 @@ func decodeToken(r gjson.Result) store.Token {
 	}
 	for _, x := range a[14].Array() {
 		t.Models = append(t.Models, x.String())
+	}
+	if len(a) > 15 {
+		t.Endpoints = a[15].String()
 	}
 	return t
 }
@@ -464,6 +467,13 @@ func (h *Handler) readTokenFields(w http.ResponseWriter, in gjson.Result, t *sto
 		}
 		t.ExpiresAt = h.d.Now().Add(time.Duration(v.Float() * float64(24*time.Hour))).UnixMilli()
 	}
+	if v := in.Get("endpoints"); v.Exists() {
+		if v.Type != gjson.String || v.String() != store.EndpointsInference && v.String() != store.EndpointsAll {
+			return fail("endpoints", `want "`+store.EndpointsInference+`" (the inference endpoints keypool knows) or "`+
+				store.EndpointsAll+`" (full pass-through: every provider endpoint)`)
+		}
+		t.Endpoints = v.String()
+	}
 	if v := in.Get("disabled"); v.Exists() {
 		if v.Type != gjson.True && v.Type != gjson.False {
 			return fail("disabled", "want true or false")
@@ -620,6 +630,7 @@ func writeToken(b *jsonout.Builder, t store.Token) {
 		Key("expires_at").Int(t.ExpiresAt).Key("rpm").Int(t.RPM).
 		Key("requests_day").Int(t.RequestsDay).Key("requests_total").Int(t.RequestsTotal).
 		Key("tokens_day").Int(t.TokensDay).Key("tokens_total").Int(t.TokensTotal).Key("disabled").Bool(t.Disabled).
+		Key("endpoints").String(t.EndpointScope()).
 		Key("used").Object().Key("requests").Int(t.UsedRequests).Key("tokens").Int(t.UsedTokens).
 		Key("day").Int(t.Day).Key("day_requests").Int(t.DayRequests).Key("day_tokens").Int(t.DayTokens).EndObject().
 		Key("last_used_at").Int(t.LastUsedAt).Key("created_at").Int(t.CreatedAt).Key("updated_at").Int(t.UpdatedAt)

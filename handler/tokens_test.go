@@ -27,6 +27,7 @@ type tokenJSON struct {
 	TokensDay     int64    `json:"tokens_day"`
 	TokensTotal   int64    `json:"tokens_total"`
 	Disabled      bool     `json:"disabled"`
+	Endpoints     string   `json:"endpoints"`
 	Used          struct {
 		Requests    int64 `json:"requests"`
 		Tokens      int64 `json:"tokens"`
@@ -181,10 +182,10 @@ func TestTokenScopes(t *testing.T) {
 
 	// The native routes check the scope too.
 	tok := e.newToken(`{"name":"native","providers":["groq"]}`)
-	w := e.serve(http.MethodPost, "/api/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`,
+	w := e.serve(http.MethodPost, "/api/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`,
 		"Authorization", "Bearer "+tok.Token, "Content-Type", "application/json")
 	wantError(t, w, http.StatusForbidden, "provider_not_allowed")
-	w = e.serve(http.MethodPost, "/api/groq/openai/v1/chat/completions", `{"model":"llama-3.1-8b-instant","messages":[]}`,
+	w = e.serve(http.MethodPost, "/api/groq/chat/completions", `{"model":"llama-3.1-8b-instant","messages":[]}`,
 		"Authorization", "Bearer "+tok.Token, "Content-Type", "application/json")
 	if w.Code != http.StatusOK {
 		t.Errorf("native groq call: %d %s", w.Code, w.Body.String())

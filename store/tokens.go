@@ -18,6 +18,7 @@ type Token struct {
 	Prefix        string
 	Providers     []string // empty: every provider
 	Models        []string // patterns, "*" wildcards; empty: every model
+	Endpoints     string   // EndpointsInference ("" reads as it) or EndpointsAll
 	ExpiresAt     int64    // unix ms; 0: never
 	RPM           int64    // requests per minute; 0: no limit
 	RequestsDay   int64    // quotas; 0: none
@@ -33,6 +34,25 @@ type Token struct {
 	LastUsedAt    int64
 	CreatedAt     int64
 	UpdatedAt     int64
+}
+
+// A token's endpoint scope: the inference endpoints keypool knows
+// (provider.Inference), or every path a provider offers.
+const (
+	EndpointsInference = "inference"
+	EndpointsAll       = "all"
+)
+
+// AllEndpoints reports whether the token has full pass-through.
+func (x Token) AllEndpoints() bool { return x.Endpoints == EndpointsAll }
+
+// EndpointScope is the token's endpoint scope, as stored and shown:
+// EndpointsAll or EndpointsInference.
+func (x Token) EndpointScope() string {
+	if x.AllEndpoints() {
+		return EndpointsAll
+	}
+	return EndpointsInference
 }
 
 // Tokens is the client tokens in the database.
@@ -54,14 +74,14 @@ var ErrTokenNotFound = errors.New("token not found")
 
 const tokenColumns = `id, name, prefix, providers, models, expires_at, rpm, requests_day, requests_total,
 	tokens_day, tokens_total, disabled, used_requests, used_tokens, day, day_requests, day_tokens,
-	last_used_at, created_at, updated_at`
+	last_used_at, created_at, updated_at, endpoints`
 
 func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 	var x Token
 	var provs, models string
 	err := sc.Scan(&x.ID, &x.Name, &x.Prefix, &provs, &models, &x.ExpiresAt, &x.RPM, &x.RequestsDay, &x.RequestsTotal,
 		&x.TokensDay, &x.TokensTotal, &x.Disabled, &x.UsedRequests, &x.UsedTokens, &x.Day, &x.DayRequests, &x.DayTokens,
-		&x.LastUsedAt, &x.CreatedAt, &x.UpdatedAt)
+		&x.LastUsedAt, &x.CreatedAt, &x.UpdatedAt, &x.Endpoints)
 	x.Providers, x.Models = stringList(provs), stringList(models)
 	return x, err
 }
@@ -78,11 +98,12 @@ func stringList(js string) []string {
 func (t *Tokens) Create(ctx context.Context, x Token, hash string, now int64) (Token, error) {
 	err := t.db.QueryRowContext(ctx,
 		`INSERT INTO tokens (name, hash, prefix, providers, models, expires_at, rpm, requests_day, requests_total,
-		   tokens_day, tokens_total, disabled, created_at, updated_at)
-		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		   tokens_day, tokens_total, disabled, created_at, updated_at, endpoints)
+		 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		x.Name, hash, x.Prefix, string(jsonout.StringArray(x.Providers)), string(jsonout.StringArray(x.Models)),
-		x.ExpiresAt, x.RPM, x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, now, now).Scan(&x.ID)
-	x.CreatedAt, x.UpdatedAt = now, now
+		x.ExpiresAt, x.RPM, x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, now, now,
+		x.EndpointScope()).Scan(&x.ID)
+	x.CreatedAt, x.UpdatedAt, x.Endpoints = now, now, x.EndpointScope()
 	return x, err
 }
 
@@ -90,9 +111,9 @@ func (t *Tokens) Create(ctx context.Context, x Token, hash string, now int64) (T
 func (t *Tokens) Update(ctx context.Context, x Token, now int64) error {
 	res, err := t.db.ExecContext(ctx,
 		`UPDATE tokens SET name = ?, providers = ?, models = ?, expires_at = ?, rpm = ?, requests_day = ?,
-		   requests_total = ?, tokens_day = ?, tokens_total = ?, disabled = ?, updated_at = ? WHERE id = ?`,
+		   requests_total = ?, tokens_day = ?, tokens_total = ?, disabled = ?, endpoints = ?, updated_at = ? WHERE id = ?`,
 		x.Name, string(jsonout.StringArray(x.Providers)), string(jsonout.StringArray(x.Models)), x.ExpiresAt, x.RPM,
-		x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, now, x.ID)
+		x.RequestsDay, x.RequestsTotal, x.TokensDay, x.TokensTotal, x.Disabled, x.EndpointScope(), now, x.ID)
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func TestTokensCRUD(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sampleToken("alpha")
-	want.ID, want.CreatedAt, want.UpdatedAt = a.ID, t0, t0
+	want.ID, want.CreatedAt, want.UpdatedAt, want.Endpoints = a.ID, t0, t0, store.EndpointsInference
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Get:\n got %+v\nwant %+v", got, want)
 	}

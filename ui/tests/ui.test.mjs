@@ -473,6 +473,45 @@ test("a token made in the UI calls the proxy", async (t) => {
   });
 });
 
+test("a token's endpoint scope is shown and changed in the UI", async (t) => {
+  const name = "ui-scope-" + hex(4);
+  const files = (secret) => fetch(BASE_URL + "/v1/files", { headers: { Authorization: "Bearer " + secret } });
+  await withPage(t, {}, async (page) => {
+    await loginOK(page);
+    await go(page, "tokens");
+    await byId(page, "token-create").click();
+    await byId(page, "token-name").fill(name);
+    assert.equal(await byId(page, "token-all-endpoints").isChecked(), false, "full pass-through is off by default");
+    await byId(page, "token-submit").click();
+    const secret = (await eventually("token-secret", async () => textOf(byId(page, "token-secret")))).trim();
+    const row = byId(page, "token-row").filter({ hasText: name });
+    await eventually(`a token-row for ${name}`, async () => (await row.count()) === 1);
+    const scope = row.getByTestId("token-endpoints");
+    assert.equal(await scope.getAttribute("data-endpoints"), "inference");
+    let res = await files(secret);
+    const refused = await res.text();
+    assert.equal(res.status, 403, `GET /v1/files with a default token: ${refused}`);
+    assert.equal(JSON.parse(refused).error.code, "endpoint_not_allowed");
+
+    await row.getByTestId("token-row-all-endpoints").check();
+    await eventually("the row shows full pass-through", async () =>
+      (await row.getByTestId("token-endpoints").getAttribute("data-endpoints")) === "all");
+    res = await files(secret);
+    assert.equal(res.status, 200, `GET /v1/files with full pass-through: ${await res.text()}`);
+
+    // Made with the box ticked, a token has full pass-through from the start.
+    const name2 = name + "-all";
+    await byId(page, "token-create").click();
+    await byId(page, "token-name").fill(name2);
+    await byId(page, "token-all-endpoints").check();
+    await byId(page, "token-submit").click();
+    const row2 = byId(page, "token-row").filter({ hasText: name2 });
+    await eventually(`a token-row for ${name2}`, async () => (await row2.count()) === 1);
+    assert.equal(await row2.getByTestId("token-endpoints").getAttribute("data-endpoints"), "all");
+    assert.equal(await row2.getByTestId("token-row-all-endpoints").isChecked(), true);
+  });
+});
+
 test("a key label with HTML renders as text", async (t) => {
   const payload = "<img src=x onerror=window.__xss=1>";
   const key = `pplx-uixss-${hex(14)}`;

@@ -2,7 +2,7 @@
 // secret shown once.
 import { api } from "../api.js";
 import { confirmDialog, copyText, openDialog } from "../dialog.js";
-import { field, fill, h } from "../dom.js";
+import { checkField, field, fill, h } from "../dom.js";
 import { compact, num, time } from "../format.js";
 import { t } from "../i18n.js";
 import { toast } from "../toast.js";
@@ -60,6 +60,25 @@ export async function tokens(root, ctx) {
       lines.map((l, i) => h("div", {}, i ? h("span", { class: "sr-only", text: " · " }) : null, l)));
   }
 
+  // The endpoint scope, shown and changed in the row: off, the inference
+  // endpoints only; on, full pass-through.
+  function endpointsCell(tok) {
+    const all = tok.endpoints === "all";
+    const box = h("input", { type: "checkbox", testid: "token-row-all-endpoints", checked: all });
+    box.addEventListener("change", async () => {
+      box.disabled = true;
+      try {
+        await api("/admin/api/tokens/" + tok.id, { method: "PATCH", body: { endpoints: box.checked ? "all" : "inference" } });
+        await load();
+      } catch {
+        box.checked = all;
+        box.disabled = false;
+      }
+    });
+    return h("div", { testid: "token-endpoints", dataset: { endpoints: all ? "all" : "inference" }, class: all ? "" : "muted" },
+      checkField("tokens.passThrough", box));
+  }
+
   function render() {
     if (!list.length) {
       fill(tbody, h("tr", {}, h("td", { colspan: String(cols.length), class: "muted", i18n: "tokens.empty" })));
@@ -97,7 +116,8 @@ export async function tokens(root, ctx) {
         h("td", {}, h("code", { class: "mono", text: tok.prefix })),
         h("td", { class: "small" },
           h("div", { text: tok.providers.length ? tok.providers.join(", ") : t("tokens.allProviders") }),
-          h("div", { class: "muted", text: tok.models.length ? tok.models.join(", ") : t("tokens.allModels") })),
+          h("div", { class: "muted", text: tok.models.length ? tok.models.join(", ") : t("tokens.allModels") }),
+          endpointsCell(tok)),
         usage(tok),
         h("td", { class: "nowrap small", text: tok.expires_at ? time(tok.expires_at) : t("common.never") }),
         h("td", { class: "nowrap small", text: tok.last_used_at ? time(tok.last_used_at) : t("common.never") }),
@@ -124,6 +144,7 @@ export async function tokens(root, ctx) {
     const reqTotal = number("token-requests-total");
     const tokTotal = number("token-tokens-total");
     const expires = h("input", { type: "number", testid: "token-expires-days", min: "0", step: "any", class: "short", inputmode: "decimal" });
+    const allEndpoints = h("input", { type: "checkbox", testid: "token-all-endpoints" });
     const submit = h("button", { type: "submit", class: "btn primary", testid: "token-submit", i18n: "tokens.submit" });
     const form = h("form", { class: "form", novalidate: true, testid: "token-form" },
       field("tokens.name", name),
@@ -131,6 +152,8 @@ export async function tokens(root, ctx) {
       field("tokens.models", models),
       h("div", { class: "form-row" }, field("tokens.rpm", rpm), field("tokens.requestsDay", reqDay), field("tokens.tokensDay", tokDay)),
       h("div", { class: "form-row" }, field("tokens.requestsTotal", reqTotal), field("tokens.tokensTotal", tokTotal), field("tokens.expiresDays", expires)),
+      checkField("tokens.allEndpoints", allEndpoints),
+      h("p", { class: "hint muted small", i18n: "tokens.allEndpointsHint" }),
       h("div", { class: "form-actions" }, submit));
     const d = openDialog({ testid: "token-dialog", titleKey: "tokens.create", body: form, kind: "wide" });
     form.addEventListener("submit", async (e) => {
@@ -149,6 +172,7 @@ export async function tokens(root, ctx) {
         if (input.value !== "") body[key] = Number(input.value);
       }
       if (expires.value !== "" && Number(expires.value) > 0) body.expires_in_days = Number(expires.value);
+      if (allEndpoints.checked) body.endpoints = "all";
       submit.disabled = true;
       try {
         const tok = await api("/admin/api/tokens", { method: "POST", body });
