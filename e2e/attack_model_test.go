@@ -71,7 +71,7 @@ func testDuplicateModel(t *testing.T, w *worker, scoped string) {
 			`{"model":"gpt-4o-mini","messages":[],"mod\u0065l":"o1-pro"}`, "model"},
 		{"repeated model on /api/compat", "/api/compat/chat/completions", "application/json",
 			`{"model":"openai/gpt-4o-mini","model":"openai/o1-pro","messages":[]}`, "model"},
-		{"repeated model on a native route", "/api/openai/v1/chat/completions", "application/json",
+		{"repeated model on a native route", "/api/openai/chat/completions", "application/json",
 			`{"model":"gpt-4o-mini","model":"o1-pro","messages":[]}`, "model"},
 		{"Gemini: body model differs from the path's", "/api/google-ai-studio/v1beta/models/gemini-2.0-flash:generateContent", "application/json",
 			`{"model":"gemini-2.5-pro","contents":[{"parts":[{"text":"hi"}]}]}`, "model"},

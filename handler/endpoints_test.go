@@ -126,7 +126,7 @@ func TestEndpointScopeQuotaAndUsage(t *testing.T) {
 	var rejected int64
 	for _, r := range e.h.takeRollups() {
 		if r.TokenID == tok.ID {
-			if r.Model != "" || r.KeyID != 0 {
+			if r.Model != refusedModel || r.KeyID != 0 {
 				t.Errorf("refused call recorded under model %q key %d", r.Model, r.KeyID)
 			}
 			rejected += r.Rejected

@@ -182,7 +182,7 @@ func TestDuplicateModelRefusedBeforeUpstream(t *testing.T) {
 	e.addKeys("openai", "sk-dup-key-000000001", "sk-dup-key-000000002")
 	_, secret := e.usageTokenNew(`{"name":"mini","models":["gpt-4o-mini"]}`)
 	dup := `{"model":"gpt-4o-mini","messages":[],"model":"o1-pro"}`
-	for _, path := range []string{"/v1/chat/completions", "/api/openai/v1/chat/completions"} {
+	for _, path := range []string{"/v1/chat/completions", "/api/openai/chat/completions"} {
 		wantError(t, e.serve(http.MethodPost, path, dup, withToken(secret)...), http.StatusBadRequest, "invalid_request")
 	}
 	wantError(t, e.serve(http.MethodPost, "/api/compat/chat/completions", `{"model":"openai/gpt-4o-mini","model":"openai/o1-pro"}`,
