@@ -2,6 +2,9 @@ package handler
 
 import (
 	"bytes"
+	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/usage"
 )
 
 // The model a request names decides its token's scope and the key state
@@ -265,4 +269,34 @@ func (h *Handler) flushSoonIfMany(rollups gjson.Result) {
 	if n >= maxPendingRollups {
 		h.d.Shared.Delete(flushedKey)
 	}
+}
+
+// refusedModel is the model a request its token's scope refuses is
+// counted under: the model such a client names is not recorded, so that
+// it cannot fill the rollups with names of its choosing.
+const refusedModel = "(refused)"
+
+// refuseOutOfScope answers 403 when the client's token may not use
+// provider/model, and counts the request under refusedModel. (admit
+// checks the same again; by then it always passes.)
+func (h *Handler) refuseOutOfScope(w http.ResponseWriter, c client, prov, model string) bool {
+	t := c.tok
+	if t == nil {
+		return false
+	}
+	e := apiError{Status: http.StatusForbidden, Type: "permission_error"}
+	switch {
+	case len(t.Providers) > 0 && !slices.Contains(t.Providers, prov):
+		e.Code, e.Message = "provider_not_allowed", "this keypool token may not use provider "+strconv.Quote(prov)+
+			"; allowed: "+strings.Join(t.Providers, ", ")
+	case len(t.Models) > 0 && !modelAllowed(t.Models, prov, model):
+		e.Code, e.Message = "model_not_allowed", "this keypool token may not use model "+strconv.Quote(model)+
+			"; allowed: "+strings.Join(t.Models, ", ")
+	default:
+		return false
+	}
+	e.write(w)
+	h.count(served{started: h.d.Now(), token: t.ID, prov: prov, model: refusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
+	h.d.Defer(h.flushDue)
+	return true
 }

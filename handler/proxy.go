@@ -136,6 +136,9 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		bad.write(w)
 		return
 	}
+	if h.refuseOutOfScope(w, c, prov.Name, m.model) {
+		return
+	}
 	h.forward(w, r, db, set, upstreamCall{
 		prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c,
 		url: h.origin(prov) + h.expand(prov.OpenAIPrefix) + up + upstreamQuery(r.URL),
@@ -223,6 +226,9 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 		bad.write(w)
 		return
 	}
+	if h.refuseOutOfScope(w, c, prov.Name, model) {
+		return
+	}
 	if strings.Contains(prov.NativePrefix, "{account}") && h.d.Getenv("CF_ACCOUNT_ID") == "" {
 		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
 			Message: prov.Name + " needs the CF_ACCOUNT_ID var (its API path names your account)"}.write(w)
@@ -262,7 +268,7 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 		return
 	}
 	prov, ok := h.provider(w, m.prov)
-	if !ok {
+	if !ok || h.refuseOutOfScope(w, c, prov.Name, m.model) {
 		return
 	}
 	call := upstreamCall{prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c}

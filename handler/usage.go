@@ -47,11 +47,6 @@ type served struct {
 
 const rollupKey = "rollup"
 
-// refusedModel is the model a request keypool refused (scope, quota, no
-// usable key, a storm) is counted under: what such a client names is
-// not recorded, so that it cannot fill the rollups.
-const refusedModel = "(refused)"
-
 // count adds a finished request to the isolate's pending rollups, and
 // its tokens to its client token's quota counters.
 func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, textOut bool) {
@@ -79,9 +74,6 @@ func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, 
 	}
 	if u.Estimated {
 		c.Estimated = 1
-	}
-	if s.class == classRejected {
-		s.model = refusedModel
 	}
 	minute := s.started.UnixMilli() / 60000 * 60000
 	group := strconv.FormatInt(minute, 10) + "\x00" + strconv.FormatInt(s.token, 10) + "\x00" +

@@ -214,7 +214,7 @@ func TestUsageOutcomes(t *testing.T) {
 	t.Run("no key: rejected", func(t *testing.T) {
 		e := newEnv(t, "USAGE_FLUSH_SECONDS", "0")
 		wantError(t, e.chat("gpt-4o-mini"), http.StatusServiceUnavailable, "no_available_key")
-		want := rollup{"m", minute0, 0, 0, "openai", refusedModel, store.Counts{Requests: 1, Rejected: 1}}
+		want := rollup{"m", minute0, 0, 0, "openai", "gpt-4o-mini", store.Counts{Requests: 1, Rejected: 1}}
 		if got := e.onlyRollup(); got != want {
 			t.Errorf("rollup:\n got %+v\nwant %+v", got, want)
 		}
@@ -232,7 +232,7 @@ func TestUsageOutcomes(t *testing.T) {
 		if e.fetches.Load() != n {
 			t.Errorf("upstream called during the storm")
 		}
-		want := rollup{"m", minute0, 0, 0, "openai", refusedModel, store.Counts{Requests: 2, Rejected: 2}}
+		want := rollup{"m", minute0, 0, 0, "openai", "gpt-4o-mini", store.Counts{Requests: 2, Rejected: 2}}
 		if got := e.onlyRollup(); got != want {
 			t.Errorf("rollup:\n got %+v\nwant %+v", got, want)
 		}
@@ -247,7 +247,7 @@ func TestUsageOutcomes(t *testing.T) {
 		tid2, secret2 := e.usageTokenNew(`{"name":"v","models":["gpt-4o"]}`)
 		wantError(t, e.serve(http.MethodPost, "/v1/chat/completions", chatBody, withToken(secret2)...), http.StatusForbidden, "model_not_allowed")
 		want := []rollup{
-			{"m", minute0, tid, 0, "openai", refusedModel, store.Counts{Requests: 1, Rejected: 1}},
+			{"m", minute0, tid, 0, "openai", "gpt-4o-mini", store.Counts{Requests: 1, Rejected: 1}},
 			{"m", minute0, tid, ids[0], "openai", "gpt-4o-mini", store.Counts{Requests: 1, Successes: 1, PromptTokens: 5, CompletionTokens: 7}},
 			{"m", minute0, tid2, 0, "openai", refusedModel, store.Counts{Requests: 1, Rejected: 1}},
 		}
