@@ -66,6 +66,7 @@ var adminRoutes = []adminRoute{
 	{"PATCH", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.patchToken(w, r, a.id) }},
 	{"DELETE", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.deleteToken(w, r, a.id) }},
 	{"GET", "/audit", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.listAudit(w, r) }},
+	{"POST", "/sessions/revoke", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.revokeAllSessions(w, r) }},
 	{"GET", "/stats", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.stats(w, r) }},
 	{"GET", "/stats/now", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.statsNow(w, r) }},
 	{"GET", "/debug/panic", true, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) {
