@@ -43,7 +43,8 @@ func TestThrottleKey(t *testing.T) {
 		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
 		{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
 		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
-		{"fe80::1%eth0", "fe80::/64"},
+		{"fe80::1:2:3:4", "fe80::/64"},
+		{"fe80::1%eth0", "fe80::1%eth0"}, // not an address Cloudflare sends: counted as given
 		{"not an address", "not an address"},
 		{strings.Repeat("x", 300), strings.Repeat("x", 64)},
 	} {

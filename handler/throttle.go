@@ -2,8 +2,8 @@ package handler
 
 import (
 	"log"
+	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,24 +38,21 @@ const (
 )
 
 // throttleKey is the throttle's name for r's address: an IPv4 address as
-// is, an IPv6 address as its /64.
+// is, an IPv6 address as its /64. (Package net, which keypool already
+// builds with under TinyGo, rather than adding net/netip.)
 func throttleKey(r *http.Request) string {
-	ip := clientIP(r)
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		if len(ip) > 64 {
-			ip = ip[:64] // not an address: bounded, still counted
+	s := clientIP(r)
+	ip := net.ParseIP(s)
+	switch {
+	case ip == nil:
+		if len(s) > 64 {
+			s = s[:64] // not an address: bounded, still counted
 		}
-		return ip
+		return s
+	case ip.To4() != nil:
+		return ip.To4().String()
 	}
-	if a = a.Unmap(); a.Is4() {
-		return a.String()
-	}
-	p, err := a.Prefix(64)
-	if err != nil {
-		return a.String()
-	}
-	return p.String()
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // passwordAttempt counts one attempt at a password under key (failures
