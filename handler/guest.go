@@ -134,23 +134,30 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 		return true
 	})
 	out.Key("page").Int(page).Key("page_size").Int(size).Key("keys").Array()
-	n := int64(len(view.keys))
-	if first := page - 1; first < (n+size-1)/size { // else past the last page
-		now := h.d.Now().UnixMilli()
-		for i := first * size; i < n && i < (first+1)*size; i++ {
-			if !reveal {
-				out.Raw([]byte(view.keys[i]))
-				continue
-			}
-			k := view.list[i]
-			if full, err := keys.Reveal(ctx, k.ID); err == nil {
-				k.Masked = full
-			}
-			writeKey(&out, k, now)
-			out.EndObject()
-		}
-	}
+	h.writeGuestPage(ctx, &out, view, keys, reveal, page, size)
 	writeJSON(w, http.StatusOK, out.EndArray().EndObject().Bytes())
+}
+
+// writeGuestPage writes the keys of one page (none past the last page),
+// in full when reveal.
+func (h *Handler) writeGuestPage(ctx context.Context, out *jsonout.Builder, view guestView, keys *store.Keys, reveal bool, page, size int64) {
+	n, first := int64(len(view.keys)), page-1
+	if first >= (n+size-1)/size {
+		return
+	}
+	now := h.d.Now().UnixMilli()
+	for i := first * size; i < n && i < (first+1)*size; i++ {
+		if !reveal {
+			out.Raw([]byte(view.keys[i]))
+			continue
+		}
+		k := view.list[i]
+		if full, err := keys.Reveal(ctx, k.ID); err == nil {
+			k.Masked = full
+		}
+		writeKey(out, k, now)
+		out.EndObject()
+	}
 }
 
 // guestPaging reads ?page= (from 1) and ?page_size= (at most 500; the
