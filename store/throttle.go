@@ -20,16 +20,14 @@ func (a *Audit) LoginAttempt(ctx context.Context, key string, failed bool, now, 
 		inc = 1
 	}
 	// A failure after the window starts a new one; a right password
-	// changes nothing.
+	// changes nothing, and touches only a row still in its window.
 	err = a.db.QueryRowContext(ctx,
 		`UPDATE login_failures SET
 		   failures = CASE WHEN ? = 1 AND since <= ? - ? THEN 1 ELSE failures + ? END,
 		   since = CASE WHEN ? = 1 AND since <= ? - ? THEN ? ELSE since END
-		 WHERE ip = ? RETURNING failures, since`,
-		inc, now, window, inc, inc, now, window, now, key).Scan(&n, &since)
+		 WHERE ip = ? AND (? = 1 OR since > ? - ?) RETURNING failures, since`,
+		inc, now, window, inc, inc, now, window, now, key, inc, now, window).Scan(&n, &since)
 	switch {
-	case err == nil && since <= now-window:
-		return 0, 0, nil // the window of these failures is over
 	case err == nil:
 		return n, since, nil
 	case !errors.Is(err, sql.ErrNoRows):
