@@ -32,8 +32,9 @@ const (
 	adminCookie = "kp_admin"
 	guestCookie = "kp_guest"
 	csrfHeader  = "X-Keypool-Csrf"
-	// Login throttling: this many failures from one IP within the window
-	// lock it out until the window ends.
+	// Login throttling: this many wrong passwords (logins and admin bearer
+	// tokens alike) from one address, or IPv6 /64, within the window lock
+	// it out until the window ends (see throttle.go).
 	loginMaxFailures = 5
 	loginWindow      = 15 * time.Minute
 )
