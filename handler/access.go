@@ -156,15 +156,16 @@ func sessionCookie(r *http.Request, name, value string, maxAge int) string {
 
 // adminActor authenticates an admin request and names who made it:
 // "password" (bearer) or "session". State-changing requests on a session
-// need its CSRF token. A bearer token counts in the login throttle. It
-// answers 401/403/429/503 itself when it fails.
-func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request) (string, bool) {
+// need its CSRF token. A bearer token counts in the login throttle (its D1
+// queries counted in queries). It answers 401/403/429/503 itself when it
+// fails.
+func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request, queries store.Counter) (string, bool) {
 	want, ok := h.adminPassword(w)
 	if !ok {
 		return "", false
 	}
 	if v := r.Header.Get("Authorization"); v != "" {
-		switch a, retry := h.bearerAttempt(r, v, want); a {
+		switch a, retry := h.bearerAttempt(r, v, want, queries); a {
 		case attemptOK:
 			return "password", true
 		case attemptThrottled, attemptUnchecked:

@@ -323,3 +323,25 @@ func TestRevealRefusedWhenOpen(t *testing.T) {
 	e.putSettings(`{"access_mode":"restricted","guest_password":"` + testGuestPassword + `","guest_reveal_keys":true}`)
 	e.putSettings(`{"access_mode":"open","guest_reveal_keys":false}`)
 }
+
+// The debug query count leaves out the stats request's own throttle
+// check, so reading it does not change it; other bearer requests count
+// theirs (one query each).
+func TestDebugStatsExcludesItsOwnQueries(t *testing.T) {
+	e := newEnv(t, "KEYPOOL_DEBUG", "1")
+	var queries atomic.Int64
+	h := e.secondIsolate(&queries)
+	get := func(path string) string {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, path, nil)
+		r.Header.Set("Authorization", "Bearer "+testAdminPassword)
+		h.ServeHTTP(w, r)
+		return w.Body.String()
+	}
+	first := get("/admin/api/debug/stats")
+	get("/admin/api/providers")
+	second, third := get("/admin/api/debug/stats"), get("/admin/api/debug/stats")
+	if first != `{"d1_queries":0}` || second != `{"d1_queries":1}` || third != second {
+		t.Errorf("stats, providers, stats, stats: %s, %s, %s; want 0, 1, 1", first, second, third)
+	}
+}

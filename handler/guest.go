@@ -283,7 +283,7 @@ func (h *Handler) isAdmin(r *http.Request) bool {
 		return false
 	}
 	if v := r.Header.Get("Authorization"); v != "" {
-		a, _ := h.bearerAttempt(r, v, want)
+		a, _ := h.bearerAttempt(r, v, want, h.d.Queries)
 		return a == attemptOK
 	}
 	_, ok := h.readSession(r, adminCookie, "a", want)

@@ -61,6 +61,12 @@ func throttleKey(r *http.Request) string {
 // the one that trips the throttle are counted, not audited one by one. It
 // returns the verdict and, when throttled, the seconds to wait.
 func (h *Handler) passwordAttempt(r *http.Request, key string, right bool, action, detail string) (attempt, int64) {
+	return h.passwordAttemptCounted(r, key, right, action, detail, h.d.Queries)
+}
+
+// passwordAttemptCounted is passwordAttempt with its D1 queries counted in
+// queries.
+func (h *Handler) passwordAttemptCounted(r *http.Request, key string, right bool, action, detail string, queries store.Counter) (attempt, int64) {
 	db, err := h.d.DB()
 	if err != nil {
 		log.Printf("keypool: login throttle: %v", err)
@@ -68,7 +74,7 @@ func (h *Handler) passwordAttempt(r *http.Request, key string, right bool, actio
 	}
 	now := h.d.Now().UnixMilli()
 	window := loginWindow.Milliseconds()
-	n, since, err := store.NewAudit(db).Counting(h.d.Queries).LoginAttempt(r.Context(), key, !right, now, window)
+	n, since, err := store.NewAudit(db).Counting(queries).LoginAttempt(r.Context(), key, !right, now, window)
 	if err != nil {
 		log.Printf("keypool: login throttle: %v", err)
 		return attemptUnchecked, 0
@@ -103,14 +109,14 @@ func writeThrottled(w http.ResponseWriter, a attempt, retry int64) {
 }
 
 // bearerAttempt checks an Authorization header on an admin route against
-// the admin password, counted in the throttle.
-func (h *Handler) bearerAttempt(r *http.Request, header, want string) (attempt, int64) {
+// the admin password, counted in the throttle (its D1 queries in queries).
+func (h *Handler) bearerAttempt(r *http.Request, header, want string, queries store.Counter) (attempt, int64) {
 	got := ""
 	if len(header) > 7 && strings.EqualFold(header[:7], "bearer ") {
 		got = strings.TrimSpace(header[7:])
 	}
 	right := got != "" && secretEqual(got, want)
-	return h.passwordAttempt(r, throttleKey(r), right, "admin.auth.fail", "bearer "+r.Method+" "+auditPath(r.URL.Path))
+	return h.passwordAttemptCounted(r, throttleKey(r), right, "admin.auth.fail", "bearer "+r.Method+" "+auditPath(r.URL.Path), queries)
 }
 
 // auditPath bounds a request path kept in the audit log.
