@@ -88,11 +88,14 @@ func (w *worker) testAuth(t *testing.T) {
 	// The admin password is not a client token, and the client token is
 	// not the admin password.
 	checkOpenAIError(t, w.do(t, "GET", "/v1/models", map[string]string{"Authorization": "Bearer " + w.admin}, ""), 401)
-	for _, rt := range []struct{ method, path string }{
+	for i, rt := range []struct{ method, path string }{
 		{"GET", "/admin/api/keys"}, {"POST", "/admin/api/keys"}, {"GET", "/admin/api/keys/1"},
 		{"DELETE", "/admin/api/keys/1"}, {"GET", "/admin/api/providers"}, {"GET", "/admin/api/debug/panic"},
 	} {
-		for _, hdr := range []map[string]string{nil, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer " + w.token}} {
+		// Wrong admin passwords from an address per route: the login
+		// throttle answers 429 after 5 from one.
+		ip := "198.18.3." + strconv.Itoa(i)
+		for _, hdr := range []map[string]string{nil, {"Authorization": "Bearer wrong", "CF-Connecting-IP": ip}, {"Authorization": "Bearer " + w.token, "CF-Connecting-IP": ip}} {
 			r := w.do(t, rt.method, rt.path, hdr, `{}`)
 			checkOpenAIError(t, r, 401)
 		}

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
@@ -31,8 +32,9 @@ const (
 	adminCookie = "kp_admin"
 	guestCookie = "kp_guest"
 	csrfHeader  = "X-Keypool-Csrf"
-	// Login throttling: this many failures from one IP within the window
-	// lock it out until the window ends.
+	// Login throttling: this many wrong passwords (logins and admin bearer
+	// tokens alike) from one address, or IPv6 /64, within the window lock
+	// it out until the window ends (see throttle.go).
 	loginMaxFailures = 5
 	loginWindow      = 15 * time.Minute
 )
@@ -79,17 +81,23 @@ func clientIP(r *http.Request) string {
 type session struct {
 	role string // "a" admin, "g" guest
 	exp  int64  // unix s
+	gen  int64  // the role's session generation it was made in
 	csrf string
 }
 
 // newSession signs a session for role. The signature also covers the
-// current password of that role, so changing it ends every session.
-func (h *Handler) newSession(b *seal.Box, role, password string, ttl time.Duration) (value, csrf string) {
+// current password of that role, so changing it ends every session; the
+// role's current generation (read afresh) lets a logout end it.
+func (h *Handler) newSession(ctx context.Context, b *seal.Box, role, password string, ttl time.Duration) (value, csrf string, err error) {
+	gen, err := h.sessionGeneration(ctx, role, true)
+	if err != nil {
+		return "", "", err
+	}
 	raw := make([]byte, 16)
 	rand.Read(raw)
 	csrf = hex.EncodeToString(raw)
-	payload := role + "~" + strconv.FormatInt(h.d.Now().Add(ttl).Unix(), 10) + "~" + csrf
-	return sessionValue(b, payload, password), csrf
+	payload := sessionPayload(role, h.d.Now().Add(ttl).Unix(), gen, csrf)
+	return sessionValue(b, payload, password), csrf, nil
 }
 
 func sessionValue(b *seal.Box, payload, password string) string {
@@ -98,7 +106,8 @@ func sessionValue(b *seal.Box, payload, password string) string {
 	return payload + signed[strings.LastIndexByte(signed, '.'):]
 }
 
-// readSession verifies the cookie name: signature, role, password, expiry.
+// readSession verifies the cookie name: signature, role, password, expiry
+// and generation.
 func (h *Handler) readSession(r *http.Request, name, role, password string) (session, bool) {
 	c, err := r.Cookie(name)
 	if err != nil || password == "" {
@@ -117,14 +126,18 @@ func (h *Handler) readSession(r *http.Request, name, role, password string) (ses
 		return session{}, false
 	}
 	parts := strings.Split(payload, "~")
-	if len(parts) != 3 || parts[0] != role {
+	if len(parts) != 4 || parts[0] != role {
 		return session{}, false
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil || h.d.Now().Unix() >= exp {
 		return session{}, false
 	}
-	return session{role: role, exp: exp, csrf: parts[2]}, true
+	gen, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || !h.currentGeneration(r.Context(), role, gen) {
+		return session{}, false
+	}
+	return session{role: role, exp: exp, gen: gen, csrf: parts[3]}, true
 }
 
 // sessionCookie is the Set-Cookie for a session: HttpOnly, SameSite
@@ -143,21 +156,21 @@ func sessionCookie(r *http.Request, name, value string, maxAge int) string {
 
 // adminActor authenticates an admin request and names who made it:
 // "password" (bearer) or "session". State-changing requests on a session
-// need its CSRF token. It answers 401/403/503 itself when it fails.
-func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request) (string, bool) {
-	want := h.d.Getenv("ADMIN_PASSWORD")
-	if want == "" {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD` (locally, put ADMIN_PASSWORD in .dev.vars)"}.write(w)
+// need its CSRF token. A bearer token counts in the login throttle (its D1
+// queries counted in queries). It answers 401/403/429/503 itself when it
+// fails.
+func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request, queries store.Counter) (string, bool) {
+	want, ok := h.adminPassword(w)
+	if !ok {
 		return "", false
 	}
 	if v := r.Header.Get("Authorization"); v != "" {
-		got := ""
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			got = strings.TrimSpace(v[7:])
-		}
-		if got != "" && secretEqual(got, want) {
+		switch a, retry := h.bearerAttempt(r, v, want, queries); a {
+		case attemptOK:
 			return "password", true
+		case attemptThrottled, attemptUnchecked:
+			writeThrottled(w, a, retry)
+			return "", false
 		}
 	} else if s, ok := h.readSession(r, adminCookie, "a", want); ok {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !secretEqual(r.Header.Get(csrfHeader), s.csrf) {
@@ -178,84 +191,117 @@ func (h *Handler) sessionTTL() time.Duration {
 	return time.Duration(h.intVar("SESSION_HOURS", 12, 1, 24*30)) * time.Hour
 }
 
+// loginBodyLimit bounds a login body: a password and little else.
+const loginBodyLimit = 4 << 10
+
 // login serves POST /admin/login {"password"}: a session cookie and its
-// CSRF token, with failures throttled per client IP in D1.
+// CSRF token. Wrong passwords and oversized bodies count in the login
+// throttle.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, "POST")
 		return
 	}
-	want := h.d.Getenv("ADMIN_PASSWORD")
 	b, ok := h.needBox(w)
 	if !ok {
 		return
 	}
-	if want == "" {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD`"}.write(w)
+	want, ok := h.adminPassword(w)
+	if !ok {
 		return
 	}
 	db, ok := h.db(w)
 	if !ok {
 		return
 	}
-	ctx := r.Context()
-	audit := store.NewAudit(db).Counting(h.d.Queries)
-	ip := clientIP(r)
-	now := h.d.Now()
-	if h.loginThrottled(w, r, audit, ip) {
-		return
-	}
-	body, ok := h.readBody(w, r)
+	key := throttleKey(r)
+	body, ok := h.readLoginBody(w, r, key, "login.fail")
 	if !ok {
 		return
 	}
 	got := gjson.GetBytes(body, "password").String()
-	if got == "" || !secretEqual(got, want) {
-		n, err := audit.LoginFailure(ctx, ip, now.UnixMilli(), loginWindow.Milliseconds())
-		if err != nil {
-			log.Printf("keypool: recording a failed login: %v", err)
-		}
-		h.audit(r, db, "", "login.fail", "", "failure "+strconv.FormatInt(n, 10))
+	right := got != "" && secretEqual(got, want)
+	switch a, retry := h.passwordAttempt(r, key, right, "login.fail", ""); a {
+	case attemptWrong:
 		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
 			Message: "wrong admin password"}.write(w)
 		return
+	case attemptThrottled, attemptUnchecked:
+		writeThrottled(w, a, retry)
+		return
 	}
-	if err := audit.LoginSuccess(ctx, ip); err != nil {
+	ctx := r.Context()
+	if err := store.NewAudit(db).Counting(h.d.Queries).LoginSuccess(ctx, key); err != nil {
 		log.Printf("keypool: clearing failed logins: %v", err)
 	}
-	value, csrf := h.newSession(b, "a", want, h.sessionTTL())
+	value, csrf, err := h.newSession(ctx, b, "a", want, h.sessionTTL())
+	if err != nil {
+		log.Printf("keypool: making a session: %v", err)
+		internalError("could not start a session").write(w)
+		return
+	}
 	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, value, int(h.sessionTTL().Seconds())))
 	h.audit(r, db, "session", "login", "", "")
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
-		Key("expires_at").Int(now.Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
+		Key("expires_at").Int(h.d.Now().Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
 }
 
-// loginThrottled answers 429 and reports true when ip has failed too many
-// logins within the window (admin and guest logins count apart).
-func (h *Handler) loginThrottled(w http.ResponseWriter, r *http.Request, audit *store.Audit, ip string) bool {
-	now := h.d.Now().UnixMilli()
-	n, since, err := audit.LoginFailures(r.Context(), ip, now, loginWindow.Milliseconds())
-	if err != nil || n < loginMaxFailures {
-		return false
+// readLoginBody reads a login body of at most loginBodyLimit bytes. One
+// larger counts as a failed attempt under key and is answered 413 (429
+// once the address is throttled).
+func (h *Handler) readLoginBody(w http.ResponseWriter, r *http.Request, key, action string) ([]byte, bool) {
+	if r.Body == nil {
+		return nil, true
 	}
-	retry := max((since+loginWindow.Milliseconds()-now+999)/1000, 1)
-	apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
-		Message: "too many failed logins from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.write(w)
-	return true
+	read := h.d.ReadBody
+	if read == nil {
+		read = readAll
+	}
+	body, ok, err := read(r, loginBodyLimit)
+	if err != nil {
+		badRequest("could not read the request body: "+err.Error(), "").write(w)
+		return nil, false
+	}
+	if ok {
+		return body, true
+	}
+	if a, retry := h.passwordAttempt(r, key, false, action, "body over "+strconv.Itoa(loginBodyLimit)+" bytes"); a != attemptWrong {
+		writeThrottled(w, a, retry)
+		return nil, false
+	}
+	apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+		Message: "a login body is at most " + strconv.Itoa(loginBodyLimit) + " bytes"}.write(w)
+	return nil, false
 }
 
-// logout serves POST /admin/logout: the session cookie is cleared.
+// logout serves POST /admin/logout: the cookies are cleared and, when
+// the request carries a valid admin session, every admin session ends
+// (sessions are signed, not stored: ending this one alone would need a
+// record of each). A guest's logout ends no other guest's session.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, "POST")
 		return
 	}
+	ended := false
+	if want := h.d.Getenv("ADMIN_PASSWORD"); adminPasswordLongEnough(want) {
+		if _, ok := h.readSession(r, adminCookie, "a", want); ok {
+			if err := h.revokeSessions(r.Context(), "a"); err != nil {
+				log.Printf("keypool: ending the admin sessions: %v", err)
+				internalError("could not end the admin session; try again").write(w)
+				return
+			}
+			ended = true
+			if db, err := h.d.DB(); err == nil {
+				h.audit(r, db, "session", "logout", "", "every admin session ended")
+			}
+		}
+	}
 	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, "", 0))
 	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, "", 0))
 	var out jsonout.Builder
-	writeJSON(w, http.StatusOK, out.Object().Key("logged_out").Bool(true).EndObject().Bytes())
+	writeJSON(w, http.StatusOK, out.Object().Key("logged_out").Bool(true).Key("sessions_ended").Bool(ended).EndObject().Bytes())
 }
 
 // audit records an admin action (actor "" for anonymous ones such as a

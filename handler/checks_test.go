@@ -1019,7 +1019,7 @@ func TestCheckJobRoutes(t *testing.T) {
 	}
 
 	before := len(e.requests())
-	for _, tc := range []struct{ method, path, body string }{
+	for i, tc := range []struct{ method, path, body string }{
 		{http.MethodGet, "/admin/api/checks", ""},
 		{http.MethodPost, "/admin/api/checks", "{}"},
 		{http.MethodGet, jobPath(created[0]), ""},
@@ -1028,7 +1028,8 @@ func TestCheckJobRoutes(t *testing.T) {
 		{http.MethodGet, "/admin/api/checks/999", ""},
 	} {
 		for _, auth := range [][]string{nil, {"Authorization", "Bearer wrong-password"}, {"Authorization", "Bearer " + testAuthKey}} {
-			w := e.serve(tc.method, tc.path, tc.body, auth...)
+			// An address per path: the login throttle allows 5 failures.
+			w := e.serve(tc.method, tc.path, tc.body, append(auth, "Cf-Connecting-Ip", "198.18.2."+strconv.Itoa(i))...)
 			wantError(t, w, http.StatusUnauthorized, "invalid_admin_password")
 		}
 	}

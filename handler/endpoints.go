@@ -56,7 +56,7 @@ func (h *Handler) endpointAllowed(w http.ResponseWriter, r *http.Request, c clie
 	if provider.Inference(p, surface, r.Method, rest) {
 		return true
 	}
-	h.count(served{started: h.d.Now(), token: c.id(), prov: p.Name, class: classRejected}, usage.Usage{}, false, 0, false)
+	h.count(served{started: h.d.Now(), token: c.id(), prov: p.Name, model: refusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
 	shown := r.Method + " " + prefix + rest
 	if len(shown) > maxPathInError {
 		shown = strings.ToValidUTF8(shown[:maxPathInError], "") + "…"

@@ -1,11 +1,13 @@
 package handler
 
 import (
+	"context"
 	"log"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
-	"strings"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -48,27 +50,31 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 			Message: "guest login is only used when access_mode is \"restricted\" and a guest password is set"}.write(w)
 		return
 	}
-	audit := store.NewAudit(db).Counting(h.d.Queries)
-	ip := "guest:" + clientIP(r)
-	now := h.d.Now()
-	if h.loginThrottled(w, r, audit, ip) {
-		return
-	}
-	body, ok := h.readBody(w, r)
+	key := "guest:" + throttleKey(r)
+	body, ok := h.readLoginBody(w, r, key, "guest.login.fail")
 	if !ok {
 		return
 	}
 	got := gjson.GetBytes(body, "password").String()
-	if got == "" || !secretEqual(b.Fingerprint(got, "guest"), set.guestPassword) {
-		if _, err := audit.LoginFailure(ctx, ip, now.UnixMilli(), loginWindow.Milliseconds()); err != nil {
-			log.Printf("keypool: recording a failed guest login: %v", err)
-		}
+	right := got != "" && secretEqual(b.Fingerprint(got, "guest"), set.guestPassword)
+	switch a, retry := h.passwordAttempt(r, key, right, "guest.login.fail", ""); a {
+	case attemptWrong:
 		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_guest_password",
 			Message: "wrong guest password"}.write(w)
 		return
+	case attemptThrottled, attemptUnchecked:
+		writeThrottled(w, a, retry)
+		return
 	}
-	audit.LoginSuccess(ctx, ip)
-	value, _ := h.newSession(b, "g", set.guestPassword, h.sessionTTL())
+	if err := store.NewAudit(db).Counting(h.d.Queries).LoginSuccess(ctx, key); err != nil {
+		log.Printf("keypool: clearing failed guest logins: %v", err)
+	}
+	value, _, err := h.newSession(ctx, b, "g", set.guestPassword, h.sessionTTL())
+	if err != nil {
+		log.Printf("keypool: making a guest session: %v", err)
+		internalError("could not start a session").write(w)
+		return
+	}
 	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, value, int(h.sessionTTL().Seconds())))
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("guest").Bool(true).EndObject().Bytes())
@@ -107,11 +113,123 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
-	list, err := keys.List(ctx, "")
+	reveal := set.guestRevealKeys && !admin
+	var view guestView
+	var err error
+	if reveal {
+		view, err = h.readGuestView(ctx, keys) // full keys are never cached
+	} else {
+		view, err = h.cachedGuestView(ctx, keys)
+	}
 	if err != nil {
 		log.Printf("keypool: guest summary: %v", err)
 		internalError("could not read the pool").write(w)
 		return
+	}
+	page, size := guestPaging(r.URL.Query(), set.pageSize)
+	var out jsonout.Builder
+	out.Object()
+	gjson.Parse(view.head).ForEach(func(k, v gjson.Result) bool {
+		out.Key(k.String()).Raw([]byte(v.Raw))
+		return true
+	})
+	out.Key("page").Int(page).Key("page_size").Int(size).Key("keys").Array()
+	h.writeGuestPage(ctx, &out, view, keys, reveal, page, size)
+	writeJSON(w, http.StatusOK, out.EndArray().EndObject().Bytes())
+}
+
+// writeGuestPage writes the keys of one page (none past the last page),
+// in full when reveal.
+func (h *Handler) writeGuestPage(ctx context.Context, out *jsonout.Builder, view guestView, keys *store.Keys, reveal bool, page, size int64) {
+	n, first := int64(len(view.keys)), page-1
+	if first >= (n+size-1)/size {
+		return
+	}
+	now := h.d.Now().UnixMilli()
+	for i := first * size; i < n && i < (first+1)*size; i++ {
+		if !reveal {
+			out.Raw([]byte(view.keys[i]))
+			continue
+		}
+		k := view.list[i]
+		if full, err := keys.Reveal(ctx, k.ID); err == nil {
+			k.Masked = full
+		}
+		writeKey(out, k, now)
+		out.EndObject()
+	}
+}
+
+// guestPaging reads ?page= (from 1) and ?page_size= (at most 500; the
+// page_size setting when absent or not a positive number).
+func guestPaging(q url.Values, defaultSize int64) (page, size int64) {
+	page, err := strconv.ParseInt(q.Get("page"), 10, 64)
+	if err != nil || page < 1 {
+		page = 1
+	}
+	size, err = strconv.ParseInt(q.Get("page_size"), 10, 64)
+	if err != nil || size < 1 {
+		size = defaultSize
+	}
+	return page, max(1, min(size, 500))
+}
+
+// guestView is the pool as the guest summary shows it: the figures (a
+// JSON object) and each key's JSON object, masked; list holds the keys
+// themselves when they were read for this request.
+type guestView struct {
+	head string
+	keys []string
+	list []store.Key
+}
+
+// The guest summary's view is cached per isolate for CACHE_SECONDS, up to
+// guestViewMaxBytes: an open status page is not a way to make keypool read
+// the whole pool on every request. Admin changes drop it (clearCands).
+const (
+	guestViewKey      = "guest-view"
+	guestViewMaxBytes = 2 << 20
+)
+
+func (h *Handler) cachedGuestView(ctx context.Context, keys *store.Keys) (guestView, error) {
+	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	now := h.d.Now()
+	if v, ok := h.d.Shared.Get(guestViewKey); ok && ttl > 0 {
+		c := gjson.Parse(v)
+		if now.Sub(time.UnixMilli(c.Get("read").Int())) < ttl {
+			view := guestView{head: c.Get("head").Raw}
+			for _, k := range c.Get("keys").Array() {
+				view.keys = append(view.keys, k.Raw)
+			}
+			return view, nil
+		}
+	}
+	view, err := h.readGuestView(ctx, keys)
+	if err != nil || ttl == 0 {
+		return view, err
+	}
+	size := len(view.head)
+	for _, k := range view.keys {
+		size += len(k) + 1
+	}
+	if size > guestViewMaxBytes {
+		h.d.Shared.Delete(guestViewKey)
+		return view, nil
+	}
+	var b jsonout.Builder
+	b.Object().Key("read").Int(now.UnixMilli()).Key("head").Raw([]byte(view.head)).Key("keys").Array()
+	for _, k := range view.keys {
+		b.Raw([]byte(k))
+	}
+	h.d.Shared.Set(guestViewKey, string(b.EndArray().EndObject().Bytes()))
+	return view, nil
+}
+
+// readGuestView reads the pool and renders its figures and masked keys.
+func (h *Handler) readGuestView(ctx context.Context, keys *store.Keys) (guestView, error) {
+	list, err := keys.List(ctx, "")
+	if err != nil {
+		return guestView{}, err
 	}
 	byStatus := map[string]int64{}
 	byProvider := map[string]map[string]int64{}
@@ -146,38 +264,27 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 	}
 	out.EndObject()
 	writeBalanceStats(&out, balances)
-	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
-	size, _ := strconv.Atoi(r.URL.Query().Get("page_size"))
-	if size <= 0 {
-		size = int(set.pageSize)
-	}
-	size = max(1, min(size, 500))
-	page = max(page, 1)
-	reveal := set.guestRevealKeys && !admin
-	out.Key("page").Int(int64(page)).Key("page_size").Int(int64(size)).Key("keys").Array()
+	view := guestView{head: string(out.EndObject().Bytes()), list: list, keys: make([]string, len(list))}
 	now := h.d.Now().UnixMilli()
-	for i := (page - 1) * size; i < len(list) && i < page*size; i++ {
-		k := list[i]
-		if reveal {
-			if full, err := keys.Reveal(ctx, k.ID); err == nil {
-				k.Masked = full
-			}
-		}
-		writeKey(&out, k, now)
-		out.EndObject()
+	for i, k := range list {
+		var kb jsonout.Builder
+		writeKey(&kb, k, now)
+		view.keys[i] = string(kb.EndObject().Bytes())
 	}
-	writeJSON(w, http.StatusOK, out.EndArray().EndObject().Bytes())
+	return view, nil
 }
 
-// isAdmin reports whether r carries admin credentials (without answering).
+// isAdmin reports whether r carries admin credentials (without
+// answering). A bearer token counts in the login throttle here too: the
+// guest summary must not be a free way to guess the admin password.
 func (h *Handler) isAdmin(r *http.Request) bool {
 	want := h.d.Getenv("ADMIN_PASSWORD")
-	if want == "" {
+	if !adminPasswordLongEnough(want) {
 		return false
 	}
-	if v := r.Header.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") &&
-		secretEqual(strings.TrimSpace(v[7:]), want) {
-		return true
+	if v := r.Header.Get("Authorization"); v != "" {
+		a, _ := h.bearerAttempt(r, v, want, h.d.Queries)
+		return a == attemptOK
 	}
 	_, ok := h.readSession(r, adminCookie, "a", want)
 	return ok

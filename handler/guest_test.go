@@ -321,6 +321,12 @@ func TestGuestRevealKeys(t *testing.T) {
 			}
 			check("guest, reveal off", guest, false)
 			check("admin, reveal off", adminReq, false)
+			if mode == "open" {
+				// Full keys for anyone: refused (see TestRevealRefusedWhenOpen).
+				wantError(t, e.admin(http.MethodPut, "/admin/api/settings", `{"guest_reveal_keys":true}`), http.StatusBadRequest, "invalid_request")
+				check("guest, reveal refused", guest, false)
+				return
+			}
 			e.putSettings(`{"guest_reveal_keys":true}`)
 			check("guest, reveal on", guest, true)
 			// The admin's summary stays masked: admins reveal one key at a

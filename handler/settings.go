@@ -353,6 +353,28 @@ func (h *Handler) settingsCounted(ctx context.Context, db *sql.DB, queries store
 	return parseSettings(m)
 }
 
+// checkCombined refuses changes that, with the stored settings, would
+// leave guest_reveal_keys on in open mode: full keys for anyone who asks.
+func (h *Handler) checkCombined(r *http.Request, st *store.Settings, changes map[string]string) (apiError, bool) {
+	m, err := st.All(r.Context())
+	if err != nil {
+		log.Printf("keypool: reading settings: %v", err)
+		return internalError("could not read the settings"), false
+	}
+	for k, v := range changes {
+		if v == "" {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+	}
+	if s := parseSettings(m); s.accessMode == modeOpen && s.guestRevealKeys {
+		return badRequest(settingGuestReveal+": full keys cannot be shown when access_mode is \"open\" (anyone could read them); "+
+			"use \"restricted\" with a guest password, or turn guest_reveal_keys off", settingGuestReveal), false
+	}
+	return apiError{}, true
+}
+
 func stringMap(r gjson.Result) map[string]string {
 	m := map[string]string{}
 	r.ForEach(func(k, v gjson.Result) bool {
@@ -414,6 +436,10 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 			return true
 		})
 		if bad.Status != 0 {
+			bad.write(w)
+			return
+		}
+		if bad, ok := h.checkCombined(r, st, changes); !ok {
 			bad.write(w)
 			return
 		}

@@ -48,6 +48,10 @@ for name in ADMIN_PASSWORD AUTH_KEY KEYPOOL_SECRET; do
 		read -r -s -p "$name (empty: generate one): " value
 		echo >&2
 	fi
+	if [ "$name" = ADMIN_PASSWORD ] && [ -n "$value" ] && [ "${#value}" -lt 16 ]; then
+		echo "ADMIN_PASSWORD needs at least 16 characters (the admin API refuses a shorter one); leave it empty to generate one." >&2
+		exit 1
+	fi
 	if [ -z "$value" ]; then
 		value=$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')
 		[ "$name" = AUTH_KEY ] && value="kp-$value"

@@ -291,30 +291,6 @@ func (a *Audit) Prune(ctx context.Context, before int64) (int64, error) {
 	return res.RowsAffected()
 }
 
-// LoginFailure records a failed login from ip and returns the failures in
-// the current window (which starts anew after window ms).
-func (a *Audit) LoginFailure(ctx context.Context, ip string, now, window int64) (int64, error) {
-	var n int64
-	err := a.db.QueryRowContext(ctx,
-		`INSERT INTO login_failures (ip, since, failures) VALUES (?, ?, 1)
-		 ON CONFLICT (ip) DO UPDATE SET
-		   failures = CASE WHEN login_failures.since <= excluded.since - ? THEN 1 ELSE login_failures.failures + 1 END,
-		   since = CASE WHEN login_failures.since <= excluded.since - ? THEN excluded.since ELSE login_failures.since END
-		 RETURNING failures`, ip, now, window, window).Scan(&n)
-	return n, err
-}
-
-// LoginFailures returns ip's failures in the window at now and when the
-// window started.
-func (a *Audit) LoginFailures(ctx context.Context, ip string, now, window int64) (n, since int64, err error) {
-	err = a.db.QueryRowContext(ctx, `SELECT failures, since FROM login_failures WHERE ip = ? AND since > ?`,
-		ip, now-window).Scan(&n, &since)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, nil
-	}
-	return n, since, err
-}
-
 // LoginSuccess clears ip's failures.
 func (a *Audit) LoginSuccess(ctx context.Context, ip string) error {
 	_, err := a.db.ExecContext(ctx, `DELETE FROM login_failures WHERE ip = ?`, ip)

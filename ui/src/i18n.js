@@ -315,6 +315,11 @@ const en = {
   "settings.save": "Save settings",
   "settings.saved": "saved",
   "settings.badLine": "{field}, line {n}: want \"{want}\"",
+  "settings.sessions": "Sessions",
+  "settings.sessionsHint": "Ends every admin and guest session on every device, this one included. Scripts using the admin password are not affected.",
+  "settings.logoutEverywhere": "Log out everywhere",
+  "settings.logoutEverywhereConfirm": "End every admin and guest session, on every device? You will need to log in again.",
+  "settings.loggedOutEverywhere": "Every session has ended. Log in again.",
 
   "audit.title": "Audit log",
   "audit.more": "Load more",
@@ -666,6 +671,11 @@ const zh = {
   "settings.save": "保存设置",
   "settings.saved": "已保存",
   "settings.badLine": "{field} 第 {n} 行：应为“{want}”",
+  "settings.sessions": "会话",
+  "settings.sessionsHint": "结束所有设备上的全部管理员和访客会话，包括当前会话。使用管理员密码的脚本不受影响。",
+  "settings.logoutEverywhere": "退出所有设备",
+  "settings.logoutEverywhereConfirm": "要结束所有设备上的全部管理员和访客会话吗？之后需要重新登录。",
+  "settings.loggedOutEverywhere": "所有会话均已结束，请重新登录。",
 
   "audit.title": "审计日志",
   "audit.more": "加载更多",

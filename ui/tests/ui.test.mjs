@@ -571,6 +571,23 @@ test("the language switch to Chinese sticks across a reload", async (t) => {
   });
 });
 
+test("log out everywhere ends every session", async (t) => {
+  await withPage(t, {}, async (page) => {
+    await withPage(t, {}, async (other) => {
+      await loginOK(other);
+      await loginOK(page);
+      await go(page, "settings");
+      await byId(page, "logout-everywhere").click();
+      await byId(page, "confirm-ok").click();
+      await byId(page, "login-password").waitFor();
+      assert.ok(((await byId(page, "login-error").textContent()) || "").includes("session"), "the login form says why");
+      await other.reload();
+      await byId(other, "login-password").waitFor();
+      assert.equal(await byId(other, "card-total-value").count(), 0, "the other browser's session ended too");
+    });
+  });
+});
+
 test("screenshots: dashboard and keys, desktop and phone", async (t) => {
   for (const [name, viewport] of [
     ["desktop", DESKTOP],

@@ -1,5 +1,6 @@
 // #/settings: the run-time settings (GET/PUT /admin/api/settings).
-import { api } from "../api.js";
+import { api, toLogin } from "../api.js";
+import { confirmDialog } from "../dialog.js";
 import { checkField, field, h, select } from "../dom.js";
 import { t } from "../i18n.js";
 
@@ -52,7 +53,16 @@ export async function settings(root, ctx) {
       field("settings.checkModels", checks, "settings.checkModelsHint"),
       field("settings.wait", wait)),
     h("div", { class: "form-actions" }, save, status));
-  const body = h("div", { class: "view-body" }, h("div", { class: "page-head" }, h("h1", { i18n: "settings.title" })), form);
+  // Log out everywhere: every admin and guest session ends, this one too.
+  const everywhere = h("button", { type: "button", class: "btn danger", testid: "logout-everywhere", i18n: "settings.logoutEverywhere" });
+  everywhere.addEventListener("click", async () => {
+    if (!(await confirmDialog(t("settings.logoutEverywhereConfirm"), "settings.logoutEverywhere"))) return;
+    await api("/admin/api/sessions/revoke", { method: "POST" });
+    toLogin(t("settings.loggedOutEverywhere"));
+  });
+  const sessions = h("section", { class: "form settings" }, h("fieldset", {}, h("legend", { i18n: "settings.sessions" }),
+    h("p", { class: "hint", i18n: "settings.sessionsHint" }), h("div", { class: "form-actions" }, everywhere)));
+  const body = h("div", { class: "view-body" }, h("div", { class: "page-head" }, h("h1", { i18n: "settings.title" })), form, sessions);
 
   let pwSet = false;
   function renderPwState() {

@@ -1,0 +1,95 @@
+package handler
+
+import (
+	"context"
+	"log"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/store"
+)
+
+// Session revocation: every session cookie carries its role's generation
+// (store.Sessions), and one of an older generation is refused. The
+// generations are cached per isolate for CACHE_SECONDS, so a session costs
+// no D1 read on most requests; a revocation applies at once in the isolate
+// that made it and within CACHE_SECONDS in the others.
+
+const sessionGenKey = "session-generations"
+
+// sessionGeneration returns role's current generation, from the cache
+// unless fresh or older than CACHE_SECONDS.
+func (h *Handler) sessionGeneration(ctx context.Context, role string, fresh bool) (int64, error) {
+	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	now := h.d.Now()
+	if v, ok := h.d.Shared.Get(sessionGenKey); ok && !fresh && ttl > 0 {
+		c := gjson.Parse(v)
+		if now.Sub(time.UnixMilli(c.Get("read").Int())) < ttl {
+			return c.Get(role).Int(), nil
+		}
+	}
+	db, err := h.d.DB()
+	if err != nil {
+		return 0, err
+	}
+	gens, err := store.NewSessions(db).Counting(h.d.Queries).Generations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var b jsonout.Builder
+	b.Object().Key("read").Int(now.UnixMilli())
+	for _, r := range []string{"a", "g"} {
+		b.Key(r).Int(gens[r])
+	}
+	h.d.Shared.Set(sessionGenKey, string(b.EndObject().Bytes()))
+	return gens[role], nil
+}
+
+// currentGeneration reports whether a verified cookie's generation gen is
+// role's current one. A cookie newer than the cache was made after the
+// cache was read (a login in another isolate): read again.
+func (h *Handler) currentGeneration(ctx context.Context, role string, gen int64) bool {
+	cur, err := h.sessionGeneration(ctx, role, false)
+	if err == nil && gen > cur {
+		cur, err = h.sessionGeneration(ctx, role, true)
+	}
+	if err != nil {
+		log.Printf("keypool: reading the session generation: %v", err)
+		return false
+	}
+	return gen == cur
+}
+
+// revokeSessions ends every session of roles.
+func (h *Handler) revokeSessions(ctx context.Context, roles ...string) error {
+	db, err := h.d.DB()
+	if err != nil {
+		return err
+	}
+	_, err = store.NewSessions(db).Counting(h.d.Queries).Bump(ctx, roles...)
+	h.d.Shared.Delete(sessionGenKey)
+	return err
+}
+
+// revokeAllSessions serves POST /admin/api/sessions/revoke, "log out
+// everywhere": every admin and guest session ends, this one included.
+func (h *Handler) revokeAllSessions(w http.ResponseWriter, r *http.Request) {
+	if err := h.revokeSessions(r.Context(), "a", "g"); err != nil {
+		log.Printf("keypool: ending every session: %v", err)
+		internalError("could not end the sessions").write(w)
+		return
+	}
+	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, "", 0))
+	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, "", 0))
+	var out jsonout.Builder
+	writeJSON(w, http.StatusOK, out.Object().Key("revoked").Array().String("admin").String("guest").EndArray().EndObject().Bytes())
+}
+
+// sessionPayload is the signed part of a session cookie.
+func sessionPayload(role string, exp, gen int64, csrf string) string {
+	return role + "~" + strconv.FormatInt(exp, 10) + "~" + strconv.FormatInt(gen, 10) + "~" + csrf
+}
