@@ -243,9 +243,13 @@ func (m *Attempts) Observe(a Answer, excerpt string, now time.Time) {
 	if m.phase != phaseAwait || m.pending.Kind != StepTry {
 		return
 	}
+	a.Provider, a.Family, a.Streak = m.req.Provider, m.req.Family, m.cur.StreakAt(now)
+	m.judge(m.req.Policy.Classify(a, now), a, excerpt, now)
+}
+
+// judge acts on the verdict v about answer a to the current attempt.
+func (m *Attempts) judge(v Verdict, a Answer, excerpt string, now time.Time) {
 	key := m.cur
-	a.Provider, a.Family, a.Streak = m.req.Provider, m.req.Family, key.StreakAt(now)
-	v := m.req.Policy.Classify(a, now)
 	if m.req.Model == "" && (v.Action == ModelMissing || v.Action == BlockModel) {
 		// No model to block: state under "" would take the key out of
 		// every request that names none. The answer is the client's.
