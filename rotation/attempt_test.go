@@ -57,7 +57,9 @@ func amRetryAfter(status int, body, seconds string) amAnswer {
 	return amAnswer{status: status, body: body, header: http.Header{"Retry-After": {seconds}}}
 }
 
-func amVerdict(status int, v Verdict) amAnswer { return amAnswer{status: status, body: "{}", verdict: &v} }
+func amVerdict(status int, v Verdict) amAnswer {
+	return amAnswer{status: status, body: "{}", verdict: &v}
+}
 
 // amKeys are candidates 1..n, least recently used first; streaks[i] is
 // key i+1's stored failure streak, its cooldown ended a minute ago.
@@ -90,7 +92,8 @@ type amRun struct {
 
 	now   time.Time
 	trace []string // steps, as "read", "read fresh", "try 2", "cooling-end", "wait 1s"
-	keeps []int    // Keep after each Observe
+	keeps []int    // Keep after each Observe, then once decided
+	eff   Effects
 }
 
 func (r *amRun) run(t *testing.T) Effects {
@@ -106,7 +109,8 @@ func (r *amRun) run(t *testing.T) Effects {
 		s := m.Next(r.now)
 		switch s.Kind {
 		case StepDone:
-			return m.Effects()
+			r.keeps, r.eff = append(r.keeps, m.Keep()), m.Effects()
+			return r.eff
 		case StepRead:
 			r.trace = append(r.trace, map[bool]string{false: "read", true: "read fresh"}[s.Fresh])
 			m.Candidates(r.reads[min(reads, len(r.reads)-1)], !(r.readErr && reads == 0))
@@ -148,7 +152,13 @@ func (r *amRun) run(t *testing.T) Effects {
 
 // Renderings of the effects.
 
-func amRel(ms int64) string { return "+" + (time.Duration(ms-amT0.UnixMilli()) * time.Millisecond).String() }
+func amRel(ms int64) string {
+	d := time.Duration(ms-amT0.UnixMilli()) * time.Millisecond
+	if d < 0 {
+		return d.String()
+	}
+	return "+" + d.String()
+}
 
 func amReply(r Reply) string {
 	switch r.Kind {
@@ -309,5 +319,338 @@ func TestAttemptsClassification(t *testing.T) {
 				answers: map[int64][]amAnswer{1: {tt.answer}, 2: {amOK}}}
 			amCheck(t, r.run(t), tt.want)
 		})
+	}
+}
+
+// amCase is a request scenario: its keys' answers and what it comes to.
+type amCase struct {
+	name    string
+	req     func(*Request) // changes to amRequest("m")
+	keys    int
+	reads   [][]Candidate // default: amKeys(keys) for every read
+	ends    []int64
+	answers map[int64][]amAnswer
+	want    amWant
+	trace   string // "" or "-": not checked; "none": no step at all
+	keeps   string // "" or "-": not checked
+}
+
+func (c amCase) run(t *testing.T) *amRun {
+	t.Helper()
+	req := amRequest("m")
+	if c.req != nil {
+		c.req(&req)
+	}
+	reads := c.reads
+	if reads == nil {
+		reads = [][]Candidate{amKeys(c.keys)}
+	}
+	r := &amRun{req: req, reads: reads, ends: c.ends, answers: c.answers}
+	amCheck(t, r.run(t), c.want)
+	if c.trace == "none" && len(r.trace) != 0 || c.trace != "-" && c.trace != "" && c.trace != "none" &&
+		strings.Join(r.trace, ", ") != c.trace {
+		t.Errorf("steps:\n got %q\nwant %q", strings.Join(r.trace, ", "), c.trace)
+	}
+	if c.keeps != "-" && c.keeps != "" && fmt.Sprint(r.keeps) != c.keeps {
+		t.Errorf("keeps %v, want %s", r.keeps, c.keeps)
+	}
+	return r
+}
+
+func amEach(n int, a ...amAnswer) map[int64][]amAnswer {
+	m := map[int64][]amAnswer{}
+	for i := 1; i <= n; i++ {
+		m[int64(i)] = a
+	}
+	return m
+}
+
+// TestAttemptsModelMissing: a 404 about the model on one key is held
+// until another key answers: one that serves shows the 404 keys may not
+// use the model; when none does, the 404 goes to the client and no key is
+// blamed.
+func TestAttemptsModelMissing(t *testing.T) {
+	tests := []amCase{
+		{name: "another key serves: the 404 keys are blocked for the model", keys: 3,
+			answers: map[int64][]amAnswer{1: {am404}, 2: {am404}, 3: {amOK}},
+			want: amWant{"serve #3 key 3, attempts 3", "success", "block-model 1 m 404; block-model 2 m 404",
+				"remove 1; remove 2; served 3", "1:fail 2:fail 3:ok"},
+			trace: "read, try 1, try 2, try 3", keeps: "[1 2 3 3]"},
+		{name: "no key serves: the last 404 goes to the client, nobody blamed", keys: 2, answers: amEach(2, am404),
+			want:  amWant{"relay #2 key 2, attempts 2", "client", "", "", "1:fail 2:fail"},
+			trace: "read, try 1, try 2", keeps: "[1 2 2]"},
+		{name: "one key", keys: 1, answers: amEach(1, am404),
+			want: amWant{"relay #1 key 1, attempts 1", "client", "", "", "1:fail"}},
+		{name: "more keys than MAX_ATTEMPTS", keys: 5, answers: amEach(5, am404),
+			want:  amWant{"relay #3 key 3, attempts 3", "client", "", "", "1:fail 2:fail 3:fail"},
+			trace: "read, try 1, try 2, try 3"},
+		{name: "404 then rate limited: 429, the 404 not held against the key", keys: 2,
+			answers: map[int64][]amAnswer{1: {am404}, 2: {am429}},
+			want: amWant{"429 retry 60s, attempts 2", "rejected", "cool 2 m until +1m0s 429", "remove 2",
+				"1:fail 2:fail"},
+			trace: "read, try 1, try 2, cooling-end", keeps: "[1 1 0]"},
+		{name: "404 then the client's 400: the 400 is relayed", keys: 2,
+			answers: map[int64][]amAnswer{1: {am404}, 2: {{status: 400, body: amBadRequest}}},
+			want:    amWant{"relay #2 key 2, attempts 2", "client", "", "used 2", "1:fail 2:ok"}, keeps: "[1 2 2]"},
+		{name: "404 then 5xx: 502", keys: 3, answers: map[int64][]amAnswer{1: {am404}, 2: {am500}, 3: {am500}},
+			want: amWant{"502 last 500, attempts 3", "upstream", "cool 2 m until +0s 500; cool 3 m until +0s 500",
+				"failed 2; failed 3", "1:fail 2:fail 3:fail"}, keeps: "[1 1 1 0]"},
+		{name: "404, invalid key, served", keys: 3, answers: map[int64][]amAnswer{1: {am404}, 2: {am401}, 3: {amOK}},
+			want: amWant{"serve #3 key 3, attempts 3", "success",
+				"block-model 1 m 404; block-key 2 401 from active,exhausted", "forget-all", "1:fail 2:fail 3:ok"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t) })
+	}
+	t.Run("the block's reason says another key serves the model", func(t *testing.T) {
+		r := &amRun{req: amRequest("m"), reads: [][]Candidate{amKeys(2)}, answers: map[int64][]amAnswer{1: {am404}, 2: {amOK}}}
+		e := r.run(t)
+		if len(e.Changes) != 1 || e.Changes[0].Reason != "model not available to this key (404; another key serves it)" ||
+			e.Changes[0].Excerpt != "excerpt" {
+			t.Errorf("changes %+v", e.Changes)
+		}
+	})
+}
+
+// TestAttemptsWithoutModel: a request that names no model keeps no state
+// under model "": a "model" error is the client's answer.
+func TestAttemptsWithoutModel(t *testing.T) {
+	noModel := func(r *Request) { r.Model = "" }
+	tests := []amCase{
+		{name: "404 model_not_found is returned", req: noModel, keys: 2, answers: amEach(2, am404),
+			want: amWant{"relay #1 key 1, attempts 1", "client", "", "used 1", "1:ok"}},
+		{name: "403 about a model is returned", req: noModel, keys: 2, answers: amEach(2, amAnswer{status: 403, body: amModelForbidden}),
+			want: amWant{"relay #1 key 1, attempts 1", "client", "", "used 1", "1:ok"}},
+		{name: "a BlockModel verdict is returned", req: noModel, keys: 2,
+			answers: amEach(2, amVerdict(403, Verdict{Action: BlockModel, Reason: "x"})),
+			want:    amWant{"relay #1 key 1, attempts 1", "client", "", "used 1", "1:ok"}},
+		{name: "a rate limit still cools the key", req: noModel, keys: 2, answers: map[int64][]amAnswer{1: {am429}, 2: {amOK}},
+			want: amWant{"serve #2 key 2, attempts 2", "success", "cool 1  until +1m0s 429", "remove 1; served 2", "1:fail 2:ok"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t) })
+	}
+}
+
+// TestAttemptsLimits: MAX_ATTEMPTS counts the failures that may be the
+// request's or the upstream's, not keys that are simply rejected; at most
+// MaxKeys keys are tried; no attempt after the first starts once the
+// retry budget is spent.
+func TestAttemptsLimits(t *testing.T) {
+	attempts := func(n int) func(*Request) { return func(r *Request) { r.Limits.MaxAttempts = n } }
+	budget := func(d time.Duration) func(*Request) {
+		return func(r *Request) {
+			r.Limits.Budget, r.Limits.MaxAttempts, r.StormPolicy.Keys = d, 5, 100
+		}
+	}
+	slow500 := amAnswer{status: 500, body: amServerError, took: 2 * time.Second}
+	tests := []amCase{
+		{name: "rejected keys do not use up MAX_ATTEMPTS", req: attempts(1), keys: 4,
+			answers: map[int64][]amAnswer{1: {am401}, 2: {{status: 402, body: amNoBalance}}, 3: {am429}, 4: {amOK}},
+			want:    amWant{"serve #4 key 4, attempts 4", "success", "-", "forget-all", "1:fail 2:fail 3:fail 4:ok"}},
+		{name: "upstream failures do", req: attempts(2), keys: 3, answers: map[int64][]amAnswer{1: {am500}, 2: {amNetwork}, 3: {amOK}},
+			want: amWant{"502 last 0, attempts 2", "upstream", "cool 1 m until +0s 500; cool 2 m until +0s 0",
+				"failed 1; failed 2", "1:fail 2:fail"},
+			trace: "read, try 1, try 2"},
+		{name: "at most MaxKeys keys", keys: 10, answers: amEach(10, am401),
+			want:  amWant{"503, attempts 8", "rejected", "-", "forget-all", "1:fail 2:fail 3:fail 4:fail 5:fail 6:fail 7:fail 8:fail"},
+			trace: "read, try 1, try 2, try 3, try 4, try 5, try 6, try 7, try 8, cooling-end"},
+		{name: "budget 3s, calls of 2s: two attempts", req: budget(3 * time.Second), keys: 6, answers: amEach(6, slow500),
+			want: amWant{"502 last 500, attempts 2", "upstream", "-", "-", "1:fail 2:fail"}},
+		{name: "budget 5s: three", req: budget(5 * time.Second), keys: 6, answers: amEach(6, slow500),
+			want: amWant{"502 last 500, attempts 3", "upstream", "-", "-", "1:fail 2:fail 3:fail"}},
+		{name: "budget 1s: the first attempt always starts", req: budget(time.Second), keys: 6, answers: amEach(6, slow500),
+			want: amWant{"502 last 500, attempts 1", "upstream", "-", "-", "1:fail"}},
+		{name: "every key rate limited: 429 until the first is back", keys: 2,
+			answers: map[int64][]amAnswer{1: {amRetryAfter(429, amRateLimited, "7")}, 2: {amRetryAfter(429, amRateLimited, "3")}},
+			want: amWant{"429 retry 3s, attempts 2", "rejected", "cool 1 m until +7s 429; cool 2 m until +3s 429",
+				"remove 1; remove 2", "1:fail 2:fail"}},
+		{name: "a stored cooldown that ends first sets Retry-After", keys: 1, ends: []int64{1500},
+			answers: amEach(1, amRetryAfter(429, amRateLimited, "7")),
+			want:    amWant{"429 retry 2s, attempts 1", "rejected", "-", "-", "-"}},
+		{name: "blocked and exhausted keys only: 503", keys: 2,
+			answers: map[int64][]amAnswer{1: {am401}, 2: {{status: 402, body: amNoBalance}}},
+			want:    amWant{"503, attempts 2", "rejected", "-", "forget-all", "1:fail 2:fail"}},
+		{name: "no candidates: 503 without a call", reads: [][]Candidate{nil},
+			want: amWant{"503, attempts 0", "rejected", "", "", ""}, trace: "read, cooling-end"},
+		{name: "no candidates, one cooling: 429", reads: [][]Candidate{nil}, ends: []int64{4200},
+			want: amWant{"429 retry 5s, attempts 0", "rejected", "", "", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t) })
+	}
+	t.Run("the key pool cannot be read: 500", func(t *testing.T) {
+		r := &amRun{req: amRequest("m"), reads: [][]Candidate{amKeys(1)}, readErr: true}
+		amCheck(t, r.run(t), amWant{"500 store", "rejected", "", "", ""})
+	})
+}
+
+// TestAttemptsWaitForCooldown: with wait_for_cooldown_seconds, a request
+// that finds every key cooling waits once for the first one back, within
+// the setting and the retry budget.
+func TestAttemptsWaitForCooldown(t *testing.T) {
+	wait := func(w, budget time.Duration) func(*Request) {
+		return func(r *Request) { r.Limits.Wait, r.Limits.Budget = w, budget }
+	}
+	ra := func(s string) amAnswer { return amRetryAfter(429, amRateLimited, s) }
+	tests := []amCase{
+		{name: "waits for the key it cooled, which then serves", req: wait(5*time.Second, 30*time.Second), keys: 1,
+			answers: amEach(1, ra("1"), amOK),
+			// The cooldown was served while waiting: not recorded.
+			want:  amWant{"serve #2 key 1, attempts 2", "success", "", "served 1", "1:fail 1:ok"},
+			trace: "read, try 1, cooling-end, wait 1s, read fresh, try 1"},
+		{name: "a cooldown longer than the setting: 429 at once", req: wait(time.Second, 30*time.Second), keys: 1,
+			answers: amEach(1, ra("2")),
+			want:    amWant{"429 retry 2s, attempts 1", "rejected", "cool 1 m until +2s 429", "remove 1", "1:fail"},
+			trace:   "read, try 1, cooling-end, cooling-end"},
+		{name: "no wait the budget would not allow a retry after", req: wait(5*time.Second, time.Second), keys: 1,
+			answers: amEach(1, ra("2")),
+			want:    amWant{"429 retry 2s, attempts 1", "rejected", "-", "-", "-"}, trace: "read, try 1, cooling-end, cooling-end"},
+		{name: "no key tried yet: waits for an earlier request's cooldown, whatever the budget",
+			req: wait(5*time.Second, time.Second), reads: [][]Candidate{nil, amKeys(1)}, ends: []int64{2000},
+			answers: amEach(1, amOK),
+			want:    amWant{"serve #1 key 1, attempts 1", "success", "", "served 1", "1:ok"},
+			trace:   "read, cooling-end, wait 2s, read fresh, try 1"},
+		{name: "waits once only", req: wait(5*time.Second, 30*time.Second), keys: 1, answers: amEach(1, ra("1")),
+			want:  amWant{"429 retry 1s, attempts 2", "rejected", "cool 1 m until +2s 429", "remove 1", "1:fail 1:fail"},
+			trace: "read, try 1, cooling-end, wait 1s, read fresh, try 1, cooling-end"},
+		{name: "no wait after upstream errors", req: wait(5*time.Second, 30*time.Second), keys: 1, answers: amEach(1, am500),
+			want: amWant{"502 last 500, attempts 1", "upstream", "-", "-", "-"}, trace: "read, try 1"},
+		{name: "no wait once a key said the model does not exist", req: wait(5*time.Second, 30*time.Second), keys: 2,
+			answers: map[int64][]amAnswer{1: {am404}, 2: {ra("1")}},
+			want:    amWant{"429 retry 1s, attempts 2", "rejected", "-", "-", "-"}, trace: "read, try 1, try 2, cooling-end"},
+		{name: "setting 0: no wait", req: wait(0, 30*time.Second), keys: 1, answers: amEach(1, ra("1")),
+			want: amWant{"429 retry 1s, attempts 1", "rejected", "-", "-", "-"}, trace: "read, try 1, cooling-end"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t) })
+	}
+}
+
+// TestAttemptsStorms: STORM_KEYS distinct keys failing at once is the
+// upstream's fault: the request is answered at once, the cooldowns given
+// on the way are lifted, and while the hold lasts no upstream is called.
+// After it one request probes: a success ends the storm, a failure holds
+// it again.
+func TestAttemptsStorms(t *testing.T) {
+	ms := func(d time.Duration) int64 { return amT0.Add(d).UnixMilli() }
+	stormKeys := func(n int) func(*Request) {
+		return func(r *Request) { r.StormPolicy.Keys, r.Limits.MaxAttempts = n, 5 }
+	}
+	declared := Storm{Since: ms(-20 * time.Second), Last: ms(-11 * time.Second), Keys: []int64{1, 2, 3},
+		Until: ms(-time.Second), Rate: true, Declared: true}
+	withStorm := func(s Storm) func(*Request) {
+		return func(r *Request) { r.StormPolicy.Keys, r.Storm = 3, s }
+	}
+	holding := declared
+	holding.Until = ms(6 * time.Second)
+	run := Storm{Since: ms(-5 * time.Second), Last: ms(-4 * time.Second), Keys: []int64{7, 8}}
+	tests := []struct {
+		amCase
+		storm        Storm // the storm state after
+		stormChanged bool
+	}{
+		{amCase: amCase{name: "rate limits on STORM_KEYS keys begin a storm", req: stormKeys(3), keys: 4, answers: amEach(4, am429),
+			want: amWant{"storm rate=true retry 10s keys 3, attempts 3", "rejected",
+				"cool 1 m until +1m0s 429; cool 2 m until +1m0s 429; lift [1 2 3] since +0s", "forget-all",
+				"1:fail 2:fail 3:fail"},
+			trace: "read, try 1, try 2, try 3", keeps: "[0 0 0 0]"},
+			storm:        Storm{Since: ms(0), Last: ms(0), Keys: []int64{1, 2, 3}, Until: ms(10 * time.Second), Rate: true, Declared: true},
+			stormChanged: true},
+		{amCase: amCase{name: "server errors: 503", req: stormKeys(3), keys: 4, answers: amEach(4, am500),
+			want: amWant{"storm rate=false retry 10s keys 3, attempts 3", "rejected",
+				"cool 1 m until +0s 500; cool 2 m until +0s 500; lift [1 2 3] since +0s", "forget-all", "-"}},
+			storm:        Storm{Since: ms(0), Last: ms(0), Keys: []int64{1, 2, 3}, Until: ms(10 * time.Second), Declared: true},
+			stormChanged: true},
+		{amCase: amCase{name: "the provider's Retry-After holds it longer", req: stormKeys(2), keys: 2,
+			answers: amEach(2, amRetryAfter(429, amRateLimited, "25")),
+			want:    amWant{"storm rate=true retry 25s keys 2, attempts 2", "rejected", "-", "-", "-"}},
+			storm:        Storm{Since: ms(0), Last: ms(0), Keys: []int64{1, 2}, Until: ms(25 * time.Second), Rate: true, Declared: true},
+			stormChanged: true},
+		{amCase: amCase{name: "during the hold: answered at once, nothing read or called", req: withStorm(holding),
+			want:  amWant{"storm rate=true retry 6s keys 3, attempts 0", "rejected", "", "", ""},
+			trace: "none"},
+			storm: holding},
+		{amCase: amCase{name: "after the hold a probe that succeeds ends the storm", req: withStorm(declared), keys: 2,
+			answers: amEach(2, amOK),
+			want:    amWant{"serve #1 key 1, attempts 1", "success", "", "served 1", "1:ok"}},
+			stormChanged: true},
+		{amCase: amCase{name: "a probe that fails holds it again, blaming nobody", req: withStorm(declared), keys: 2,
+			answers: amEach(2, am429),
+			want:    amWant{"storm rate=true retry 10s keys 3, attempts 1", "rejected", "", "", "1:fail"},
+			trace:   "read, try 1"},
+			storm: Storm{Since: declared.Since, Last: ms(0), Keys: []int64{1, 2, 3}, Until: ms(10 * time.Second), Rate: true,
+				Declared: true},
+			stormChanged: true},
+		{amCase: amCase{name: "a run begun by earlier requests: their keys' cooldowns are lifted too", req: withStorm(run),
+			keys: 2, answers: amEach(2, am429),
+			want: amWant{"storm rate=true retry 10s keys 3, attempts 1", "rejected", "lift [7 8 1] since -5s", "forget-all",
+				"1:fail"}},
+			storm: Storm{Since: run.Since, Last: ms(0), Keys: []int64{7, 8, 1}, Until: ms(10 * time.Second), Rate: true,
+				Declared: true},
+			stormChanged: true},
+		{amCase: amCase{name: "a success ends a run", req: withStorm(run), keys: 1, answers: amEach(1, amOK),
+			want: amWant{"serve #1 key 1, attempts 1", "success", "", "served 1", "1:ok"}},
+			stormChanged: true},
+		{amCase: amCase{name: "a success when calm changes no storm state", keys: 1, answers: amEach(1, amOK),
+			want: amWant{"serve #1 key 1, attempts 1", "success", "", "served 1", "1:ok"}}},
+		{amCase: amCase{name: "daily quotas are no storm", req: func(r *Request) {
+			p, _ := provider.Lookup("google-ai-studio")
+			r.Provider, r.Family, r.StormPolicy.Keys = p.Name, p.Family, 2
+		}, keys: 3, answers: amEach(3, amAnswer{status: 429, body: amGeminiDaily}),
+			want: amWant{"-", "rejected", "-", "remove 1; remove 2; remove 3", "1:fail 2:fail 3:fail"}}},
+		{amCase: amCase{name: "client errors are no storm", req: stormKeys(2), keys: 3,
+			answers: map[int64][]amAnswer{1: {am401}, 2: {am401}, 3: {am401}},
+			want:    amWant{"503, attempts 3", "rejected", "-", "-", "-"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tt.run(t)
+			if got := fmt.Sprintf("%+v", r.eff.Storm); got != fmt.Sprintf("%+v", tt.storm) {
+				t.Errorf("storm after:\n got %s\nwant %+v", got, tt.storm)
+			}
+			if r.eff.StormChanged != tt.stormChanged {
+				t.Errorf("StormChanged %v, want %v", r.eff.StormChanged, tt.stormChanged)
+			}
+		})
+	}
+}
+
+// TestAttemptsProtocol: the machine waits for the report each step asks
+// for; reports it did not ask for change nothing.
+func TestAttemptsProtocol(t *testing.T) {
+	m := Start(amRequest("m"))
+	if s := m.Next(amT0); s.Kind != StepRead || s.Fresh {
+		t.Fatalf("first step %+v, want a cached read", s)
+	}
+	m.Observe(Answer{Status: 200}, "", amT0) // not asked for
+	m.CoolingEnd(123)
+	if s := m.Next(amT0); s.Kind != StepRead {
+		t.Fatalf("step %+v after reports it did not ask for, want the read again", s)
+	}
+	m.Candidates(amKeys(2), true)
+	s := m.Next(amT0)
+	if s.Kind != StepTry || s.Key.ID != 1 || s.Attempt != 1 {
+		t.Fatalf("step %+v, want to try key 1", s)
+	}
+	if again := m.Next(amT0); again.Kind != StepTry || again.Key.ID != 1 || again.Attempt != 1 {
+		t.Fatalf("step %+v before the answer, want the same try", again)
+	}
+	m.Candidates(nil, false) // not asked for
+	m.Observe(Answer{Status: 500, Body: []byte(amServerError)}, "masked", amT0)
+	if s := m.Next(amT0); s.Kind != StepTry || s.Key.ID != 2 || s.Attempt != 2 {
+		t.Fatalf("step %+v, want to try key 2", s)
+	}
+	m.Observe(Answer{Status: 200}, "", amT0)
+	if s := m.Next(amT0); s.Kind != StepDone {
+		t.Fatalf("step %+v, want done", s)
+	}
+	e := m.Effects()
+	if len(e.Notes) != 1 || !strings.HasPrefix(e.Notes[0], `openai key 1 for "m": upstream error (500`) ||
+		!strings.HasSuffix(e.Notes[0], "; trying another key") {
+		t.Errorf("notes %q", e.Notes)
+	}
+	if len(e.Changes) != 1 || e.Changes[0].Excerpt != "masked" || e.Changes[0].Reason == "" {
+		t.Errorf("changes %+v, want the 500's cooldown with its excerpt and reason", e.Changes)
 	}
 }
