@@ -41,7 +41,7 @@ type Request struct {
 	Policy      Policy
 	StormPolicy StormPolicy
 	Limits      Limits
-	IntN        func(n int) int // draws in [0, n), for Pick
+	IntN        func(n int) int // draws in [0, n), for Pick; required
 }
 
 // StepKind is what the handler must do next.
