@@ -170,45 +170,47 @@ func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model 
 	return list, nil
 }
 
-// observe applies one request's outcomes to the cached candidates (a
-// cooled key leaves the model's list, a blocked one every list of the
-// provider, a used one goes to the back) and to the usage counters.
-func (h *Handler) observe(prov string, outcomes []store.Outcome, now time.Time) {
+// countKeyUses adds a request's attempts to the isolate's key counters.
+func (h *Handler) countKeyUses(uses []rotation.KeyUse, now time.Time) {
+	if len(uses) == 0 {
+		return
+	}
 	ms := now.UnixMilli()
 	v, _ := h.d.Shared.Get(usageKey)
 	usage := decodeUsage(v)
-	for _, o := range outcomes {
-		u := usage[o.KeyID]
+	for _, use := range uses {
+		u := usage[use.Key]
 		if u == nil {
 			u = &store.Usage{}
-			usage[o.KeyID] = u
+			usage[use.Key] = u
 		}
-		u.Add(o, ms)
+		u.Add(use, ms)
 	}
 	h.d.Shared.Set(usageKey, encodeUsage(usage))
-	for _, o := range outcomes {
-		v := o.Verdict
-		switch {
-		case o.Blameless:
-		case v.Action == rotation.BlockKey || v.Action == rotation.ExhaustKey:
-			// The other models' lists of this provider cannot be listed
-			// cheaply in Shared; drop them all, they are read again.
+}
+
+// applyCache applies the cache updates rotation decided to the cached
+// candidates of prov (a list is kept least recently used first).
+func (h *Handler) applyCache(prov string, updates []rotation.CacheUpdate, now time.Time) {
+	ms := now.UnixMilli()
+	for _, u := range updates {
+		switch u.Op {
+		case rotation.CacheForgetAll:
 			h.clearCands()
-		case v.Action == rotation.BlockModel || (v.Action == rotation.Cool || v.Action == rotation.Retry) && v.Cooldown > 0:
-			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool { return c.ID != o.KeyID })
-		case v.Action == rotation.Retry:
-			// Counted in the streak, so that the next failure rests it.
-			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool {
-				if c.ID == o.KeyID {
+		case rotation.CacheRemove:
+			h.updateCands(prov, u.Model, func(c *rotation.Candidate) bool { return c.ID != u.Key })
+		case rotation.CacheFailed:
+			h.updateCands(prov, u.Model, func(c *rotation.Candidate) bool {
+				if c.ID == u.Key {
 					c.Streak, c.CoolEnd = c.Streak+1, ms
 				}
 				return true
 			})
-		default:
-			h.updateCands(prov, o.Model, func(c *rotation.Candidate) bool {
-				if c.ID == o.KeyID {
+		case rotation.CacheUsed, rotation.CacheServed:
+			h.updateCands(prov, u.Model, func(c *rotation.Candidate) bool {
+				if c.ID == u.Key {
 					c.LastUsed = ms
-					if v.Action == rotation.Serve {
+					if u.Op == rotation.CacheServed {
 						c.Streak = 0
 					}
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/usage"
 )
@@ -25,10 +26,10 @@ import (
 
 // Outcome classes of a proxied request.
 const (
-	classSuccess  = "success"  // 2xx
-	classClient   = "client"   // the upstream's 4xx, returned
-	classUpstream = "upstream" // 5xx, timeouts: keypool answered 502
-	classRejected = "rejected" // keypool refused: no usable key, a storm, a token limit
+	classSuccess  = string(rotation.ClassSuccess)
+	classClient   = string(rotation.ClassClient)
+	classUpstream = string(rotation.ClassUpstream)
+	classRejected = string(rotation.ClassRejected)
 )
 
 // served is one proxied request, for the rollups.

@@ -1,12 +1,14 @@
 // Package store keeps keypool's state in D1 (SQLite) through database/sql.
 // The same code runs on Workers against D1 and in tests against SQLite with
-// the same migration files. It makes no decisions: package rotation does.
+// the same migration files. It makes no decisions: package rotation does,
+// and the store writes the state changes it decides (Apply).
 package store
 
 import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log"
 	"slices"
 	"strings"
@@ -529,34 +531,6 @@ func (k *Keys) NextCoolingEnd(ctx context.Context, prov, model string, now int64
 	return until.Int64, nil
 }
 
-// Outcome is what one upstream attempt did to a key.
-type Outcome struct {
-	KeyID   int64
-	Model   string
-	Verdict rotation.Verdict
-	Status  int    // upstream HTTP status, 0 for a network error
-	Excerpt string // start of the upstream error body, already masked
-	// Streak is the key-model's failure streak before the attempt; a
-	// success after one resets it.
-	Streak int64
-	// Blameless failures count in the key's usage but change no state:
-	// a storm showed they were the upstream's fault.
-	Blameless bool
-}
-
-// ChangesState reports whether recording o writes a state to the key or
-// key-model (ApplyVerdict).
-func (o Outcome) ChangesState() bool {
-	if o.Blameless {
-		return false
-	}
-	switch o.Verdict.Action {
-	case rotation.Cool, rotation.Retry, rotation.BlockModel, rotation.BlockKey, rotation.ExhaustKey:
-		return true
-	}
-	return false
-}
-
 // Usage is the coalesced traffic of one key since the last write.
 type Usage struct {
 	KeyID     int64
@@ -566,14 +540,13 @@ type Usage struct {
 	LastUsed  int64 // unix ms of the latest use
 }
 
-// Add counts one attempt's outcome into u.
-func (u *Usage) Add(o Outcome, now int64) {
-	u.KeyID = o.KeyID
+// Add counts one attempt into u.
+func (u *Usage) Add(use rotation.KeyUse, now int64) {
+	u.KeyID = use.Key
 	u.Requests++
-	switch o.Verdict.Action {
-	case rotation.Serve, rotation.Return:
+	if use.Served {
 		u.Successes++
-	default:
+	} else {
 		u.Failures++
 	}
 	u.LastUsed = max(u.LastUsed, now)
@@ -603,30 +576,43 @@ func (k *Keys) AddUsage(ctx context.Context, usage []Usage) error {
 	return err
 }
 
-// ApplyVerdict makes the state change a verdict calls for: cool the
-// key-model (a Retry with no cooldown only counts the failure in the
-// streak), block the model for the key, block or exhaust the key. Serve,
-// Return and ModelMissing change nothing.
-func (k *Keys) ApplyVerdict(ctx context.Context, o Outcome, now int64) error {
-	v := o.Verdict
-	switch v.Action {
-	case rotation.BlockKey:
-		return k.setStatus(ctx, o.KeyID, StatusBlocked, v.Reason, o.Status, o.Excerpt, now, StatusActive, StatusExhausted)
-	case rotation.ExhaustKey:
-		return k.setStatus(ctx, o.KeyID, StatusExhausted, v.Reason, o.Status, o.Excerpt, now, StatusActive)
-	case rotation.BlockModel:
-		return k.setModel(ctx, o, ModelBlocked, 0, now)
-	case rotation.Cool, rotation.Retry:
-		return k.setModel(ctx, o, ModelCooling, now+v.Cooldown.Milliseconds(), now)
+// Apply writes the state changes rotation decided, in order, at now
+// (the time of the events and of updated_at). A change that fails does
+// not stop the others; the errors are returned together.
+func (k *Keys) Apply(ctx context.Context, changes []rotation.Change, now int64) error {
+	var errs []error
+	for _, c := range changes {
+		if err := k.apply(ctx, c, now); err != nil {
+			errs = append(errs, fmt.Errorf("key %d: %w", c.Key, err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+func (k *Keys) apply(ctx context.Context, c rotation.Change, now int64) error {
+	switch c.Kind {
+	case rotation.ChangeBlockKey:
+		return k.setStatus(ctx, c, StatusBlocked, now)
+	case rotation.ChangeExhaustKey:
+		return k.setStatus(ctx, c, StatusExhausted, now)
+	case rotation.ChangeBlockModel:
+		return k.setModel(ctx, c, ModelBlocked, 0, now)
+	case rotation.ChangeCool:
+		return k.setModel(ctx, c, ModelCooling, c.Until, now)
+	case rotation.ChangeResetStreak:
+		return k.resetStreak(ctx, c.Key, c.Model, now)
+	case rotation.ChangeLiftCooldowns:
+		_, err := k.liftCooldowns(ctx, c.Keys, c.Since, now, c.Reason)
+		return err
+	}
+	return fmt.Errorf("unknown state change %d", c.Kind)
 }
 
 // setModel records a key-model state and, when it takes the key-model out
 // of rotation, an event. The streak counts failures in a row. A cooldown
 // never shortens one already running (a daily-quota rest outlasts a later
 // short hint), and only a block replaces a block.
-func (k *Keys) setModel(ctx context.Context, o Outcome, state string, until, now int64) error {
+func (k *Keys) setModel(ctx context.Context, c rotation.Change, state string, until, now int64) error {
 	rows, err := k.db.QueryContext(ctx,
 		`INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at)
 		 SELECT id, ?, ?, ?, ?, 1, ? FROM keys WHERE id = ?
@@ -638,7 +624,7 @@ func (k *Keys) setModel(ctx context.Context, o Outcome, state string, until, now
 		                 ELSE excluded.reason END,
 		   streak = key_models.streak + 1, updated_at = excluded.updated_at
 		 RETURNING state, until`,
-		o.Model, state, until, o.Verdict.Reason, now, o.KeyID)
+		c.Model, state, until, c.Reason, now, c.Key)
 	if err != nil {
 		return err
 	}
@@ -657,22 +643,22 @@ func (k *Keys) setModel(ctx context.Context, o Outcome, state string, until, now
 	if gotState != state || state == ModelCooling && until <= now {
 		return nil // counted only: already blocked, or no rest asked for
 	}
-	return k.event(ctx, o.KeyID, o.Model, StatusActive, state, o.Verdict.Reason, o.Status, o.Excerpt, now)
+	return k.event(ctx, c.Key, c.Model, StatusActive, state, c.Reason, c.Status, c.Excerpt, now)
 }
 
-// ResetStreak forgets a key-model's failure streak after a success. Only
+// resetStreak forgets a key-model's failure streak after a success. Only
 // an ended cooldown row goes; a block stays.
-func (k *Keys) ResetStreak(ctx context.Context, keyID int64, model string, now int64) error {
+func (k *Keys) resetStreak(ctx context.Context, keyID int64, model string, now int64) error {
 	_, err := k.db.ExecContext(ctx,
 		`DELETE FROM key_models WHERE key_id = ? AND model = ? AND state = 'cooling' AND until <= ?`,
 		keyID, model, now)
 	return err
 }
 
-// LiftCooldowns ends the cooldowns and failure streaks given to keys since
+// liftCooldowns ends the cooldowns and failure streaks given to keys since
 // a time, with an event each: a storm showed they were the upstream's
 // fault, not the keys'.
-func (k *Keys) LiftCooldowns(ctx context.Context, keyIDs []int64, since, now int64, reason string) (int64, error) {
+func (k *Keys) liftCooldowns(ctx context.Context, keyIDs []int64, since, now int64, reason string) (int64, error) {
 	if len(keyIDs) == 0 {
 		return 0, nil
 	}
@@ -711,10 +697,10 @@ func (k *Keys) LiftCooldowns(ctx context.Context, keyIDs []int64, since, now int
 	return int64(len(lifted)), nil
 }
 
-// setStatus moves a key to status and records the change, when the key is
-// in one of the from states: an upstream answer never overrides the
-// admin's "disabled", nor brings a blocked key back as exhausted.
-func (k *Keys) setStatus(ctx context.Context, id int64, status, reason string, httpStatus int, excerpt string, now int64, from ...string) error {
+// setStatus moves c's key to status and records the change, when the key
+// is in one of the statuses c applies to (From).
+func (k *Keys) setStatus(ctx context.Context, c rotation.Change, status string, now int64) error {
+	id := c.Key
 	var cur string
 	if err := k.db.QueryRowContext(ctx, `SELECT status FROM keys WHERE id = ?`, id).Scan(&cur); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -722,21 +708,21 @@ func (k *Keys) setStatus(ctx context.Context, id int64, status, reason string, h
 		}
 		return err
 	}
-	if cur == status || !slices.Contains(from, cur) {
+	if cur == status || !slices.Contains(c.From, cur) {
 		return nil
 	}
 	// The status condition makes a concurrent change win instead of being
 	// recorded under a stale "from".
 	res, err := k.db.ExecContext(ctx,
 		`UPDATE keys SET status = ?, status_reason = ?, updated_at = ? WHERE id = ? AND status = ?`,
-		status, reason, now, id, cur)
+		status, c.Reason, now, id, cur)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return err
 	}
-	return k.event(ctx, id, "", cur, status, reason, httpStatus, excerpt, now)
+	return k.event(ctx, id, "", cur, status, c.Reason, c.Status, c.Excerpt, now)
 }
 
 func (k *Keys) event(ctx context.Context, id int64, model, from, to, reason string, status int, excerpt string, now int64) error {

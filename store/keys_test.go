@@ -49,16 +49,33 @@ func mustAdd(t *testing.T, k *store.Keys, prov string, ss ...string) []int64 {
 	return ids
 }
 
-// mustRecord persists outcomes as the handler does: usage counters in one
-// AddUsage, then the state change of each verdict.
-func mustRecord(t *testing.T, k *store.Keys, now int64, os ...store.Outcome) {
+// record is one attempt as the handler writes it: the key's use and the
+// state change rotation decided (Kind 0: none). A ChangeCool's Until is
+// the write time plus cooldown.
+type record struct {
+	use      rotation.KeyUse
+	change   rotation.Change
+	cooldown time.Duration
+}
+
+// mustRecord persists attempts as the handler does: usage counters in one
+// AddUsage, then the state changes in one Apply.
+func mustRecord(t *testing.T, k *store.Keys, now int64, rs ...record) {
 	t.Helper()
 	usage := map[int64]*store.Usage{}
-	for _, o := range os {
-		if usage[o.KeyID] == nil {
-			usage[o.KeyID] = &store.Usage{}
+	var changes []rotation.Change
+	for _, r := range rs {
+		if usage[r.use.Key] == nil {
+			usage[r.use.Key] = &store.Usage{}
 		}
-		usage[o.KeyID].Add(o, now)
+		usage[r.use.Key].Add(r.use, now)
+		if r.change.Kind != 0 {
+			c := r.change
+			if c.Kind == rotation.ChangeCool {
+				c.Until = now + r.cooldown.Milliseconds()
+			}
+			changes = append(changes, c)
+		}
 	}
 	var list []store.Usage
 	for _, u := range usage {
@@ -67,10 +84,8 @@ func mustRecord(t *testing.T, k *store.Keys, now int64, os ...store.Outcome) {
 	if err := k.AddUsage(ctx, list); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range os {
-		if err := k.ApplyVerdict(ctx, o, now); err != nil {
-			t.Fatal(err)
-		}
+	if err := k.Apply(ctx, changes, now); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -119,14 +134,15 @@ func equalIDs(a, b []int64) bool {
 	return true
 }
 
-func cool(id int64, model string, d time.Duration) store.Outcome {
-	return store.Outcome{KeyID: id, Model: model, Status: 429, Excerpt: "slow down",
-		Verdict: rotation.Verdict{Action: rotation.Cool, Cooldown: d, Reason: "rate limited (429)"}}
+func cool(id int64, model string, d time.Duration) record {
+	return record{use: rotation.KeyUse{Key: id}, cooldown: d, change: rotation.Change{Kind: rotation.ChangeCool, Key: id,
+		Model: model, Status: 429, Excerpt: "slow down", Reason: "rate limited (429)"}}
 }
 
-func block(id int64) store.Outcome {
-	return store.Outcome{KeyID: id, Model: "m", Status: 401, Excerpt: `{"error":"invalid key sk-ab…1234"}`,
-		Verdict: rotation.Verdict{Action: rotation.BlockKey, Reason: "credential rejected (401)"}}
+func block(id int64) record {
+	return record{use: rotation.KeyUse{Key: id}, change: rotation.Change{Kind: rotation.ChangeBlockKey, Key: id,
+		Status: 401, Excerpt: `{"error":"invalid key sk-ab…1234"}`, Reason: "credential rejected (401)",
+		From: []string{store.StatusActive, store.StatusExhausted}}}
 }
 
 func TestAdd(t *testing.T) {
@@ -501,19 +517,22 @@ func TestRecordCounters(t *testing.T) {
 	// ends at once (until = now), so the key stays a candidate, with no
 	// event since nothing left rotation.
 	tests := []struct {
-		action                       rotation.Action
+		name                         string
+		served                       bool
 		requests, successes, failure int64
 		streakRow                    bool
 	}{
-		{rotation.Serve, 1, 1, 0, false},
-		{rotation.Return, 1, 1, 0, false},
-		{rotation.Retry, 1, 0, 1, true},
+		{"served", true, 1, 1, 0, false},
+		{"first 5xx", false, 1, 0, 1, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.action.String(), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			k, db := open(t)
 			ids := mustAdd(t, k, "openai", "sk-rec-000000000", "sk-rec-111111111")
-			o := store.Outcome{KeyID: ids[0], Model: "m", Status: 500, Verdict: rotation.Verdict{Action: tt.action, Reason: "x"}}
+			o := record{use: rotation.KeyUse{Key: ids[0], Served: tt.served}}
+			if tt.streakRow {
+				o.change = rotation.Change{Kind: rotation.ChangeCool, Key: ids[0], Model: "m", Status: 500, Reason: "x"}
+			}
 			wantModels := func(now, streak int64) string {
 				if !tt.streakRow {
 					return ""
@@ -529,7 +548,7 @@ func TestRecordCounters(t *testing.T) {
 				t.Errorf("LastUsedAt = %d, want %d", x.LastUsedAt, t0+5)
 			}
 			if x.Status != store.StatusActive || x.UpdatedAt != t0 || len(evs) != 0 {
-				t.Errorf("%v changed the key: %+v, events %+v", tt.action, x, evs)
+				t.Errorf("%s changed the key: %+v, events %+v", tt.name, x, evs)
 			}
 			if got, want := modelStates(x), wantModels(t0+5, 1); got != want {
 				t.Errorf("models = %q, want %q", got, want)
@@ -579,7 +598,7 @@ func TestRecordBlockKey(t *testing.T) {
 	}
 	e := evs[0]
 	if e.From != store.StatusActive || e.To != store.StatusBlocked || e.Model != "" || e.Status != 401 ||
-		e.Excerpt != o.Excerpt || e.Reason != o.Verdict.Reason || e.At != t0+10 {
+		e.Excerpt != o.change.Excerpt || e.Reason != o.change.Reason || e.At != t0+10 {
 		t.Errorf("event = %+v", e)
 	}
 

@@ -11,8 +11,8 @@ import (
 )
 
 // TestRoundTrips checks the number of D1 round trips where the store
-// promises it: the hot path (Candidates, AddUsage, ApplyVerdict,
-// ResetStreak) must not grow with the size of the pool.
+// promises it: the hot path (Candidates, AddUsage, Apply) must not grow
+// with the size of the pool.
 func TestRoundTrips(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
@@ -30,6 +30,7 @@ func TestRoundTrips(t *testing.T) {
 		usage = append(usage, store.Usage{KeyID: id, Requests: 1, Successes: 1, LastUsed: t0})
 	}
 
+	apply := func(c rotation.Change) error { return k.Apply(ctx, []rotation.Change{c}, t0) }
 	tests := []struct {
 		name string
 		call func() error
@@ -44,24 +45,18 @@ func TestRoundTrips(t *testing.T) {
 		{"AddUsage of none", func() error { return k.AddUsage(ctx, nil) }, 0},
 		{"List", func() error { _, err := k.List(ctx, "openai"); return err }, 2},
 		{"List of every provider", func() error { _, err := k.List(ctx, ""); return err }, 2},
-		{"ResetStreak", func() error { return k.ResetStreak(ctx, ids[1], "m", t0) }, 1},
-		{"LiftCooldowns of none", func() error { _, err := k.LiftCooldowns(ctx, nil, t0, t0, "x"); return err }, 0},
-		{"LiftCooldowns, nothing to lift", func() error { _, err := k.LiftCooldowns(ctx, ids, t0, t0, "x"); return err }, 1},
-		{"PruneCooling", func() error { _, err := k.PruneCooling(ctx, t0); return err }, 1},
-		{"ApplyVerdict Serve", func() error {
-			return k.ApplyVerdict(ctx, outcome(ids[2], rotation.Serve, 200, 0, ""), t0)
-		}, 0},
-		{"ApplyVerdict Retry without cooldown", func() error {
-			return k.ApplyVerdict(ctx, outcome(ids[2], rotation.Retry, 500, 0, "x"), t0)
+		{"Apply ResetStreak", func() error { return apply(rotation.Change{Kind: rotation.ChangeResetStreak, Key: ids[1], Model: "m"}) }, 1},
+		{"Apply LiftCooldowns of none", func() error { return apply(rotation.Change{Kind: rotation.ChangeLiftCooldowns}) }, 0},
+		{"Apply LiftCooldowns, nothing to lift", func() error {
+			return apply(rotation.Change{Kind: rotation.ChangeLiftCooldowns, Keys: ids, Since: t0})
 		}, 1},
-		{"ApplyVerdict Cool", func() error {
-			return k.ApplyVerdict(ctx, outcome(ids[2], rotation.Cool, 429, time.Minute, "x"), t0)
-		}, 2},
-		{"ApplyVerdict BlockKey", func() error {
-			return k.ApplyVerdict(ctx, outcome(ids[4], rotation.BlockKey, 401, 0, "x"), t0)
-		}, 3},
-		{"ApplyVerdict BlockKey, already blocked", func() error {
-			return k.ApplyVerdict(ctx, outcome(ids[4], rotation.BlockKey, 401, 0, "x"), t0)
+		{"PruneCooling", func() error { _, err := k.PruneCooling(ctx, t0); return err }, 1},
+		{"Apply of none", func() error { return k.Apply(ctx, nil, t0) }, 0},
+		{"Apply a count-only cooldown", func() error { return apply(change(ids[2], rotation.ChangeCool, 500, 0, "x", t0)) }, 1},
+		{"Apply Cool", func() error { return apply(change(ids[2], rotation.ChangeCool, 429, time.Minute, "x", t0)) }, 2},
+		{"Apply BlockKey", func() error { return apply(change(ids[4], rotation.ChangeBlockKey, 401, 0, "x", t0)) }, 3},
+		{"Apply BlockKey, already blocked", func() error {
+			return apply(change(ids[4], rotation.ChangeBlockKey, 401, 0, "x", t0))
 		}, 1},
 	}
 	for _, tt := range tests {

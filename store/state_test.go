@@ -97,18 +97,29 @@ func insertModel(t *testing.T, db *sql.DB, id int64, model, state string, until,
 		id, model, state, until, streak, updated)
 }
 
-func outcome(id int64, a rotation.Action, status int, cooldown time.Duration, reason string) store.Outcome {
-	return store.Outcome{KeyID: id, Model: "m", Status: status, Excerpt: "body " + reason,
-		Verdict: rotation.Verdict{Action: a, Cooldown: cooldown, Reason: reason}}
+// change is the state change of kind for key id at now, as rotation
+// decides it: a cooldown of cd from now, key changes only from the
+// statuses rotation allows.
+func change(id int64, kind rotation.ChangeKind, status int, cd time.Duration, reason string, now int64) rotation.Change {
+	c := rotation.Change{Kind: kind, Key: id, Model: "m", Status: status, Excerpt: "body " + reason, Reason: reason}
+	switch kind {
+	case rotation.ChangeCool:
+		c.Until = now + cd.Milliseconds()
+	case rotation.ChangeBlockKey:
+		c.Model, c.From = "", []string{store.StatusActive, store.StatusExhausted}
+	case rotation.ChangeExhaustKey:
+		c.Model, c.From = "", []string{store.StatusActive}
+	}
+	return c
 }
 
-// TestApplyVerdict applies outcomes to key 0 of two fresh keys and checks
+// TestApply applies state changes to key 0 of two fresh keys and checks
 // every trace they leave: the key's status, its per-model rows, its events,
 // and whether it is still a candidate. Key 1 must stay untouched.
-func TestApplyVerdict(t *testing.T) {
+func TestApply(t *testing.T) {
 	type step struct {
 		at int64 // ms after t0
-		a  rotation.Action
+		a  rotation.ChangeKind
 		st int // upstream status
 		cd time.Duration
 		rs string // reason
@@ -134,7 +145,7 @@ func TestApplyVerdict(t *testing.T) {
 	}{
 		{
 			name:    "cool",
-			steps:   []step{{0, rotation.Cool, 429, 30 * time.Second, "rate limited"}},
+			steps:   []step{{0, rotation.ChangeCool, 429, 30 * time.Second, "rate limited"}},
 			status2: "active",
 			models:  "m/cooling/30000/rate limited/1",
 			events:  []string{"0:m:active>cooling:429:rate limited:body rate limited"},
@@ -144,8 +155,8 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name: "cool twice grows the streak",
 			steps: []step{
-				{0, rotation.Cool, 429, 30 * time.Second, "rate limited"},
-				{40_000, rotation.Cool, 429, time.Minute, "rate limited again"},
+				{0, rotation.ChangeCool, 429, 30 * time.Second, "rate limited"},
+				{40_000, rotation.ChangeCool, 429, time.Minute, "rate limited again"},
 			},
 			status2: "active",
 			models:  "m/cooling/100000/rate limited again/2",
@@ -158,7 +169,7 @@ func TestApplyVerdict(t *testing.T) {
 		},
 		{
 			name:    "cooldown over: a candidate again",
-			steps:   []step{{0, rotation.Cool, 429, 30 * time.Second, "rate limited"}},
+			steps:   []step{{0, rotation.ChangeCool, 429, 30 * time.Second, "rate limited"}},
 			status2: "active",
 			models:  "m/cooling/30000/rate limited/1",
 			events:  []string{"0:m:active>cooling:429:rate limited:body rate limited"},
@@ -167,7 +178,7 @@ func TestApplyVerdict(t *testing.T) {
 		},
 		{
 			name:    "retry without cooldown counts the streak only",
-			steps:   []step{{0, rotation.Retry, 500, 0, "upstream error"}},
+			steps:   []step{{0, rotation.ChangeCool, 500, 0, "upstream error"}},
 			status2: "active",
 			models:  "m/cooling/0/upstream error/1", // until = now = t0
 			events:  []string{},
@@ -177,8 +188,8 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name: "retry without cooldown twice",
 			steps: []step{
-				{0, rotation.Retry, 500, 0, "upstream error"},
-				{10, rotation.Retry, 0, 0, "network error"},
+				{0, rotation.ChangeCool, 500, 0, "upstream error"},
+				{10, rotation.ChangeCool, 0, 0, "network error"},
 			},
 			status2: "active",
 			models:  "m/cooling/10/network error/2",
@@ -189,8 +200,8 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name: "retry with a cooldown after one without",
 			steps: []step{
-				{0, rotation.Retry, 500, 0, "upstream error"},
-				{10, rotation.Retry, 502, 5 * time.Second, "upstream error again"},
+				{0, rotation.ChangeCool, 500, 0, "upstream error"},
+				{10, rotation.ChangeCool, 502, 5 * time.Second, "upstream error again"},
 			},
 			status2: "active",
 			models:  "m/cooling/5010/upstream error again/2",
@@ -201,7 +212,7 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name:    "cool after an ended cooldown keeps counting",
 			pre:     func(t *testing.T, db *sql.DB, id int64) { insertModel(t, db, id, "m", "cooling", t0-1, 4, t0-60_000) },
-			steps:   []step{{0, rotation.Cool, 429, time.Minute, "rate limited"}},
+			steps:   []step{{0, rotation.ChangeCool, 429, time.Minute, "rate limited"}},
 			status2: "active",
 			models:  "m/cooling/60000/rate limited/5",
 			events:  []string{"0:m:active>cooling:429:rate limited:body rate limited"},
@@ -210,7 +221,7 @@ func TestApplyVerdict(t *testing.T) {
 		},
 		{
 			name:    "block model",
-			steps:   []step{{5, rotation.BlockModel, 403, 0, "no permission for this model"}},
+			steps:   []step{{5, rotation.ChangeBlockModel, 403, 0, "no permission for this model"}},
 			status2: "active",
 			models:  "m/blocked/0/no permission for this model/1",
 			events:  []string{"5:m:active>blocked:403:no permission for this model:body no permission for this model"},
@@ -222,7 +233,7 @@ func TestApplyVerdict(t *testing.T) {
 		},
 		{
 			name:    "block key",
-			steps:   []step{{5, rotation.BlockKey, 401, 0, "credential rejected"}},
+			steps:   []step{{5, rotation.ChangeBlockKey, 401, 0, "credential rejected"}},
 			status2: "blocked",
 			reason2: "credential rejected",
 			events:  []string{"5::active>blocked:401:credential rejected:body credential rejected"},
@@ -235,8 +246,8 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name: "block key twice: one event",
 			steps: []step{
-				{0, rotation.BlockKey, 401, 0, "credential rejected"},
-				{50, rotation.BlockKey, 403, 0, "permission denied"},
+				{0, rotation.ChangeBlockKey, 401, 0, "credential rejected"},
+				{50, rotation.ChangeBlockKey, 403, 0, "permission denied"},
 			},
 			status2: "blocked",
 			reason2: "credential rejected",
@@ -247,7 +258,7 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name:    "block key already blocked: no event",
 			status:  "blocked",
-			steps:   []step{{0, rotation.BlockKey, 401, 0, "credential rejected"}},
+			steps:   []step{{0, rotation.ChangeBlockKey, 401, 0, "credential rejected"}},
 			status2: "blocked",
 			updated: -1, // untouched
 			events:  []string{},
@@ -257,7 +268,7 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name:    "block an exhausted key",
 			status:  "exhausted",
-			steps:   []step{{0, rotation.BlockKey, 401, 0, "credential rejected"}},
+			steps:   []step{{0, rotation.ChangeBlockKey, 401, 0, "credential rejected"}},
 			status2: "blocked",
 			reason2: "credential rejected",
 			events:  []string{"0::exhausted>blocked:401:credential rejected:body credential rejected"},
@@ -266,7 +277,7 @@ func TestApplyVerdict(t *testing.T) {
 		},
 		{
 			name:    "exhaust key",
-			steps:   []step{{5, rotation.ExhaustKey, 402, 0, "payment required"}},
+			steps:   []step{{5, rotation.ChangeExhaustKey, 402, 0, "payment required"}},
 			status2: "exhausted",
 			reason2: "payment required",
 			events:  []string{"5::active>exhausted:402:payment required:body payment required"},
@@ -279,8 +290,8 @@ func TestApplyVerdict(t *testing.T) {
 		{
 			name: "exhaust key twice: one event",
 			steps: []step{
-				{0, rotation.ExhaustKey, 402, 0, "payment required"},
-				{50, rotation.ExhaustKey, 429, 0, "no balance or quota left"},
+				{0, rotation.ChangeExhaustKey, 402, 0, "payment required"},
+				{50, rotation.ChangeExhaustKey, 429, 0, "no balance or quota left"},
 			},
 			status2: "exhausted",
 			reason2: "payment required",
@@ -289,38 +300,24 @@ func TestApplyVerdict(t *testing.T) {
 			cands:   []cands{{"m", false, []int{1}}, {"m", true, []int{0, 1}}},
 		},
 		{
-			name:    "serve",
-			steps:   []step{{0, rotation.Serve, 200, 0, ""}},
-			status2: "active",
+			name:    "exhaust a disabled key: nothing",
+			status:  "disabled",
+			steps:   []step{{0, rotation.ChangeExhaustKey, 402, 0, "payment required"}},
+			status2: "disabled",
+			updated: -1,
 			events:  []string{},
-			candAt:  0,
-			cands:   []cands{{"m", false, []int{0, 1}}},
+			candAt:  1,
+			cands:   []cands{{"m", true, []int{1}}},
 		},
 		{
-			name:    "return",
-			steps:   []step{{0, rotation.Return, 400, 0, ""}},
-			status2: "active",
+			name:    "exhaust a blocked key: nothing",
+			status:  "blocked",
+			steps:   []step{{0, rotation.ChangeExhaustKey, 402, 0, "payment required"}},
+			status2: "blocked",
+			updated: -1,
 			events:  []string{},
-			candAt:  0,
-			cands:   []cands{{"m", false, []int{0, 1}}},
-		},
-		{
-			name:    "model missing",
-			steps:   []step{{0, rotation.ModelMissing, 404, 0, "model not available to this key"}},
-			status2: "active",
-			events:  []string{},
-			candAt:  0,
-			cands:   []cands{{"m", false, []int{0, 1}}},
-		},
-		{
-			name:    "serve keeps a running cooldown",
-			pre:     func(t *testing.T, db *sql.DB, id int64) { insertModel(t, db, id, "m", "cooling", t0+1000, 2, t0) },
-			steps:   []step{{0, rotation.Serve, 200, 0, ""}},
-			status2: "active",
-			models:  "m/cooling/1000/setup/2",
-			events:  []string{},
-			candAt:  0,
-			cands:   []cands{{"m", false, []int{1}}},
+			candAt:  1,
+			cands:   []cands{{"m", true, []int{1}}},
 		},
 	}
 	for _, tt := range tests {
@@ -334,9 +331,9 @@ func TestApplyVerdict(t *testing.T) {
 				tt.pre(t, db, ids[0])
 			}
 			for _, s := range tt.steps {
-				o := outcome(ids[0], s.a, s.st, s.cd, s.rs)
-				if err := k.ApplyVerdict(ctx, o, t0+s.at); err != nil {
-					t.Fatalf("ApplyVerdict(%v at %d): %v", s.a, s.at, err)
+				c := change(ids[0], s.a, s.st, s.cd, s.rs, t0+s.at)
+				if err := k.Apply(ctx, []rotation.Change{c}, t0+s.at); err != nil {
+					t.Fatalf("Apply(%v at %d): %v", s.a, s.at, err)
 				}
 			}
 
@@ -371,7 +368,7 @@ func TestApplyVerdict(t *testing.T) {
 			if got := eventStrings(evs); strings.Join(got, "\n") != strings.Join(tt.events, "\n") {
 				t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.events, "\n"))
 			}
-			// ApplyVerdict never touches usage counters.
+			// Apply never touches usage counters.
 			if x.Requests != 0 || x.Failures != 0 || x.Successes != 0 || x.LastUsedAt != 0 {
 				t.Errorf("counters changed: %+v", x)
 			}
@@ -398,19 +395,21 @@ func TestApplyVerdict(t *testing.T) {
 	}
 }
 
-// TestApplyVerdictDeletedKey: a key deleted while its request ran leaves
-// no row behind and no error, whatever the verdict.
-func TestApplyVerdictDeletedKey(t *testing.T) {
-	for a := rotation.Serve; a <= rotation.ExhaustKey; a++ {
+// TestApplyDeletedKey: a key deleted while its request ran leaves no row
+// behind and no error, whatever the change.
+func TestApplyDeletedKey(t *testing.T) {
+	for kind := rotation.ChangeCool; kind <= rotation.ChangeLiftCooldowns; kind++ {
 		for _, cd := range []time.Duration{0, time.Minute} {
-			t.Run(fmt.Sprintf("%v/cooldown=%v", a, cd), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%d/cooldown=%v", kind, cd), func(t *testing.T) {
 				k, db := open(t)
 				ids := mustAdd(t, k, "openai", "sk-gone-00000000", "sk-kept-00000000")
 				if err := k.Delete(ctx, ids[0]); err != nil {
 					t.Fatal(err)
 				}
-				if err := k.ApplyVerdict(ctx, outcome(ids[0], a, 500, cd, "x"), t0); err != nil {
-					t.Errorf("ApplyVerdict on a deleted key: %v", err)
+				c := change(ids[0], kind, 500, cd, "x", t0)
+				c.Keys, c.Since = []int64{ids[0]}, t0
+				if err := k.Apply(ctx, []rotation.Change{c}, t0); err != nil {
+					t.Errorf("Apply on a deleted key: %v", err)
 				}
 				for _, table := range []string{"keys", "key_models", "key_events"} {
 					want := 0
@@ -426,32 +425,20 @@ func TestApplyVerdictDeletedKey(t *testing.T) {
 	}
 }
 
-func TestChangesState(t *testing.T) {
-	tests := []struct {
-		action rotation.Action
-		want   bool
-	}{
-		{rotation.Serve, false},
-		{rotation.Return, false},
-		{rotation.Retry, true},
-		{rotation.Cool, true},
-		{rotation.ModelMissing, false},
-		{rotation.BlockModel, true},
-		{rotation.BlockKey, true},
-		{rotation.ExhaustKey, true},
-		{rotation.Action(99), false},
+// TestApplyGoesOn: a change that cannot be written does not stop the
+// ones after it, and its error is returned.
+func TestApplyGoesOn(t *testing.T) {
+	k, _ := open(t)
+	ids := mustAdd(t, k, "openai", "sk-on-000000000")
+	err := k.Apply(ctx, []rotation.Change{{Kind: 99, Key: ids[0]}, change(ids[0], rotation.ChangeCool, 429, time.Minute, "r", t0)}, t0)
+	if err == nil || !strings.Contains(err.Error(), "unknown state change") {
+		t.Errorf("Apply error %v, want the unknown change named", err)
 	}
-	for _, tt := range tests {
-		for _, blameless := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%v/blameless=%v", tt.action, blameless), func(t *testing.T) {
-				o := store.Outcome{KeyID: 1, Model: "m", Blameless: blameless,
-					Verdict: rotation.Verdict{Action: tt.action, Cooldown: time.Minute}}
-				want := tt.want && !blameless
-				if got := o.ChangesState(); got != want {
-					t.Errorf("ChangesState() = %v, want %v", got, want)
-				}
-			})
-		}
+	if x, _ := mustGet(t, k, ids[0]); modelStates(x) != fmt.Sprintf("m/cooling/%d/r/1", t0+60_000) {
+		t.Errorf("models %q, want the cooldown written", modelStates(x))
+	}
+	if err := k.Apply(ctx, nil, t0); err != nil {
+		t.Errorf("Apply of nothing: %v", err)
 	}
 }
 
@@ -590,7 +577,8 @@ func TestResetStreak(t *testing.T) {
 			insertModel(t, db, ids[0], "running", "cooling", t0+1000, 2, t0)
 			insertModel(t, db, ids[0], "blocked", "blocked", 0, 1, t0)
 			insertModel(t, db, ids[1], "ended", "cooling", t0-10, 3, t0-100)
-			if err := k.ResetStreak(ctx, ids[tt.key], tt.model, t0+tt.now); err != nil {
+			reset := rotation.Change{Kind: rotation.ChangeResetStreak, Key: ids[tt.key], Model: tt.model}
+			if err := k.Apply(ctx, []rotation.Change{reset}, t0+tt.now); err != nil {
 				t.Fatal(err)
 			}
 			want := tt.want
@@ -667,12 +655,9 @@ func TestLiftCooldowns(t *testing.T) {
 			for _, i := range tt.keys {
 				list = append(list, ids[i])
 			}
-			n, err := k.LiftCooldowns(ctx, list, t0+tt.since, t0+tt.now, reason)
-			if err != nil {
+			lift := rotation.Change{Kind: rotation.ChangeLiftCooldowns, Keys: list, Since: t0 + tt.since, Reason: reason}
+			if err := k.Apply(ctx, []rotation.Change{lift}, t0+tt.now); err != nil {
 				t.Fatal(err)
-			}
-			if n != tt.want {
-				t.Errorf("LiftCooldowns = %d, want %d", n, tt.want)
 			}
 			if got := allModelRows(t, db, ids); strings.Join(got, " ") != strings.Join(tt.left, " ") {
 				t.Errorf("rows left:\n  %q\nwant\n  %q", got, tt.left)
@@ -689,8 +674,8 @@ func TestLiftCooldowns(t *testing.T) {
 				}
 			}
 			sort.Strings(evs)
-			if strings.Join(evs, " ") != strings.Join(tt.events, " ") {
-				t.Errorf("events %q, want %q", evs, tt.events)
+			if strings.Join(evs, " ") != strings.Join(tt.events, " ") || int64(len(evs)) != tt.want {
+				t.Errorf("events %q, want %q (%d lifted)", evs, tt.events, tt.want)
 			}
 		})
 	}
@@ -764,11 +749,10 @@ func TestAddUsage(t *testing.T) {
 
 func TestUsageAdd(t *testing.T) {
 	var u store.Usage
-	for i, a := range []rotation.Action{rotation.Serve, rotation.Return, rotation.Retry, rotation.Cool,
-		rotation.ModelMissing, rotation.BlockModel, rotation.BlockKey, rotation.ExhaustKey} {
-		u.Add(store.Outcome{KeyID: 7, Verdict: rotation.Verdict{Action: a}}, t0+int64(10-i))
+	for i, served := range []bool{true, true, false, false, false, false, false, false} {
+		u.Add(rotation.KeyUse{Key: 7, Served: served}, t0+int64(10-i))
 	}
-	u.Add(store.Outcome{KeyID: 7, Blameless: true, Verdict: rotation.Verdict{Action: rotation.Retry}}, t0)
+	u.Add(rotation.KeyUse{Key: 7}, t0)
 	if u != (store.Usage{KeyID: 7, Requests: 9, Successes: 2, Failures: 7, LastUsed: t0 + 10}) {
 		t.Errorf("Usage = %+v", u)
 	}

@@ -1,0 +1,328 @@
+package handler
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"log"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/store"
+	"github.com/keypool/keypool/usage"
+)
+
+// The proxy engine: rotation's attempt machine decides everything about a
+// request (keys tried, what each answer means, storms, what to write and
+// what to tell the client); forward does the I/O it asks for. One read of
+// the candidates (the isolate's cache, D1 only when cold), the upstream
+// calls, then one apply of the effects: the isolate's cache at once, D1
+// after the response.
+
+// proxyRun is one proxied request's I/O for the attempt machine.
+type proxyRun struct {
+	h       *Handler
+	r       *http.Request
+	call    upstreamCall
+	keys    *store.Keys
+	free    bool
+	started time.Time
+	timeout time.Duration // for an attempt's response headers; 0: none
+	cancels []context.CancelFunc
+}
+
+// attemptAnswer is one upstream attempt's answer, kept open while it may
+// still go to the client.
+type attemptAnswer struct {
+	attempt int
+	resp    *http.Response // nil after a network error
+	answer  rotation.Answer
+	excerpt string
+	at      time.Time
+}
+
+// forward serves a proxied request through the attempt machine. Retries
+// happen only before any byte reaches the client.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, call upstreamCall) {
+	if _, err := url.Parse(call.url); err != nil {
+		apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_upstream_url",
+			Message: "keypool's upstream URL for " + call.prov.Name + " is not valid: check " + call.prov.BaseURLVar() +
+				" and AI_GATEWAY_URL"}.write(w)
+		return
+	}
+	b, ok := h.needBox(w)
+	if !ok {
+		return
+	}
+	started := h.d.Now()
+	// The request's line in the usage rollups; a request that never
+	// reaches an answer from a key counts as rejected.
+	fin := served{started: started, token: call.client.id(), prov: call.prov.Name, model: call.model,
+		class: classRejected, reqBytes: int64(len(call.body)), textIn: len(call.body) > 0 && isJSON(r.Header.Get("Content-Type"))}
+	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
+	if !h.admit(w, call.client, call) {
+		h.finish(db, keys, fin, nil)
+		return
+	}
+	call.headers = set.forwardRule(call.prov.Family, call.viaGateway)
+	// An OpenAI-compatible chat stream is asked for its usage, where the
+	// provider accepts the option; when the client did not ask, the extra
+	// chunk is taken out of what it sees.
+	strip := false
+	if call.openAIRoute && call.prov.StreamUsage && strings.HasSuffix(strings.SplitN(call.url, "?", 2)[0], "/chat/completions") {
+		call.body, strip = usage.AskForUsage(call.body)
+	}
+	run := &proxyRun{h: h, r: r, call: call, keys: keys, free: set.isFree(call.prov.Name, call.model), started: started,
+		timeout: time.Duration(h.intVar("UPSTREAM_TIMEOUT_SECONDS", 300, 0, 3600)) * time.Second}
+	m := rotation.Start(h.attemptRequest(call, set, started))
+	held := run.drive(m)
+	defer run.cancel() // after the relay: the body may still be read
+	eff := m.Effects()
+	h.applyHot(call.prov.Name, eff)
+	fin = h.reply(w, call, eff, held, strip, fin)
+	h.finish(db, keys, fin, eff.Changes)
+}
+
+// attemptRequest is what the attempt machine knows of call when it starts.
+func (h *Handler) attemptRequest(call upstreamCall, set settings, started time.Time) rotation.Request {
+	sec := func(name string, def, lo, hi int64) time.Duration {
+		return time.Duration(h.intVar(name, def, lo, hi)) * time.Second
+	}
+	return rotation.Request{
+		Provider: call.prov.Name, Family: call.prov.Family, Model: call.model, Started: started,
+		Storm: h.storm(call.prov.Name),
+		Policy: rotation.Policy{
+			DefaultCooldown: sec("COOLDOWN_SECONDS", int64(rotation.DefaultCooldown/time.Second), 1, 86400),
+			MaxCooldown:     sec("MAX_COOLDOWN_SECONDS", int64(rotation.DefaultMaxCooldown/time.Second), 1, 86400),
+		},
+		StormPolicy: rotation.StormPolicy{
+			Keys:   int(h.intVar("STORM_KEYS", 5, 2, 1000)),
+			Window: sec("STORM_WINDOW_SECONDS", 30, 1, 3600),
+			Hold:   sec("STORM_HOLD_SECONDS", 10, 1, 60),
+		},
+		Limits: rotation.Limits{
+			MaxAttempts: int(h.intVar("MAX_ATTEMPTS", defaultMaxAttempts, 1, 10)),
+			MaxKeys:     candidateLimit,
+			Budget:      sec("RETRY_BUDGET_SECONDS", 30, 1, 600),
+			Wait:        time.Duration(set.wait) * time.Second,
+		},
+		IntN: h.d.IntN,
+	}
+}
+
+// drive does what m asks until m has decided, and returns the upstream
+// answer m may relay, still open (nil: none). Every other answer is closed.
+func (p *proxyRun) drive(m *rotation.Attempts) *attemptAnswer {
+	var held *attemptAnswer
+	for step := m.Next(p.h.d.Now()); step.Kind != rotation.StepDone; step = m.Next(p.h.d.Now()) {
+		switch step.Kind {
+		case rotation.StepRead:
+			m.Candidates(p.candidates(step.Fresh))
+		case rotation.StepCoolingEnd:
+			m.CoolingEnd(p.coolingEnd())
+		case rotation.StepWait:
+			time.Sleep(step.Until.Sub(p.h.d.Now()))
+		case rotation.StepTry:
+			got := p.try(step)
+			m.Observe(got.answer, got.excerpt, got.at)
+			held = keepOpen(held, &got, m.Keep())
+		}
+	}
+	return keepOpen(held, nil, m.Keep())
+}
+
+// keepOpen closes the answers the machine will not relay: held unless it
+// is still kept, got unless it is.
+func keepOpen(held, got *attemptAnswer, keep int) *attemptAnswer {
+	if held != nil && held.attempt != keep {
+		held.close()
+		held = nil
+	}
+	if got == nil {
+		return held
+	}
+	if got.attempt == keep {
+		return got
+	}
+	got.close()
+	return held
+}
+
+func (a *attemptAnswer) close() {
+	if a.resp != nil {
+		a.resp.Body.Close()
+	}
+}
+
+// try makes one upstream attempt and reads what the machine needs of a
+// failed answer: its status, headers and the start of its body.
+func (p *proxyRun) try(step rotation.Step) attemptAnswer {
+	ctx := p.r.Context()
+	if p.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		p.cancels = append(p.cancels, cancel)
+	}
+	resp, err := p.h.d.Fetch(p.h.upstreamRequest(ctx, p.r, p.call, step.Key.Secret))
+	got := attemptAnswer{attempt: step.Attempt, at: p.h.d.Now()}
+	if err != nil {
+		got.excerpt = store.MaskExcerpt([]byte(err.Error()), step.Key.Secret)
+		return got
+	}
+	got.resp, got.answer.Status, got.answer.Header = resp, resp.StatusCode, resp.Header
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		got.answer.Body, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+		got.excerpt = store.MaskExcerpt(got.answer.Body, step.Key.Secret)
+	}
+	return got
+}
+
+func (p *proxyRun) cancel() {
+	for _, c := range p.cancels {
+		c()
+	}
+}
+
+// candidates reads the keys that may serve the request: from the
+// isolate's cache when it is warm, else (and when fresh) from D1.
+func (p *proxyRun) candidates(fresh bool) ([]rotation.Candidate, bool) {
+	ctx, prov, model := p.r.Context(), p.call.prov.Name, p.call.model
+	var list []rotation.Candidate
+	var err error
+	if fresh {
+		list, err = p.h.freshCandidates(ctx, p.keys, prov, model, p.free)
+	} else {
+		list, err = p.h.candidates(ctx, p.keys, prov, model, p.started, p.free)
+	}
+	if err != nil {
+		log.Printf("keypool: reading candidate keys: %v", err)
+		return nil, false
+	}
+	return list, true
+}
+
+// freshCandidates reads the candidates from D1, bypassing the cache, and
+// caches them.
+func (h *Handler) freshCandidates(ctx context.Context, keys *store.Keys, prov, model string, free bool) ([]rotation.Candidate, error) {
+	now := h.d.Now().UnixMilli()
+	list, err := keys.Candidates(ctx, prov, model, now, candidateLimit, free)
+	if err == nil && len(list) > 0 {
+		h.d.Shared.Set(candKey(prov, model, free), encodeCands(now, list))
+	}
+	return list, err
+}
+
+// coolingEnd is when the first key cooling for the request's model comes
+// back (unix ms, 0 if none), as D1 knows it.
+func (p *proxyRun) coolingEnd() int64 {
+	next, err := p.keys.NextCoolingEnd(context.Background(), p.call.prov.Name, p.call.model, p.h.d.Now().UnixMilli(), p.free)
+	if err != nil {
+		log.Printf("keypool: reading cooldowns: %v", err)
+	}
+	return next
+}
+
+// applyHot applies a request's effects to the isolate at once: the storm
+// state, the key counters and the cached candidates.
+func (h *Handler) applyHot(prov string, eff rotation.Effects) {
+	for _, n := range eff.Notes {
+		log.Printf("keypool: %s", n)
+	}
+	if eff.StormChanged {
+		h.setStorm(prov, eff.Storm)
+	}
+	now := h.d.Now()
+	h.countKeyUses(eff.Uses, now)
+	h.applyCache(prov, eff.Cache, now)
+}
+
+// reply gives the client the answer the machine decided, and returns the
+// request's usage line.
+func (h *Handler) reply(w http.ResponseWriter, call upstreamCall, eff rotation.Effects, held *attemptAnswer, strip bool, fin served) served {
+	rep := eff.Reply
+	fin.class, fin.key = string(eff.Class), rep.Key
+	switch rep.Kind {
+	case rotation.ReplyServe:
+		fin.latency, fin.counted = h.d.Now().Sub(fin.started), true
+		f := fin
+		h.relayServed(w, held.resp, rep.Attempts, rep.Key, strip, func(u usage.Usage, found bool, n int64, text bool) { h.count(f, u, found, n, text) })
+	case rotation.ReplyRelay:
+		relay(w, held.resp, held.answer.Body, rep.Attempts, rep.Key)
+	case rotation.ReplyStorm:
+		stormAnswer(w, call, rep)
+	case rotation.ReplyStoreError:
+		internalError("keypool could not read its key pool").write(w)
+	default:
+		noKeyLeft(w, call, rep)
+	}
+	return fin
+}
+
+// finish counts the request in the usage rollups (unless its relay does)
+// and writes the state changes and due counters to D1 after the response.
+func (h *Handler) finish(db *sql.DB, keys *store.Keys, fin served, changes []rotation.Change) {
+	now := h.d.Now()
+	if !fin.counted {
+		fin.latency = now.Sub(fin.started)
+		h.count(fin, usage.Usage{}, false, 0, false)
+	}
+	p := h.takePending(now)
+	if p.empty() && len(changes) == 0 {
+		return
+	}
+	ms := now.UnixMilli()
+	h.d.Defer(func() {
+		ctx := context.Background()
+		h.writePending(ctx, db, p)
+		if err := keys.Apply(ctx, changes, ms); err != nil {
+			log.Printf("keypool: recording key state: %v", err)
+		}
+	})
+}
+
+// noKeyLeft answers when no attempt succeeded, saying why in terms the
+// client can act on.
+func noKeyLeft(w http.ResponseWriter, call upstreamCall, rep rotation.Reply) {
+	what := call.prov.Name + " key"
+	if call.model != "" {
+		what += " for model " + strconv.Quote(call.model)
+	}
+	w.Header().Set("X-Keypool-Attempts", strconv.Itoa(rep.Attempts))
+	switch rep.Kind {
+	case rotation.ReplyUpstreamError:
+		msg := "upstream " + call.prov.Name + " failed on " + strconv.Itoa(rep.Attempts) + " attempt(s)"
+		if rep.LastStatus != 0 {
+			msg += " (last: HTTP " + strconv.Itoa(rep.LastStatus) + ")"
+		} else {
+			msg += " (last: network error or timeout)"
+		}
+		apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_error", Message: msg}.write(w)
+	case rotation.ReplyRateLimited:
+		// Waiting helps: a key that is only cooling comes back.
+		retry := strconv.FormatInt(rep.RetryAfter, 10)
+		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: rep.RetryAfter,
+			Message: "every usable " + what + " is rate limited; retry after " + retry + "s"}.write(w)
+	default:
+		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_available_key",
+			Message: "no usable " + what + ": every key is blocked, disabled, exhausted or cooling down; add keys or wait"}.write(w)
+	}
+}
+
+// stormAnswer tells the client that the provider is failing for many keys
+// at once, and when to come back.
+func stormAnswer(w http.ResponseWriter, call upstreamCall, rep rotation.Reply) {
+	w.Header().Set("X-Keypool-Attempts", strconv.Itoa(rep.Attempts))
+	e := apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_storm", RetryAfter: rep.RetryAfter}
+	what := "failing"
+	if rep.Rate {
+		e.Status, e.Type, what = http.StatusTooManyRequests, "rate_limit_error", "rate limiting"
+	}
+	e.Message = "upstream " + call.prov.Name + " is " + what + " " + strconv.Itoa(rep.StormKeys) +
+		" keys at once, which points at the provider or a limit on keypool's IP or account rather than at the keys; " +
+		"keypool pauses calls to it and blames no key; retry after " + strconv.FormatInt(rep.RetryAfter, 10) + "s"
+	e.write(w)
+}
