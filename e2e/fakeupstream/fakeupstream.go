@@ -56,6 +56,11 @@ type Request struct {
 	Model  string
 	Status int    // status the fake answered
 	Sent   []byte // the bytes of the answer body the fake wrote
+	// Slow streams (SlowHeader): when the first event was written and when
+	// the fake stopped writing; Gone: it stopped because the client's
+	// connection was closed (or a write to it failed) before the end.
+	Began, Ended time.Time
+	Gone         bool
 }
 
 // Server is a running fake upstream.
@@ -214,6 +219,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cw.Header().Set("Content-Type", "application/json")
 		cw.WriteHeader(http.StatusUnauthorized)
 		cw.Write([]byte(OpenAIInvalidKey("").Body))
+		return
+	}
+	if s.slowStream(cw, r, &rec, body) {
 		return
 	}
 	post := r.Method == http.MethodPost
