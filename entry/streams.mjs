@@ -301,8 +301,9 @@ class SSEScan extends CountScan {
     this.longData = false;
     this.longBytes = 0;
     this.kept = []; // [kind, line] of the lines that carry usage, in order
-    this.pending = null; // strip: the start of an event not yet complete
-    this.scanned = 0; // strip: bytes of pending searched for its end already
+    this.pending = []; // strip: the chunks of an event not yet complete
+    this.pendingLength = 0;
+    this.tail = new Uint8Array(0); // strip: its last two bytes
   }
 
   push(chunk, c) {
@@ -313,8 +314,10 @@ class SSEScan extends CountScan {
   }
 
   end(c) {
-    if (this.strip && this.pending && !usageOnly(this.pending)) c.enqueue(this.pending);
-    this.pending = null;
+    const rest = concat(this.pending, this.pendingLength);
+    if (this.strip && rest.length > 0 && !usageOnly(rest)) c.enqueue(rest);
+    this.pending = [];
+    this.pendingLength = 0;
   }
 
   lines(chunk) {
@@ -398,25 +401,41 @@ class SSEScan extends CountScan {
     return n ? concat(parts, n) : null;
   }
 
-  // events passes complete events on, without the usage-only one.
+  // events passes complete events on, without the usage-only one. An
+  // event not yet complete is kept as its chunks (joined once, when it
+  // ends: a large event in many small chunks costs its size, not more).
   events(chunk, c) {
-    const buf = this.pending ? concat([this.pending, chunk], this.pending.length + chunk.length) : chunk;
-    let start = 0; // of the current event
-    let from = this.scanned;
-    let out = 0; // start of what is not yet passed on
-    for (;;) {
-      const end = eventEnd(buf, from);
-      if (end < 0) break;
-      if (usageOnly(buf.subarray(start, end))) {
-        if (start > out) c.enqueue(buf.subarray(out, start));
+    let start = 0; // of the current event in chunk
+    if (this.pending.length > 0) {
+      // Its end may begin in the last two bytes kept ("\n", "\n\r").
+      const tail = this.tail;
+      const end = eventEnd(concat([tail, chunk], tail.length + chunk.length), 0);
+      if (end < 0) {
+        this.keepPending(chunk);
+        return;
+      }
+      start = end - tail.length;
+      const ev = concat([...this.pending, chunk.subarray(0, start)], this.pendingLength + start);
+      this.pending = [];
+      this.pendingLength = 0;
+      if (!usageOnly(ev)) c.enqueue(ev);
+    }
+    let out = start; // start of what is not yet passed on
+    for (let end; (end = eventEnd(chunk, start)) >= 0; start = end) {
+      if (usageOnly(chunk.subarray(start, end))) {
+        if (start > out) c.enqueue(chunk.subarray(out, start));
         out = end;
       }
-      start = from = end;
     }
-    if (start > out) c.enqueue(buf.subarray(out, start));
-    this.pending = start < buf.length ? buf.slice(start) : null;
-    // The last two bytes may begin a blank line ("\n", "\n\r").
-    this.scanned = this.pending ? Math.max(this.pending.length - 2, 0) : 0;
+    if (start > out) c.enqueue(chunk.subarray(out, start));
+    if (start < chunk.length) this.keepPending(chunk.subarray(start));
+  }
+
+  keepPending(part) {
+    this.pending.push(part);
+    this.pendingLength += part.length;
+    const last = concat(this.pending.slice(-2), this.pending.slice(-2).reduce((n, p) => n + p.length, 0));
+    this.tail = last.slice(Math.max(last.length - 2, 0));
   }
 }
 
