@@ -99,11 +99,11 @@ func TestRelayJSMatchesGo(t *testing.T) {
 	streams := map[string]string{
 		"openai usage": openAIStreamUsage, "openai plain": openAIStreamPlain, "gemini": geminiSSE,
 		"anthropic": anthropicSSE, "responses": responsesSSE,
-		"openai crlf":    strings.ReplaceAll(openAIStreamUsage, "\n", "\r\n"),
-		"no final nl":    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}",
-		"broken json":    "data: {\"usage\":{\"prompt_tokens\":1\n\ndata: [DONE]\n\n",
-		"comments":       ": ping\n\nid: 1\n" + openAIUsageEvent + "data: [DONE]\n\n",
-		"unicode":        "data: {\"choices\":[{\"delta\":{\"content\":\"é✓😀\\ud800\"}}]}\n\ndata: [DONE]\n\n",
+		"openai crlf":     strings.ReplaceAll(openAIStreamUsage, "\n", "\r\n"),
+		"no final nl":     "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}",
+		"broken json":     "data: {\"usage\":{\"prompt_tokens\":1\n\ndata: [DONE]\n\n",
+		"comments":        ": ping\n\nid: 1\n" + openAIUsageEvent + "data: [DONE]\n\n",
+		"unicode":         "data: {\"choices\":[{\"delta\":{\"content\":\"é✓😀\\ud800\"}}]}\n\ndata: [DONE]\n\n",
 		"long then plain": long + openAIStreamPlain,
 	}
 	var cases []relayCase
