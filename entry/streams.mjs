@@ -177,7 +177,12 @@ export function relay(res, strip, kind) {
             c.error(e);
             return;
           }
-          if (over) return; // cancelled while reading
+          if (over) {
+            // Cancelled while reading: by the client (the stream is closed
+            // already) or on its hang-up (the stream must end too).
+            c.error(new Error("the client hung up"));
+            return;
+          }
           if (r.done) {
             scan.end(out);
             finish(true);

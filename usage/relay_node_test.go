@@ -183,3 +183,58 @@ func TestFromSummary(t *testing.T) {
 		t.Errorf("garbage: %+v", bad)
 	}
 }
+
+// hangUpScript relays an endless stream, reads one chunk, then either
+// cancels the client's side or aborts the request's signal, and reports
+// whether the upstream body was cancelled and what the summary says.
+const hangUpScript = `
+import { relay, relayDone } from MODULE;
+const out = {};
+for (const how of ["cancel", "signal"]) {
+  let cancelled = false;
+  const enc = new TextEncoder();
+  const src = new ReadableStream({
+    pull(c) { return new Promise((r) => setTimeout(r, 5)).then(() => c.enqueue(enc.encode('data: {"choices":[{"delta":{"content":"ab"}}]}\n\n'))); },
+    cancel() { cancelled = true; },
+  });
+  const [body, done] = relay(new Response(src), false, 1);
+  const ctrl = new AbortController();
+  relayDone(body, ctrl.signal);
+  const reader = body.getReader();
+  await reader.read();
+  if (how === "cancel") await reader.cancel();
+  else ctrl.abort();
+  const sum = new TextDecoder().decode(await done);
+  await new Promise((r) => setTimeout(r, 20));
+  out[how] = { cancelled, summary: sum };
+}
+process.stdout.write(JSON.stringify(out));
+`
+
+// TestRelayJSHangUp: a client that cancels its side, or whose request
+// signal aborts, cancels the upstream body at once, and Go is told the
+// body did not complete, with what was seen until then.
+func TestRelayJSHangUp(t *testing.T) {
+	_, here, _, _ := runtime.Caller(0)
+	mod := "'file://" + filepath.Join(filepath.Dir(filepath.Dir(here)), "entry", "streams.mjs") + "'"
+	cmd := exec.Command("node", "--input-type=module", "-e", strings.Replace(hangUpScript, "MODULE", mod, 1))
+	cmd.Stderr = os.Stderr
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	var res map[string]struct {
+		Cancelled bool   `json:"cancelled"`
+		Summary   string `json:"summary"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("node said %q: %v", b, err)
+	}
+	for _, how := range []string{"cancel", "signal"} {
+		r := res[how]
+		got := FromSummary(KindSSE, []byte(r.Summary))
+		if !r.Cancelled || got.Complete || got.Bytes < 2 {
+			t.Errorf("%s: upstream cancelled %v, summary %q (%+v): want cancelled, incomplete, the text seen", how, r.Cancelled, r.Summary, got)
+		}
+	}
+}
