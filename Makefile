@@ -34,17 +34,18 @@ ui: node_modules
 	node ui/build.mjs
 
 # workers-assets-gen writes the glue (wasm_exec.js, runtime.mjs); keypool's
-# own entry module (entry/worker.mjs) replaces its worker.mjs.
+# own entry module (entry/worker.mjs) replaces its worker.mjs, beside the
+# modules it imports (entry/*.mjs).
 build-go:
 	$(ASSETS_GEN) -mode=go -o build/go
-	cp entry/worker.mjs build/go/worker.mjs
+	cp entry/*.mjs build/go/
 	$(GO_WASM_ENV) go build -trimpath -ldflags='-s -w' -o build/go/app.wasm .
 
 # TinyGo from PATH, else the one `make tinygo` bootstraps (done on demand).
 build-tinygo:
 	@tg=$$(command -v tinygo || scripts/tinygo.sh) && \
 	$(ASSETS_GEN) -mode=tinygo -o build/tinygo && \
-	cp entry/worker.mjs build/tinygo/worker.mjs && \
+	cp entry/*.mjs build/tinygo/ && \
 	echo "$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=256KB ." && \
 	$$tg build -o build/tinygo/app.wasm -target=wasm -no-debug -stack-size=256KB .
 

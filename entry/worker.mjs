@@ -24,6 +24,10 @@
 // syumai/workers is upgraded.
 import "./wasm_exec.js";
 import { createRuntimeContext, loadModule } from "./runtime.mjs";
+import * as streams from "./streams.mjs";
+
+// Go's workerjs hands upstream bodies to streams.mjs through this global.
+globalThis.keypoolStreams = streams;
 
 // syumai/workers calls this from Go to catch JS exceptions.
 globalThis.tryCatch = (fn) => {
@@ -244,10 +248,15 @@ async function acquire(env, ctx) {
 // track passes a response through and reports, via the returned promise,
 // whether its body was produced completely (false: failed or abandoned).
 // The copy is a read/write loop: workerd cannot pipeTo between its own
-// streams. A body with a Content-Length stays a FixedLengthStream.
-function track(resp) {
+// streams. A body with a Content-Length stays a FixedLengthStream. A body
+// streams.mjs relays is not copied: it knows when it is over, and Go does
+// not produce it, so a client that abandons it leaves the instance sound;
+// hangUp (the request's signal) tells it when the client has gone.
+function track(resp, hangUp) {
   if (resp.body === null) return { resp, bodyDone: Promise.resolve(true) };
   const len = Number(resp.headers.get("content-length"));
+  const relayed = streams.relayDone(resp.body, hangUp);
+  if (relayed && !(len > 0)) return { resp, bodyDone: relayed };
   const { readable, writable } =
     len > 0 && typeof FixedLengthStream === "function" ? new FixedLengthStream(len) : new TransformStream();
   const bodyDone = copy(resp.body.getReader(), writable.getWriter());
@@ -281,7 +290,7 @@ async function fetch(req, env, ctx) {
   let inst, died;
   try {
     ({ inst, died } = await acquire(env, ctx));
-    const out = track(await Promise.race([inst.binding.handleRequest(req), died]));
+    const out = track(await Promise.race([inst.binding.handleRequest(req), died]), req.signal);
     ctx.waitUntil(inst.end(out.bodyDone));
     return out.resp;
   } catch (e) {

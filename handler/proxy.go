@@ -14,6 +14,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/usage"
 )
 
 const (
@@ -351,7 +352,9 @@ func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call ups
 
 // relay sends the upstream answer to the client: headers first, then the
 // body, streamed as it arrives (SSE chunks are not buffered). read is the
-// start of the body already read to classify a failed answer.
+// start of the body already read to classify a failed answer. On Workers
+// the whole body goes as a JS stream, read part included, without passing
+// through Go.
 func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int, keyID int64) {
 	defer resp.Body.Close()
 	h := w.Header()
@@ -361,22 +364,14 @@ func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int
 	// anything about the secret, and the admin can look the id up.
 	h.Set("X-Keypool-Key", strconv.FormatInt(keyID, 10))
 	w.WriteHeader(resp.StatusCode)
-	if read != nil {
-		// A failed answer: what was read, then whatever was left unread.
-		w.Write(read)
-		if _, err := io.Copy(w, struct{ io.Reader }{resp.Body}); err != nil {
-			log.Printf("keypool: relaying upstream body: %v", err)
+	if rb, ok := resp.Body.(relayer); ok {
+		if _, ok := rb.Relay(w, false, usage.KindNone); ok {
+			return
 		}
-		return
 	}
-	// Unwrap to the runtime's writer: on Workers it takes the upstream
-	// stream as the response body directly, with no copy through Go.
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			break
-		}
-		w = u.Unwrap()
+	// A failed answer: what was read, then whatever was left unread.
+	if len(read) > 0 {
+		w.Write(read)
 	}
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		log.Printf("keypool: relaying upstream body: %v", err)

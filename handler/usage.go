@@ -3,7 +3,6 @@ package handler
 import (
 	"context"
 	"database/sql"
-	"io"
 	"log"
 	"net/http"
 	"strconv"
@@ -196,17 +195,25 @@ func (h *Handler) flushNow() {
 }
 
 // relayServed sends a successful answer to the client and reads what it
-// used: from a JSON body as it passes; from an SSE stream as it passes
-// when the stream must be changed (the usage chunk keypool asked for is
-// taken out), else from a copy of the stream read after the response,
-// so that the stream itself still goes to the client untouched by Go.
-// done is called with the usage once it is known.
+// used on the way: the usage a JSON answer or an SSE stream reports (the
+// usage chunk keypool asked for is taken out of the stream), else its
+// size. On Workers the body stays in JS (see relayer) and done is called
+// after the response, once the body is over; otherwise it is copied
+// through Go and done is called at once.
 func (h *Handler) relayServed(w http.ResponseWriter, resp *http.Response, attempts int, keyID int64, strip bool,
 	done func(u usage.Usage, found bool, answerBytes int64, text bool)) {
 	defer resp.Body.Close()
 	ct := strings.ToLower(resp.Header.Get("Content-Type"))
 	sse := strings.HasPrefix(ct, "text/event-stream")
 	text := sse || strings.Contains(ct, "json") || strings.HasPrefix(ct, "text/")
+	kind := usage.KindOther
+	switch {
+	case sse:
+		kind = usage.KindSSE
+	case strings.Contains(ct, "json"):
+		kind = usage.KindJSON
+	}
+	strip = strip && sse
 	hd := w.Header()
 	copyResponseHeaders(hd, resp.Header)
 	hd.Set("X-Keypool-Attempts", strconv.Itoa(attempts))
@@ -216,67 +223,21 @@ func (h *Handler) relayServed(w http.ResponseWriter, resp *http.Response, attemp
 		hd.Del("Content-Length")
 	}
 	w.WriteHeader(resp.StatusCode)
-	raw := w
-	for {
-		u, ok := raw.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			break
-		}
-		raw = u.Unwrap()
-	}
-	switch {
-	case sse && strip:
-		st := &usage.Stream{}
-		out := &usage.StripUsage{W: raw}
-		if _, err := io.Copy(out, io.TeeReader(resp.Body, st)); err != nil {
-			log.Printf("keypool: relaying upstream stream: %v", err)
-		}
-		out.Close()
-		done(st.Usage, st.Found, st.StreamedBytes(), true)
-	case sse:
-		if t, ok := resp.Body.(interface{ Tee() io.ReadCloser }); ok {
-			if other := t.Tee(); other != nil {
-				if _, err := io.Copy(raw, resp.Body); err != nil {
-					log.Printf("keypool: relaying upstream stream: %v", err)
-				}
-				h.d.Defer(func() {
-					st := &usage.Stream{}
-					io.Copy(st, other)
-					other.Close()
-					done(st.Usage, st.Found, st.StreamedBytes(), true)
-					h.flushDue()
-				})
-				return
-			}
-		}
-		st := &usage.Stream{}
-		if _, err := io.Copy(raw, io.TeeReader(resp.Body, st)); err != nil {
-			log.Printf("keypool: relaying upstream stream: %v", err)
-		}
-		done(st.Usage, st.Found, st.StreamedBytes(), true)
-	case strings.Contains(ct, "json"):
-		body, err := io.ReadAll(io.LimitReader(resp.Body, maxUsageBody))
-		raw.Write(body)
-		n := int64(len(body))
-		if err == nil && n == maxUsageBody {
-			m, _ := io.Copy(raw, resp.Body) // a very large answer: passed on, usage not read
-			n += m
-			done(usage.Usage{}, false, n, true)
-			return
-		}
-		u, ok := usage.FromJSON(body)
-		done(u, ok, n, true)
-	default:
-		n, err := io.Copy(raw, resp.Body)
-		if err != nil {
-			log.Printf("keypool: relaying upstream body: %v", err)
-		}
-		if n == 0 {
+	report := func(r usage.Relayed) {
+		n := r.Bytes
+		if n == 0 && kind == usage.KindOther {
 			n = resp.ContentLength
 		}
-		done(usage.Usage{}, false, max(n, 0), text)
+		done(r.Usage, r.Found, max(n, 0), text)
 	}
+	if rb, ok := resp.Body.(relayer); ok {
+		if wait, ok := rb.Relay(w, strip, kind); ok {
+			h.d.Defer(func() {
+				report(wait())
+				h.flushDue()
+			})
+			return
+		}
+	}
+	report(copyRelay(w, resp.Body, strip, kind))
 }
-
-// maxUsageBody bounds the JSON answer read whole to find its usage.
-const maxUsageBody = 16 << 20

@@ -15,6 +15,7 @@ func Config(name, main, root string, d1 bool) string {
 	conf := fmt.Sprintf(`name = %q
 main = %q
 compatibility_date = "2025-09-01"
+compatibility_flags = ["enable_request_signal"]
 [assets]
 directory = %q
 `, name, main, filepath.Join(root, "ui", "public"))

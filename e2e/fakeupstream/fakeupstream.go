@@ -56,6 +56,11 @@ type Request struct {
 	Model  string
 	Status int    // status the fake answered
 	Sent   []byte // the bytes of the answer body the fake wrote
+	// Slow streams (SlowHeader): when the first event was written and when
+	// the fake stopped writing; Gone: it stopped because the client's
+	// connection was closed (or a write to it failed) before the end.
+	Began, Ended time.Time
+	Gone         bool
 }
 
 // Server is a running fake upstream.
@@ -225,6 +230,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	accountHeaders(cw.Header(), r.URL.Path)
+	if s.slowStream(cw, r, &rec, body) {
+		return
+	}
 	post := r.Method == http.MethodPost
 	switch p := r.URL.Path; {
 	case strings.HasSuffix(p, "/chat/completions"):
