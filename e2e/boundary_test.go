@@ -103,9 +103,9 @@ func (w *worker) testResponseHeaders(t *testing.T) {
 	must(t, err)
 	req.Header.Set("Authorization", "Bearer "+w.token)
 	want := map[string]string{
-		"X-Request-Id":  "req_1,2,3",
-		"X-Test-Json":   `{"a":1,"b":"x, y"}`,
-		"X-Test-Utf8":   "caf\u00e9 \u2615",
+		"X-Request-Id": "req_1,2,3",
+		"X-Test-Json":  `{"a":1,"b":"x, y"}`,
+		"X-Test-Utf8":  "caf\u00e9 \u2615",
 	}
 	for k, v := range want {
 		req.Header.Set("X-Echo-"+k, v)
