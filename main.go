@@ -28,8 +28,9 @@ func main() {
 		Now:      time.Now,
 		Queries:  workerjs.Counter("keypoolD1Queries"),
 		Shared:   workerjs.Map("keypoolShared"),
+		Memory:   workerjs.Memory,
 	})
-	workers.ServeNonBlock(h)
+	workerjs.Serve(h)
 	cron.ScheduleTaskNonBlock(h.Scheduled)
 	workers.Ready()
 	// Keep the program alive so that work handed to waitUntil finishes
