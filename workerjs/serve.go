@@ -69,11 +69,13 @@ func newRequest(head string, body js.Value) (*http.Request, error) {
 	ctx := context.WithValue(context.Background(), inboundKey{}, rb)
 	r := &http.Request{
 		Method: method, URL: u, Header: header, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Body: http.NoBody, Host: header.Get("Host"), RemoteAddr: header.Get("Cf-Connecting-Ip"),
+		Host: header.Get("Host"), RemoteAddr: header.Get("Cf-Connecting-Ip"),
 	}
 	if r.Host == "" {
 		r.Host = u.Host
 	}
+	// A body-less request has a nil Body, as syumai/workers gave it: the
+	// handler tells "no body" from "empty body" that way.
 	if body.Truthy() {
 		r.Body = rb
 		r.ContentLength = -1
