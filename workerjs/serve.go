@@ -169,6 +169,9 @@ func ReadBody(r *http.Request, limit int64) (body []byte, ok bool, err error) {
 	if r.ContentLength > limit {
 		return nil, false, nil
 	}
+	if r.Body == nil {
+		return nil, true, nil
+	}
 	rb, isJS := r.Body.(*requestBody)
 	if !isJS {
 		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
