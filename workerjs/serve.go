@@ -31,8 +31,16 @@ import (
 // net/http types stay on the Go side: the handler gets an *http.Request
 // and a ResponseWriter of this package.
 
-// boundary holds the entry's helpers (readBody).
-func boundary() js.Value { return js.Global().Get("context").Get("boundary") }
+// boundary holds the entry's helpers (readBody, headers, …); the object
+// is the same for the life of the instance.
+func boundary() js.Value {
+	if boundaryObj.IsUndefined() {
+		boundaryObj = js.Global().Get("context").Get("boundary")
+	}
+	return boundaryObj
+}
+
+var boundaryObj js.Value
 
 // Serve makes h the handler of the entry's requests.
 func Serve(h http.Handler) {
