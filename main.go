@@ -29,8 +29,9 @@ func main() {
 		Queries:  workerjs.Counter("keypoolD1Queries"),
 		Shared: workerjs.Map{Name: "keypoolShared", CachePrefix: handler.CachePrefix,
 			CacheEntries: handler.CacheEntries, CacheBytes: handler.CacheBytes},
+		Memory: workerjs.Memory,
 	})
-	workers.ServeNonBlock(h)
+	workerjs.Serve(h)
 	cron.ScheduleTaskNonBlock(h.Scheduled)
 	workers.Ready()
 	// Keep the program alive so that work handed to waitUntil finishes

@@ -59,7 +59,123 @@ const LIMITS = {
 };
 
 const idle = [];
+const live = new Set(); // every instance not yet dropped
+let peakMemory = 0; // wasm memory only grows: its size after an event is its peak
 let mod;
+
+// The request boundary's JS half (workerjs/serve.go says why): Go reads
+// these through the runtime context's `boundary`.
+const boundary = {
+  // headers builds a Headers from "name\0value\0…" in one call.
+  headers(s) {
+    const h = new Headers();
+    const parts = s.split("\0");
+    for (let i = 0; i + 1 < parts.length; i += 2) h.append(parts[i], parts[i + 1]);
+    return h;
+  },
+  // headerString is a Headers as "name\0value\0…", values whole.
+  headerString(headers) {
+    let s = "";
+    for (const [name, value] of headers) s += name + "\0" + value + "\0";
+    return s;
+  },
+  // memory: the live instances, their wasm memory and the most one
+  // instance has held at the end of an event, for debug stats.
+  memory() {
+    let n = 0;
+    let bytes = 0;
+    for (const inst of live) {
+      if (inst.dead || !inst.memory) continue;
+      n++;
+      bytes += inst.memory.buffer.byteLength;
+    }
+    return [n, bytes, peakMemory];
+  },
+  // readBody reads a request body into one Uint8Array, counting as it
+  // goes: past limit bytes it cancels the stream and answers null, so a
+  // body without Content-Length never costs more than the limit.
+  // With a Content-Length (length >= 0) the chunks go straight into one
+  // buffer of that size, so the body is never held twice.
+  async readBody(stream, limit, length) {
+    const reader = stream.getReader();
+    const into = length >= 0 && length <= limit ? new Uint8Array(length) : null;
+    const chunks = [];
+    let n = 0;
+    let filled = 0; // bytes of `into` used
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      n += value.byteLength;
+      if (n > limit) {
+        reader.cancel().catch(() => {});
+        return null;
+      }
+      if (into && chunks.length === 0 && filled + value.byteLength <= into.byteLength) {
+        into.set(value, filled);
+        filled += value.byteLength;
+      } else chunks.push(value);
+    }
+    if (into && chunks.length === 0) return filled === into.byteLength ? into : into.subarray(0, filled);
+    if (into) chunks.unshift(into.subarray(0, filled));
+    if (chunks.length === 1) return chunks[0];
+    const out = new Uint8Array(n);
+    let at = 0;
+    for (const c of chunks) {
+      out.set(c, at);
+      at += c.byteLength;
+    }
+    return out;
+  },
+};
+
+// noBody: answers that never carry a body, whatever Go sent with them.
+function noBody(method, status) {
+  return method === "HEAD" || status === 204 || status === 205 || status === 304 || status < 200;
+}
+
+// serve makes the one call into Go for a request and builds the Response
+// from Go's one answer: status, "name\0value\0…" headers, and a body that
+// is null, bytes, a stream handed on, or true (Go pushes chunks into the
+// writer returned to it). A body-less answer keeps its headers (HEAD's
+// Content-Length) and never gets a body.
+function serve(inst, req) {
+  let head = req.method + "\0" + req.url + "\0";
+  for (const [name, value] of req.headers) head += name + "\0" + value + "\0";
+  return new Promise((resolve) => {
+    inst.binding.serve(head, req.body, (status, headers, body) => {
+      const init = { status, headers: boundary.headers(headers) };
+      if (noBody(req.method, status)) {
+        if (body instanceof ReadableStream) body.cancel().catch(() => {});
+        resolve(new Response(null, init));
+        return undefined;
+      }
+      if (body !== true) {
+        resolve(new Response(body, init));
+        return undefined;
+      }
+      let ctrl;
+      const stream = new ReadableStream({ start: (c) => (ctrl = c) });
+      resolve(new Response(stream, init));
+      return {
+        write(chunk) {
+          try {
+            ctrl.enqueue(chunk);
+            return true;
+          } catch {
+            return false; // the client is gone
+          }
+        },
+        close() {
+          try {
+            ctrl.close();
+          } catch {
+            // cancelled already
+          }
+        },
+      };
+    });
+  });
+}
 
 function idleMemory() {
   let n = 0;
@@ -72,6 +188,7 @@ class Instance {
     this.go = new Go();
     this.binding = {};
     this.context = createRuntimeContext({ env: undefined, ctx: undefined, binding: this.binding });
+    this.context.boundary = boundary;
     this.dead = false;
     this.events = 0;
     this.fail = null; // rejects the current event's `died` promise
@@ -192,6 +309,7 @@ class Instance {
 
   die(err) {
     this.dead = true;
+    live.delete(this);
     if (this.fail) this.fail(err);
   }
 
@@ -226,6 +344,7 @@ class Instance {
       await Promise.all(this.pending);
     }
     const limit = LIMITS[this.compiler];
+    peakMemory = Math.max(peakMemory, this.memory.buffer.byteLength);
     const keep =
       ok &&
       !this.dead &&
@@ -235,11 +354,13 @@ class Instance {
       idleMemory() + this.memory.buffer.byteLength <= POOL_MEMORY;
     this.fail = null;
     if (keep) idle.push(this);
+    else live.delete(this);
   }
 }
 
 async function acquire(env, ctx) {
   const inst = idle.pop() ?? new Instance();
+  live.add(inst);
   const died = inst.begin(env, ctx);
   if (inst.events === 1) await inst.start(died);
   return { inst, died };
@@ -290,7 +411,7 @@ async function fetch(req, env, ctx) {
   let inst, died;
   try {
     ({ inst, died } = await acquire(env, ctx));
-    const out = track(await Promise.race([inst.binding.handleRequest(req), died]), req.signal);
+    const out = track(await Promise.race([serve(inst, req), died]), req.signal);
     ctx.waitUntil(inst.end(out.bodyDone));
     return out.resp;
   } catch (e) {

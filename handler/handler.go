@@ -43,6 +43,10 @@ type Deps struct {
 	// Shared is memory all Go instances of the isolate see, for the
 	// candidate-key cache; a process-local map when nil.
 	Shared Shared
+	// Memory reports the Go instances of the isolate, their memory in
+	// bytes and the most one instance has held, for /admin/api/debug/stats;
+	// nil where unknown.
+	Memory func() (instances int, bytes, peak int64)
 	// IntN draws a random number in [0, n) for key selection; rand.IntN
 	// when nil.
 	IntN func(n int) int

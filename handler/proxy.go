@@ -18,8 +18,13 @@ import (
 )
 
 const (
-	defaultMaxAttempts  = 3
-	defaultMaxBodyBytes = 32 << 20
+	defaultMaxAttempts = 3
+	// defaultMaxBodyBytes: a body at the limit costs one Go copy in the
+	// instance serving it (two for a chat stream keypool asks for usage,
+	// three when the model is also rewritten) plus the JS bytes replayed to
+	// the upstream; four such requests at once, each in its own ~6 MiB
+	// instance, stay near 100 MB of the isolate's 128 MB.
+	defaultMaxBodyBytes = 6 << 20
 	// candidateLimit bounds the keys read from D1 per request: enough for
 	// every attempt plus room to spread load, never the whole pool.
 	candidateLimit = 8
@@ -55,7 +60,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	if r.Body == nil || r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return nil, true
 	}
-	limit := h.intVar("MAX_BODY_BYTES", defaultMaxBodyBytes, 1024, 100<<20)
+	limit := h.maxBodyBytes()
 	read := h.d.ReadBody
 	if read == nil {
 		read = readAll
@@ -71,6 +76,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		return nil, false
 	}
 	return body, true
+}
+
+func (h *Handler) maxBodyBytes() int64 {
+	return h.intVar("MAX_BODY_BYTES", defaultMaxBodyBytes, 1024, 100<<20)
 }
 
 func readAll(r *http.Request, limit int64) ([]byte, bool, error) {

@@ -12,7 +12,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,10 +23,7 @@ import (
 
 var (
 	uint8Array = js.Global().Get("Uint8Array")
-	response   = js.Global().Get("Response")
-	headersCls = js.Global().Get("Headers")
 	object     = js.Global().Get("Object")
-	arrayCls   = js.Global().Get("Array")
 	fetchFn    = js.Global().Get("fetch")
 	abortCls   = js.Global().Get("AbortController")
 )
@@ -62,55 +58,21 @@ func bytesOf(buf js.Value) []byte {
 	return b
 }
 
-// rawBody is what syumai/workers' request and response bodies expose: the
-// JS ReadableStream behind them.
-type rawBody interface {
-	GetRawJSBody() js.Value
-}
-
-// ReadBody reads an incoming request's body in one piece, at most limit
-// bytes; ok is false when it is larger. Bodies that are not JS streams are
-// read the ordinary way.
-func ReadBody(r *http.Request, limit int64) (body []byte, ok bool, err error) {
-	if n, err := strconv.ParseInt(r.Header.Get("Content-Length"), 10, 64); err == nil && n > limit {
-		return nil, false, nil
-	}
-	rb, isJS := r.Body.(rawBody)
-	if !isJS {
-		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
-		return body, int64(len(body)) <= limit, err
-	}
-	buf, err := await(response.New(rb.GetRawJSBody()).Call("arrayBuffer"))
-	if err != nil {
-		return nil, false, err
-	}
-	if int64(buf.Get("byteLength").Int()) > limit {
-		return nil, false, nil
-	}
-	return bytesOf(buf), true, nil
-}
-
 // Fetch sends req with the runtime's fetch. The request body goes to JS as
 // one Uint8Array, which also keeps its Content-Length (a stream would be
-// sent chunked). The response body stays in JS (see jsBody).
+// sent chunked): the incoming body's own JS bytes when it is unchanged
+// (see outboundBody). Headers cross as one string each way. The response
+// body stays in JS (see jsBody).
 func Fetch(req *http.Request) (*http.Response, error) {
 	init := object.New()
 	init.Set("method", req.Method)
-	h := headersCls.New()
-	for name, vs := range req.Header {
-		for _, v := range vs {
-			h.Call("append", name, v)
-		}
-	}
-	init.Set("headers", h)
-	if req.Body != nil && req.Method != http.MethodGet && req.Method != http.MethodHead {
-		b, err := io.ReadAll(req.Body)
+	init.Set("headers", jsHeaders(req.Header))
+	if req.Body != nil && req.Body != http.NoBody && req.Method != http.MethodGet && req.Method != http.MethodHead {
+		body, err := outboundBody(req)
 		if err != nil {
 			return nil, err
 		}
-		u8 := uint8Array.New(len(b))
-		js.CopyBytesToJS(u8, b)
-		init.Set("body", u8)
+		init.Set("body", body)
 	}
 	init.Set("redirect", "manual")
 	// The context's deadline bounds the wait for the response headers
@@ -140,12 +102,7 @@ func Fetch(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	status := res.Get("status").Int()
-	header := http.Header{}
-	pairs := arrayCls.Call("from", res.Get("headers"))
-	for i, n := 0, pairs.Length(); i < n; i++ {
-		p := pairs.Index(i)
-		header.Add(p.Index(0).String(), p.Index(1).String())
-	}
+	header := goHeaders(res.Get("headers"))
 	cl, _ := strconv.ParseInt(header.Get("Content-Length"), 10, 64)
 	return &http.Response{
 		Status:        strconv.Itoa(status) + " " + res.Get("statusText").String(),
@@ -155,6 +112,17 @@ func Fetch(req *http.Request) (*http.Response, error) {
 		ContentLength: cl,
 		Request:       req,
 	}, nil
+}
+
+// jsHeaders is h as a JS Headers, built in one call from one string.
+func jsHeaders(h http.Header) js.Value {
+	return boundary().Call("headers", joinHeaders(h))
+}
+
+// goHeaders reads a JS Headers in one call, as one string; values are
+// kept whole, as the runtime presents them.
+func goHeaders(h js.Value) http.Header {
+	return parseHeaders(boundary().Call("headerString", h).String())
 }
 
 // Counter is a number kept in a JS global, so that every Go instance of

@@ -235,6 +235,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	post := r.Method == http.MethodPost
 	switch p := r.URL.Path; {
+	case strings.HasSuffix(p, EchoHeadersPath):
+		echoHeaders(cw, r)
 	case strings.HasSuffix(p, "/chat/completions"):
 		if rec.Model == BigStreamModel {
 			bigStream(cw)
@@ -802,6 +804,27 @@ func AnthropicOverloaded() Rule {
 // from a bad request.
 func AnthropicLowCredit() Rule {
 	return Rule{Status: http.StatusBadRequest, Body: `{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}`}
+}
+
+// EchoHeadersPath ends the path of a route (under any prefix) that answers
+// 200 with every request header named X-Echo-<Name> sent back as response
+// header <Name>, value for value, and a Content-Length it states itself,
+// for HEAD too (as real servers do; Go's server leaves it out otherwise).
+const EchoHeadersPath = "/echo/headers"
+
+func echoHeaders(w http.ResponseWriter, r *http.Request) {
+	const body = `{"ok":true}`
+	for name, vs := range r.Header {
+		if out, ok := strings.CutPrefix(name, "X-Echo-"); ok {
+			w.Header()[out] = vs
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write([]byte(body))
+	}
 }
 
 func writeJSON(w http.ResponseWriter, body string) {
