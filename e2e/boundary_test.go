@@ -31,7 +31,7 @@ func TestBoundary(t *testing.T) {
 			w.importKeys(t, "openai", "sk-bnd-openai-"+randomHex(8))
 			w.importKeys(t, "anthropic", "sk-ant-bnd-"+randomHex(8))
 			t.Run("request-headers", w.testRequestHeaders)
-			t.Run("response-headers", w.testResponseHeaders)
+			t.Run("response-headers", w.testResponseHeaderFidelity)
 			t.Run("head", w.testHead)
 			t.Run("oversized-chunked", w.testOversizedChunked)
 			t.Run("bodies-at-limit", w.testBodiesAtLimit)
@@ -100,19 +100,22 @@ func (w *worker) testRequestHeaders(t *testing.T) {
 	}
 }
 
-func (w *worker) testResponseHeaders(t *testing.T) {
+func (w *worker) testResponseHeaderFidelity(t *testing.T) {
+	// The echo path is not an inference endpoint: a pass-through token.
+	tok := w.newToken(t, `{"name":"echo","endpoints":"all"}`, "all")
 	req, err := http.NewRequest("GET", w.base+"/v1"+fakeupstream.EchoHeadersPath, nil)
 	must(t, err)
-	req.Header.Set("Authorization", "Bearer "+w.token)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	// Names the response allow-list passes (request ids, rate limits).
 	want := map[string]string{
-		"X-Request-Id": "req_1,2,3",
-		"X-Test-Json":  `{"a":1,"b":"x, y"}`,
-		"X-Test-Utf8":  "caf\u00e9 \u2615",
+		"X-Request-Id":          "req_1,2,3",
+		"X-Ratelimit-Test-Json": `{"a":1,"b":"x, y"}`,
+		"X-Ratelimit-Test-Utf8": "caf\u00e9 \u2615",
 	}
 	for k, v := range want {
 		req.Header.Set("X-Echo-"+k, v)
 	}
-	req.Header.Set("X-Echo-X-Test-Latin1", latin1)
+	req.Header.Set("X-Echo-X-Ratelimit-Test-Latin1", latin1)
 	resp, err := w.client.Do(req)
 	must(t, err)
 	body, _ := io.ReadAll(resp.Body)
@@ -125,8 +128,8 @@ func (w *worker) testResponseHeaders(t *testing.T) {
 			t.Errorf("response header %s reached the client as %q, want [%q]", k, vs, v)
 		}
 	}
-	if vs := resp.Header["X-Test-Latin1"]; len(vs) != 1 || vs[0] != latin1Seen {
-		t.Errorf("response header X-Test-Latin1 reached the client as %q, want [%q]", vs, latin1Seen)
+	if vs := resp.Header["X-Ratelimit-Test-Latin1"]; len(vs) != 1 || vs[0] != latin1Seen {
+		t.Errorf("response header X-Ratelimit-Test-Latin1 reached the client as %q, want [%q]", vs, latin1Seen)
 	}
 }
 

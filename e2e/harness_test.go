@@ -191,7 +191,7 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 	}
 	// The suite finds its requests at the fake upstream by these headers,
 	// which keypool forwards only when a setting allows them.
-	if r := w.adminCall(t, "PUT", "/admin/api/settings", `{"forward_headers":["X-Test-Id","X-Fake-Gate","X-Fake-Slow"]}`); r.status != http.StatusOK {
+	if r := w.adminCall(t, "PUT", "/admin/api/settings", `{"forward_headers":["X-Test-Id","X-Fake-Gate","X-Fake-Slow","X-Test-Json","X-Test-Utf8","X-Test-Repeat","X-Test-Latin1","X-Echo-X-Request-Id","X-Echo-X-Ratelimit-Test-Json","X-Echo-X-Ratelimit-Test-Utf8","X-Echo-X-Ratelimit-Test-Latin1"]}`); r.status != http.StatusOK {
 		t.Fatalf("allowing the suite's headers: %d %s", r.status, r.body)
 	}
 	return w
