@@ -7,6 +7,10 @@
 //	go run ./bench                          # baseline, go, tinygo
 //	go run ./bench -targets go,tinygo -quick
 //	go run ./bench -targets go -soak 20000  # plus a memory soak
+//	go run ./bench -targets baseline,go,before -before-dir build/before
+//	                                        # before/after in one table
+//	go run ./bench -targets baseline,go,dir:build/gc400  # any other build
+//	go run ./bench -profile                 # V8 CPU profiles (make profile)
 //
 // Absolute figures include wrangler dev's own overhead (a proxy workerd in
 // front of the worker, devtools messages for every fetch, a log line per
@@ -100,7 +104,7 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	var cfg config
-	targets := flag.String("targets", "baseline,go,tinygo", "comma-separated subset of baseline,go,tinygo,before,go-profile")
+	targets := flag.String("targets", "baseline,go,tinygo", "comma-separated subset of baseline,go,tinygo,before,go-profile, and dir:<build directory> for any other keypool build")
 	flag.StringVar(&cfg.beforeDir, "before-dir", "build/before", "build directory of the \"before\" target (e.g. main's code built with `make build-go` and copied there)")
 	flag.BoolVar(&cfg.profile, "profile", false, "instead of the table: V8 CPU profiles of the first keypool target (default go-profile, see `make profile`) under load, written to build/profile-*.cpuprofile")
 	flag.IntVar(&cfg.soak, "soak", 0, "after the phases, send N non-stream requests at 16 clients to each target (keypool's, and the baseline for reference), sampling workerd RSS every 1000")
@@ -118,6 +122,12 @@ func run() int {
 	}
 	var specs []targetSpec
 	for _, name := range cfg.targets {
+		if dir, ok := strings.CutPrefix(name, "dir:"); ok {
+			// Any other keypool build, e.g. a prototype: dir:build/gc400.
+			base := filepath.Base(dir)
+			specs = append(specs, targetSpec{name: "dir-" + base, label: "keypool-" + base, keypool: true, build: dir})
+			continue
+		}
 		found := false
 		for _, k := range knownTargets {
 			if k.name == name {
@@ -129,7 +139,7 @@ func run() int {
 			}
 		}
 		if !found {
-			fmt.Fprintf(os.Stderr, "bench: unknown target %q (known: baseline, go, tinygo, before, go-profile)\n", name)
+			fmt.Fprintf(os.Stderr, "bench: unknown target %q (known: baseline, go, tinygo, before, go-profile, dir:<path>)\n", name)
 			return 2
 		}
 	}
