@@ -118,8 +118,10 @@ func longStreams(ctx context.Context, env *benchEnv, d *devServer, bearer string
 	drainProxy(ctx, d)
 	if ok1 && ok2 && few > 0 {
 		m.set("chunks_ratio", many/few)
+		m.set("cpu_per_chunk", (many-few)*1000/(tinyChunks-fewChunks))
 	} else {
 		m.na("chunks_ratio", "n/a")
+		m.na("cpu_per_chunk", "n/a")
 	}
 	logf("%s: long streams: first byte %+.1f ms after the upstream's; CPU/request %.2f ms (10 chunks), %.2f ms (1000)",
 		m.spec.label, m.cells["ls_fb"].v, few, many)

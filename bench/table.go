@@ -55,6 +55,7 @@ var rows = []row{
 	{id: "cpu_chunks10", label: "worker CPU/streamed request, 10 chunks (ms)", prec: 2},
 	{id: "cpu_chunks1000", label: "worker CPU/streamed request, 1 000 chunks (ms)", prec: 2},
 	{id: "chunks_ratio", label: "  1 000 chunks ÷ 10 chunks", prec: 2, noRatio: true, goal: chunksGoal},
+	{id: "cpu_per_chunk", label: "  CPU per extra chunk (µs)", prec: 0},
 	{id: "cpu_ns16", label: "workerd CPU/request, non-stream (ms)", prec: 2},
 	{id: "cpu_rt_ns16", label: "  of which the worker's workerd (ms)", prec: 2, goal: atMost(1.6)},
 	{id: "cpu_st16", label: "workerd CPU/request, stream (ms)", prec: 2},
@@ -152,6 +153,8 @@ func printTable(w io.Writer, env *benchEnv, results []*measurement) {
 	fmt.Fprintln(w, "Long streams come from the bench's own upstream, which stamps when it flushed each stream's first")
 	fmt.Fprintln(w, "chunk: \"first byte − upstream's\" is the client's first byte after that moment (same clock). The")
 	fmt.Fprintln(w, "10- and 1 000-chunk streams send tiny events 1 ms apart; their CPU is the worker's workerd's.")
+	fmt.Fprintln(w, "workerd itself spends CPU per chunk even for the baseline: compare keypool's CPU per extra chunk")
+	fmt.Fprintln(w, "with the baseline's (its ratio) as well as the 1 000 ÷ 10 goal.")
 	fmt.Fprintln(w, "CPU: utime+stime of the workerd processes of each wrangler dev, over the 16-client phase, per request;")
 	fmt.Fprintln(w, "\"of which the worker's workerd\" leaves out wrangler's proxy workerd (the one on the client port).")
 	fmt.Fprintln(w, "\"other processes' CPU\" is the share of all cores used by anything but this program and its")
