@@ -1,8 +1,9 @@
 package handler
 
 import (
+	"cmp"
 	"context"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,13 +101,100 @@ func decodeCands(s string) (read int64, list []rotation.Candidate) {
 	return read, list
 }
 
+// decoded remembers, per Shared key, the last string this Go instance
+// read or wrote there and what it decodes to: a request that finds the
+// string seen last (the usual case while one instance serves a client)
+// skips the JSON parse. Values are copied out, never shared; a string is
+// its own validation, so a change by another instance is always seen.
+var decoded = struct {
+	sync.Mutex
+	cands map[string]candsMemo
+	usage usageMemo
+}{cands: map[string]candsMemo{}}
+
+type candsMemo struct {
+	raw  string
+	read int64
+	list []rotation.Candidate
+}
+
+type usageMemo struct {
+	raw  string
+	list []store.Usage
+}
+
+// maxCandsMemo bounds the memo: clients choose model names.
+const maxCandsMemo = 256
+
+// readCands decodes the candidate list s found under key k.
+func readCands(k, s string) (read int64, list []rotation.Candidate) {
+	decoded.Lock()
+	defer decoded.Unlock()
+	if m, ok := decoded.cands[k]; ok && m.raw == s {
+		return m.read, slices.Clone(m.list)
+	}
+	read, list = decodeCands(s)
+	rememberCands(k, s, read, list)
+	return read, list
+}
+
+// writeCands encodes a candidate list for key k.
+func writeCands(k string, read int64, list []rotation.Candidate) string {
+	s := encodeCands(read, list)
+	decoded.Lock()
+	defer decoded.Unlock()
+	rememberCands(k, s, read, list)
+	return s
+}
+
+func rememberCands(k, s string, read int64, list []rotation.Candidate) {
+	if len(decoded.cands) >= maxCandsMemo {
+		clear(decoded.cands)
+	}
+	decoded.cands[k] = candsMemo{raw: s, read: read, list: slices.Clone(list)}
+}
+
+// readUsage and writeUsage are decodeUsage and encodeUsage through the memo.
+func readUsage(s string) map[int64]*store.Usage {
+	decoded.Lock()
+	defer decoded.Unlock()
+	if decoded.usage.raw != s || s == "" {
+		m := decodeUsage(s)
+		decoded.usage = usageMemo{raw: s, list: usageList(m)}
+		return m
+	}
+	m := make(map[int64]*store.Usage, len(decoded.usage.list))
+	for _, u := range decoded.usage.list {
+		c := u // the caller changes the counters: its own copy
+		m[c.KeyID] = &c
+	}
+	return m
+}
+
+func writeUsage(m map[int64]*store.Usage) string {
+	s := encodeUsage(m)
+	decoded.Lock()
+	defer decoded.Unlock()
+	decoded.usage = usageMemo{raw: s, list: usageList(m)}
+	return s
+}
+
+func usageList(m map[int64]*store.Usage) []store.Usage {
+	list := make([]store.Usage, 0, len(m))
+	for _, u := range m {
+		list = append(list, *u)
+	}
+	return list
+}
+
 // candidates returns the keys that may serve provider/model, from the
 // cache when it is younger than CACHE_SECONDS, else from the store (one
 // query).
 func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time, free bool) ([]rotation.Candidate, error) {
 	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
-	if v, ok := h.d.Shared.Get(candKey(prov, model, free)); ok && ttl > 0 {
-		if read, list := decodeCands(v); now.Sub(time.UnixMilli(read)) < ttl && len(list) > 0 {
+	k := candKey(prov, model, free)
+	if v, ok := h.d.Shared.Get(k); ok && ttl > 0 {
+		if read, list := readCands(k, v); now.Sub(time.UnixMilli(read)) < ttl && len(list) > 0 {
 			return list, nil
 		}
 	}
@@ -114,7 +202,7 @@ func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model 
 	if err != nil || len(list) == 0 || ttl == 0 {
 		return list, err // an empty pool is not cached: keys may be added any time
 	}
-	h.d.Shared.Set(candKey(prov, model, free), encodeCands(now.UnixMilli(), list))
+	h.d.Shared.Set(k, writeCands(k, now.UnixMilli(), list))
 	return list, nil
 }
 
@@ -124,7 +212,7 @@ func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model 
 func (h *Handler) observe(prov string, outcomes []store.Outcome, now time.Time) {
 	ms := now.UnixMilli()
 	v, _ := h.d.Shared.Get(usageKey)
-	usage := decodeUsage(v)
+	usage := readUsage(v)
 	for _, o := range outcomes {
 		u := usage[o.KeyID]
 		if u == nil {
@@ -133,7 +221,7 @@ func (h *Handler) observe(prov string, outcomes []store.Outcome, now time.Time) 
 		}
 		u.Add(o, ms)
 	}
-	h.d.Shared.Set(usageKey, encodeUsage(usage))
+	h.d.Shared.Set(usageKey, writeUsage(usage))
 	for _, o := range outcomes {
 		v := o.Verdict
 		switch {
@@ -180,7 +268,7 @@ func (h *Handler) updateCandList(k string, keep func(*rotation.Candidate) bool) 
 	if !ok {
 		return
 	}
-	read, list := decodeCands(v)
+	read, list := readCands(k, v)
 	out := list[:0]
 	for i := range list {
 		if keep(&list[i]) {
@@ -191,8 +279,9 @@ func (h *Handler) updateCandList(k string, keep func(*rotation.Candidate) bool) 
 		h.d.Shared.Delete(k)
 		return
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].LastUsed < out[j].LastUsed })
-	h.d.Shared.Set(k, encodeCands(read, out))
+	// slices, not sort.SliceStable: no reflection on the hot path.
+	slices.SortStableFunc(out, func(a, b rotation.Candidate) int { return cmp.Compare(a.LastUsed, b.LastUsed) })
+	h.d.Shared.Set(k, writeCands(k, read, out))
 }
 
 // takeKeyUsage returns the isolate's coalesced key counters and resets
