@@ -50,6 +50,7 @@ type config struct {
 	keys      int
 	beforeDir string // the build the "before" target runs
 	profile   bool
+	loadOnly  bool
 }
 
 // targetSpec is one worker to measure.
@@ -109,7 +110,8 @@ func run() int {
 	flag.BoolVar(&cfg.profile, "profile", false, "instead of the table: V8 CPU profiles of the first keypool target (default go-profile, see `make profile`) under load, written to build/profile-*.cpuprofile")
 	flag.IntVar(&cfg.soak, "soak", 0, "after the phases, send N non-stream requests at 16 clients to each target (keypool's, and the baseline for reference), sampling workerd RSS every 1000")
 	flag.BoolVar(&cfg.quick, "quick", false, "smaller counts and durations, for a smoke run")
-	flag.DurationVar(&cfg.timeout, "timeout", 15*time.Minute, "give up (and stop every wrangler) after this long")
+	flag.BoolVar(&cfg.loadOnly, "load-only", false, "skip the long streams and large bodies: for quick A/B runs of several builds")
+	flag.DurationVar(&cfg.timeout, "timeout", 40*time.Minute, "give up (and stop every wrangler) after this long")
 	flag.IntVar(&cfg.keys, "keys", 20, "openai keys imported into each keypool target")
 	flag.Parse()
 	if cfg.profile && !flagSet("targets") {
@@ -546,6 +548,9 @@ func measurePhases(ctx context.Context, env *benchEnv, d *devServer, bearer, adm
 		return err
 	}
 
+	if env.cfg.loadOnly {
+		return ctx.Err()
+	}
 	longStreams(ctx, env, d, bearer, m)
 	if err := ctx.Err(); err != nil {
 		return err
