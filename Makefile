@@ -12,7 +12,7 @@ GO_WASM_ENV = GOOS=js GOARCH=wasm
 ASSETS_GEN = go run github.com/syumai/workers/cmd/workers-assets-gen
 export WRANGLER_SEND_METRICS = false
 
-.PHONY: dev build ui build-go build-tinygo tinygo browser test vet unit e2e e2e-tinygo bench deploy clean
+.PHONY: dev build ui build-go build-go-profile build-tinygo tinygo browser test vet unit e2e e2e-tinygo bench profile deploy clean
 
 dev: node_modules build
 	PORT=$(PORT) scripts/dev.sh
@@ -40,6 +40,13 @@ build-go:
 	$(ASSETS_GEN) -mode=go -o build/go
 	cp entry/*.mjs build/go/
 	$(GO_WASM_ENV) go build -trimpath -ldflags='-s -w' -o build/go/app.wasm .
+
+# The standard Go build without -s -w: the wasm keeps its name section, so
+# V8 CPU profiles name Go functions (`make profile`).
+build-go-profile:
+	$(ASSETS_GEN) -mode=go -o build/go-profile
+	cp entry/worker.mjs build/go-profile/worker.mjs
+	$(GO_WASM_ENV) go build -trimpath -o build/go-profile/app.wasm .
 
 # TinyGo from PATH, else the one `make tinygo` bootstraps (done on demand).
 build-tinygo:
@@ -86,6 +93,12 @@ browser:
 # BENCH_FLAGS="-quick" or BENCH_FLAGS="-targets baseline,go -soak 20000".
 bench: node_modules ui build-go build-tinygo
 	go run ./bench $(BENCH_FLAGS)
+
+# V8 CPU profiles of keypool under bench load (cold request, non-stream,
+# stream, 1 000-chunk streams): top frames by self and total time printed,
+# build/profile-go-profile-*.cpuprofile written (Chrome DevTools, speedscope).
+profile: node_modules ui build-go-profile
+	go run ./bench -profile $(BENCH_FLAGS)
 
 deploy: node_modules build
 	scripts/deploy.sh

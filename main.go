@@ -7,6 +7,7 @@ package main
 
 import (
 	"database/sql"
+	"sync"
 	"time"
 
 	"github.com/syumai/workers"
@@ -20,7 +21,7 @@ import (
 func main() {
 	db := workerjs.D1("DB")
 	h := handler.New(handler.Deps{
-		Getenv:   cloudflare.Getenv,
+		Getenv:   getenv,
 		DB:       func() (*sql.DB, error) { return db, nil },
 		Fetch:    workerjs.Fetch,
 		ReadBody: workerjs.ReadBody,
@@ -37,4 +38,19 @@ func main() {
 	// Keep the program alive so that work handed to waitUntil finishes
 	// after the response; workers.Serve would exit once the body is read.
 	select {}
+}
+
+// env remembers the vars and secrets read: they are fixed for the life of
+// an isolate (changing one deploys a new version, in new isolates), and
+// each cloudflare.Getenv costs several calls into JS; the proxy path
+// reads a dozen settings per request.
+var env sync.Map
+
+func getenv(name string) string {
+	if v, ok := env.Load(name); ok {
+		return v.(string)
+	}
+	v := cloudflare.Getenv(name)
+	env.Store(name, v)
+	return v
 }

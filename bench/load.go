@@ -18,7 +18,13 @@ const requestTimeout = 60 * time.Second
 // newClient is the one load generator for every target: keep-alive
 // connections, enough idle ones for 16+ clients, no compression, and a
 // dialer that refuses anything but 127.0.0.1.
-func newClient() *http.Client {
+func newClient() *http.Client { return newClientTimeout(requestTimeout) }
+
+// longStreamTimeout bounds a long stream's request: 1 000 chunks take
+// many seconds through wrangler dev on a busy machine.
+const longStreamTimeout = 5 * time.Minute
+
+func newClientTimeout(timeout time.Duration) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy: nil,
@@ -36,18 +42,19 @@ func newClient() *http.Client {
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
 		DisableCompression:    true,
-		ResponseHeaderTimeout: requestTimeout,
+		ResponseHeaderTimeout: timeout,
 		ExpectContinueTimeout: 0,
 		WriteBufferSize:       64 << 10,
 		ReadBufferSize:        64 << 10,
 	}
-	return &http.Client{Transport: tr, Timeout: requestTimeout}
+	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
 // exchange is one request's outcome.
 type exchange struct {
 	status  int
 	header  http.Header
+	start   time.Time     // when the request was sent
 	ttfb    time.Duration // until the first body byte (or the end of an empty body)
 	total   time.Duration // until the whole body was read
 	size    int
@@ -81,7 +88,7 @@ func do(ctx context.Context, c *http.Client, method, url, bearer string, body []
 		return exchange{}, err
 	}
 	defer resp.Body.Close()
-	ex := exchange{status: resp.StatusCode, header: resp.Header}
+	ex := exchange{status: resp.StatusCode, header: resp.Header, start: t0}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -129,6 +136,10 @@ type phase struct {
 	body   []byte
 	check  func(exchange) error // nil: status 200 is enough
 	bearer string
+	// newBody, when set, makes each request's body instead of body.
+	newBody func() []byte
+	// seen, when set, gets each successful exchange and the body sent.
+	seen func(ex exchange, body []byte)
 }
 
 type phaseResult struct {
@@ -170,7 +181,11 @@ func runPhase(ctx context.Context, c *http.Client, base string, p phase) phaseRe
 			ok, failed, extra := 0, 0, 0
 			firstErr := ""
 			for ctx.Err() == nil && !abort.Load() && time.Now().Before(deadline) && sent.Add(1) <= int64(p.maxN) {
-				ex, err := do(ctx, c, http.MethodPost, base+p.path, p.bearer, p.body)
+				body := p.body
+				if p.newBody != nil {
+					body = p.newBody()
+				}
+				ex, err := do(ctx, c, http.MethodPost, base+p.path, p.bearer, body)
 				if err == nil && ex.status != http.StatusOK {
 					err = fmt.Errorf("HTTP %d: %s", ex.status, brief(ex.body(), 300))
 				}
@@ -194,6 +209,9 @@ func runPhase(ctx context.Context, c *http.Client, base string, p phase) phaseRe
 				}
 				if a := ex.header.Get("X-Keypool-Attempts"); a != "" && a != "1" {
 					extra++
+				}
+				if p.seen != nil {
+					p.seen(ex, body)
 				}
 				ok++
 				oks.Add(1)

@@ -7,6 +7,10 @@
 //	go run ./bench                          # baseline, go, tinygo
 //	go run ./bench -targets go,tinygo -quick
 //	go run ./bench -targets go -soak 20000  # plus a memory soak
+//	go run ./bench -targets baseline,go,before -before-dir build/before
+//	                                        # before/after in one table
+//	go run ./bench -targets baseline,go,dir:build/gc400  # any other build
+//	go run ./bench -profile                 # V8 CPU profiles (make profile)
 //
 // Absolute figures include wrangler dev's own overhead (a proxy workerd in
 // front of the worker, devtools messages for every fetch, a log line per
@@ -39,11 +43,14 @@ import (
 )
 
 type config struct {
-	targets []string
-	soak    int
-	quick   bool
-	timeout time.Duration
-	keys    int
+	targets   []string
+	soak      int
+	quick     bool
+	timeout   time.Duration
+	keys      int
+	beforeDir string // the build the "before" target runs
+	profile   bool
+	loadOnly  bool
 }
 
 // targetSpec is one worker to measure.
@@ -51,13 +58,25 @@ type targetSpec struct {
 	name    string // as in -targets
 	label   string // column title
 	keypool bool
-	build   string // directory under build/ (keypool only)
+	build   string // build directory, relative to the repository (keypool only)
 }
 
 var knownTargets = []targetSpec{
 	{name: "baseline", label: "baseline"},
-	{name: "go", label: "keypool-go", keypool: true, build: "go"},
-	{name: "tinygo", label: "keypool-tinygo", keypool: true, build: "tinygo"},
+	{name: "go", label: "keypool-go", keypool: true, build: "build/go"},
+	{name: "tinygo", label: "keypool-tinygo", keypool: true, build: "build/tinygo"},
+	// Any build given by -before-dir, e.g. main's code built into
+	// build/before, to show before and after in one table.
+	{name: "before", label: "keypool-before", keypool: true, build: "build/before"},
+	// The standard Go build with wasm function names, for -profile.
+	{name: "go-profile", label: "keypool-go-profile", keypool: true, build: "build/go-profile"},
+}
+
+func (s targetSpec) buildDir(root string) string {
+	if filepath.IsAbs(s.build) {
+		return s.build
+	}
+	return filepath.Join(root, s.build)
 }
 
 // Phase sizes: durations bound each phase, maxN bounds its request count.
@@ -86,12 +105,18 @@ func main() { os.Exit(run()) }
 
 func run() int {
 	var cfg config
-	targets := flag.String("targets", "baseline,go,tinygo", "comma-separated subset of baseline,go,tinygo")
+	targets := flag.String("targets", "baseline,go,tinygo", "comma-separated subset of baseline,go,tinygo,before,go-profile, and dir:<build directory> for any other keypool build")
+	flag.StringVar(&cfg.beforeDir, "before-dir", "build/before", "build directory of the \"before\" target (e.g. main's code built with `make build-go` and copied there)")
+	flag.BoolVar(&cfg.profile, "profile", false, "instead of the table: V8 CPU profiles of the first keypool target (default go-profile, see `make profile`) under load, written to build/profile-*.cpuprofile")
 	flag.IntVar(&cfg.soak, "soak", 0, "after the phases, send N non-stream requests at 16 clients to each target (keypool's, and the baseline for reference), sampling workerd RSS every 1000")
 	flag.BoolVar(&cfg.quick, "quick", false, "smaller counts and durations, for a smoke run")
-	flag.DurationVar(&cfg.timeout, "timeout", 15*time.Minute, "give up (and stop every wrangler) after this long")
+	flag.BoolVar(&cfg.loadOnly, "load-only", false, "skip the long streams and large bodies: for quick A/B runs of several builds")
+	flag.DurationVar(&cfg.timeout, "timeout", 40*time.Minute, "give up (and stop every wrangler) after this long")
 	flag.IntVar(&cfg.keys, "keys", 20, "openai keys imported into each keypool target")
 	flag.Parse()
+	if cfg.profile && !flagSet("targets") {
+		*targets = "go-profile"
+	}
 	for _, t := range strings.Split(*targets, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			cfg.targets = append(cfg.targets, t)
@@ -99,15 +124,24 @@ func run() int {
 	}
 	var specs []targetSpec
 	for _, name := range cfg.targets {
+		if dir, ok := strings.CutPrefix(name, "dir:"); ok {
+			// Any other keypool build, e.g. a prototype: dir:build/gc400.
+			base := filepath.Base(dir)
+			specs = append(specs, targetSpec{name: "dir-" + base, label: "keypool-" + base, keypool: true, build: dir})
+			continue
+		}
 		found := false
 		for _, k := range knownTargets {
 			if k.name == name {
+				if k.name == "before" {
+					k.build = cfg.beforeDir
+				}
 				specs = append(specs, k)
 				found = true
 			}
 		}
 		if !found {
-			fmt.Fprintf(os.Stderr, "bench: unknown target %q (known: baseline, go, tinygo)\n", name)
+			fmt.Fprintf(os.Stderr, "bench: unknown target %q (known: baseline, go, tinygo, before, go-profile, dir:<path>)\n", name)
 			return 2
 		}
 	}
@@ -150,8 +184,8 @@ func run() int {
 	}
 	for _, s := range specs {
 		if s.keypool {
-			if _, err := os.Stat(filepath.Join(root, "build", s.build, "app.wasm")); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: build/%s missing: run `make build-%s` (or `make bench`)\n", s.build, s.build)
+			if _, err := os.Stat(filepath.Join(s.buildDir(root), "app.wasm")); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %s missing: run `make %s` (or `make bench`)\n", s.build, strings.ReplaceAll(s.build, "/", "-"))
 				return 1
 			}
 		}
@@ -174,7 +208,16 @@ func run() int {
 	if cfg.quick {
 		sz = quickSizes
 	}
-	env := &benchEnv{cfg: cfg, sz: sz, root: root, runDir: runDir, up: up, client: newClient()}
+	origin, err := startBenchUpstream(up)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: upstream:", err)
+		return 1
+	}
+	defer origin.Close()
+	env := &benchEnv{cfg: cfg, sz: sz, root: root, runDir: runDir, up: up, origin: origin, client: newClient(), longClient: newClientTimeout(longStreamTimeout)}
+	if cfg.profile {
+		return runProfile(ctx, env, specs[0])
+	}
 	logf("fake upstream on %s; targets: %s; %s mode", up.URL, strings.Join(cfg.targets, ", "), map[bool]string{true: "quick", false: "full"}[cfg.quick])
 
 	var results []*measurement
@@ -190,6 +233,7 @@ func run() int {
 		}
 		results = append(results, m)
 		env.client.CloseIdleConnections()
+		env.longClient.CloseIdleConnections()
 	}
 	printTable(os.Stdout, env, results)
 	printDetails(os.Stdout, results)
@@ -210,7 +254,10 @@ type benchEnv struct {
 	root   string
 	runDir string
 	up     *fakeupstream.Server
+	origin *benchUpstream // the fake upstream behind the long streams' server
 	client *http.Client
+	// longClient is client with a timeout long streams can live with.
+	longClient *http.Client
 }
 
 // cell is one table value; text replaces it when !ok ("n/a", "error").
@@ -256,6 +303,13 @@ func (m *measurement) phaseProblems(name string, r phaseResult) {
 	}
 }
 
+// flagSet reports whether the flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "bench %s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
 }
@@ -292,62 +346,7 @@ func runTarget(ctx context.Context, env *benchEnv, s targetSpec) *measurement {
 }
 
 func measure(ctx context.Context, env *benchEnv, s targetSpec, m *measurement) error {
-	dir := filepath.Join(env.runDir, s.name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	admin, token := "adm-"+randomHex(16), "kp-"+randomHex(16)
-	// keypool gets its client token; the baseline passes the client's
-	// Authorization through, so it gets an upstream key, as its users would.
-	bearer := "sk-bench-" + randomHex(16)
-	if s.keypool {
-		bearer = token
-	}
-	if !s.keypool {
-		m.na("wasm_raw", "n/a")
-		m.na("wasm_gz", "n/a")
-		if err := writeConfig(env, s, dir, admin, token); err != nil {
-			return err
-		}
-	} else {
-		// A snapshot of the build: wrangler dev reloads when the files it
-		// runs change, and `make build-*` may rewrite build/ meanwhile.
-		if err := copyDir(filepath.Join(env.root, "build", s.build), filepath.Join(dir, "worker")); err != nil {
-			return fmt.Errorf("copying build/%s: %w", s.build, err)
-		}
-		raw, err := os.ReadFile(filepath.Join(dir, "worker", "app.wasm"))
-		if err != nil {
-			return err
-		}
-		m.set("wasm_raw", float64(len(raw))/1e6)
-		m.set("wasm_gz", float64(gzipSize(raw))/1e6)
-
-		if err := writeConfig(env, s, dir, admin, token); err != nil {
-			return err
-		}
-		if _, err := runWrangler(ctx, env.root, dir, migrateTimeout,
-			"d1", "migrations", "apply", "DB", "--local",
-			"-c", filepath.Join(dir, "wrangler.toml"), "--persist-to", filepath.Join(dir, "state")); err != nil {
-			return err
-		}
-		// Keys go in through the admin API of a first wrangler dev on the
-		// same state, so that the measured one starts cold.
-		setup, err := startDev(ctx, env.root, dir, s.label+" setup")
-		if err != nil {
-			return err
-		}
-		err = importKeys(ctx, env, setup.base, admin, env.cfg.keys)
-		if err != nil {
-			m.statuses = setup.log.statusSummary()
-			m.problems = append(m.problems, setup.log.report()...)
-		}
-		setup.stop()
-		if err != nil {
-			return err
-		}
-	}
-
-	d, err := startDev(ctx, env.root, dir, s.label)
+	d, bearer, admin, err := prepare(ctx, env, s, m)
 	if err != nil {
 		return err
 	}
@@ -357,8 +356,75 @@ func measure(ctx context.Context, env *benchEnv, s targetSpec, m *measurement) e
 		m.problems = append(m.problems, d.log.report()...)
 	}()
 	m.set("start", ms(d.ready.Sub(d.started)))
+	coldRequest(ctx, env, d, bearer, m)
+	return measurePhases(ctx, env, d, bearer, admin, m)
+}
 
-	// Cold: the very first request this worker sees.
+// prepare writes the target's config, imports keypool's keys through a
+// first wrangler dev, and starts the measured one on the same state, cold.
+func prepare(ctx context.Context, env *benchEnv, s targetSpec, m *measurement) (d *devServer, bearer, admin string, err error) {
+	dir := filepath.Join(env.runDir, s.name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", "", err
+	}
+	admin, token := "adm-"+randomHex(16), "kp-"+randomHex(16)
+	// keypool gets its client token; the baseline passes the client's
+	// Authorization through, so it gets an upstream key, as its users would.
+	bearer = "sk-bench-" + randomHex(16)
+	if s.keypool {
+		bearer = token
+		err = prepareKeypool(ctx, env, s, m, dir, admin, token)
+	} else {
+		m.na("wasm_raw", "n/a")
+		m.na("wasm_gz", "n/a")
+		err = writeConfig(env, s, dir, admin, token)
+	}
+	if err != nil {
+		return nil, "", "", err
+	}
+	d, err = startDev(ctx, env.root, dir, s.label)
+	return d, bearer, admin, err
+}
+
+func prepareKeypool(ctx context.Context, env *benchEnv, s targetSpec, m *measurement, dir, admin, token string) error {
+	// A snapshot of the build: wrangler dev reloads when the files it
+	// runs change, and `make build-*` may rewrite build/ meanwhile.
+	if err := copyDir(s.buildDir(env.root), filepath.Join(dir, "worker")); err != nil {
+		return fmt.Errorf("copying %s: %w", s.buildDir(env.root), err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "worker", "app.wasm"))
+	if err != nil {
+		return err
+	}
+	m.set("wasm_raw", float64(len(raw))/1e6)
+	m.set("wasm_gz", float64(gzipSize(raw))/1e6)
+
+	if err := writeConfig(env, s, dir, admin, token); err != nil {
+		return err
+	}
+	if _, err := runWrangler(ctx, env.root, dir, migrateTimeout,
+		"d1", "migrations", "apply", "DB", "--local",
+		"-c", filepath.Join(dir, "wrangler.toml"), "--persist-to", filepath.Join(dir, "state")); err != nil {
+		return err
+	}
+	// Keys go in through the admin API of a first wrangler dev on the
+	// same state, so that the measured one starts cold.
+	setup, err := startDev(ctx, env.root, dir, s.label+" setup")
+	if err != nil {
+		return err
+	}
+	err = importKeys(ctx, env, setup.base, admin, env.cfg.keys)
+	if err != nil {
+		m.statuses = setup.log.statusSummary()
+		m.problems = append(m.problems, setup.log.report()...)
+	}
+	setup.stop()
+	return err
+}
+
+// coldRequest times the very first request the worker sees.
+func coldRequest(ctx context.Context, env *benchEnv, d *devServer, bearer string, m *measurement) {
+	s := m.spec
 	cold, err := do(ctx, env.client, http.MethodPost, d.base+chatPath, bearer, []byte(chatBody))
 	switch {
 	case err != nil:
@@ -372,6 +438,11 @@ func measure(ctx context.Context, env *benchEnv, s targetSpec, m *measurement) e
 	}
 	logf("%s: ready in %.0f ms; cold first request %.0f ms; workerd pids %v", s.label, ms(d.ready.Sub(d.started)), ms(cold.total), d.workerd)
 	m.set("rss_start", float64(rssBytes(d.workerd))/1e6)
+}
+
+// measurePhases runs the load phases on a started target.
+func measurePhases(ctx context.Context, env *benchEnv, d *devServer, bearer, admin string, m *measurement) error {
+	s := m.spec
 
 	chat := phase{path: chatPath, body: []byte(chatBody), bearer: bearer, maxN: env.sz.maxN, check: checkChat}
 	stream := phase{path: chatPath, body: []byte(streamBody), bearer: bearer, maxN: env.sz.maxN, check: checkStream}
@@ -477,6 +548,14 @@ func measure(ctx context.Context, env *benchEnv, s targetSpec, m *measurement) e
 		return err
 	}
 
+	if env.cfg.loadOnly {
+		return ctx.Err()
+	}
+	longStreams(ctx, env, d, bearer, m)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
 	// Large bodies.
 	n, f := bigRequest(ctx, env, d.base, bearer, m)
 	requests, failures = requests+n, failures+f
@@ -505,12 +584,12 @@ func writeConfig(env *benchEnv, s targetSpec, dir, admin, token string) error {
 	// that only the worker differs.
 	var conf, vars string
 	if s.keypool {
-		conf = devworker.Config("bench-keypool-"+s.build, filepath.Join(dir, "worker", "worker.mjs"), env.root, true)
+		conf = devworker.Config("bench-keypool-"+s.name, filepath.Join(dir, "worker", "worker.mjs"), env.root, true)
 		vars = fmt.Sprintf("ADMIN_PASSWORD=%s\nAUTH_KEY=%s\nKEYPOOL_SECRET=bench-%s\nDEFAULT_PROVIDER=openai\nOPENAI_BASE_URL=%s\nKEYPOOL_DEBUG=1\nMAX_BODY_BYTES=%d\n",
-			admin, token, admin, env.up.URL, maxBodyVar)
+			admin, token, admin, env.origin.URL, maxBodyVar)
 	} else {
 		conf = devworker.Config("bench-baseline", filepath.Join(env.root, "bench", "baseline", "worker.mjs"), env.root, false)
-		vars = fmt.Sprintf("UPSTREAM_URL=%s\n", env.up.URL)
+		vars = fmt.Sprintf("UPSTREAM_URL=%s\n", env.origin.URL)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(conf), 0o600); err != nil {
 		return err

@@ -12,24 +12,52 @@ type row struct {
 	id, label string
 	prec      int
 	noRatio   bool
+	goal      *goal // issue 13's target for the figure, if any
 }
+
+// goal is a target a keypool figure should meet: on its ratio to the
+// baseline, or on the figure itself.
+type goal struct {
+	text    string
+	onRatio bool
+	met     func(v float64) bool
+}
+
+func atLeast(x float64) *goal {
+	return &goal{text: fmt.Sprintf("≥ %.2f×", x), onRatio: true, met: func(v float64) bool { return v >= x }}
+}
+
+func atMost(x float64) *goal {
+	return &goal{text: fmt.Sprintf("≤ %.2g×", x), onRatio: true, met: func(v float64) bool { return v <= x }}
+}
+
+var (
+	firstByteGoal = &goal{text: "≤ +2 ms", met: func(v float64) bool { return v <= 2 }}
+	chunksGoal    = &goal{text: "0.90–1.10", met: func(v float64) bool { return v >= 0.9 && v <= 1.1 }}
+)
 
 var rows = []row{
 	{id: "start", label: "wrangler dev start → \"Ready on\" (ms)"},
-	{id: "cold", label: "cold first proxied request (ms)"},
-	{id: "ns1_rps", label: "non-stream, 1 client: req/s", prec: 1},
+	{id: "cold", label: "cold first proxied request (ms)", goal: atMost(3)},
+	{id: "ns1_rps", label: "non-stream, 1 client: req/s", prec: 1, goal: atLeast(0.9)},
 	{id: "ns1_p50", label: "non-stream, 1 client: p50 (ms)", prec: 1},
 	{id: "ns1_p99", label: "non-stream, 1 client: p99 (ms)", prec: 1},
-	{id: "ns16_rps", label: "non-stream, 16 clients: req/s", prec: 1},
+	{id: "ns16_rps", label: "non-stream, 16 clients: req/s", prec: 1, goal: atLeast(0.85)},
 	{id: "ns16_p50", label: "non-stream, 16 clients: p50 (ms)", prec: 1},
 	{id: "ns16_p99", label: "non-stream, 16 clients: p99 (ms)", prec: 1},
 	{id: "st1_ttfb", label: "stream, 1 client: first byte p50 (ms)", prec: 1},
 	{id: "st1_total", label: "stream, 1 client: total p50 (ms)", prec: 1},
 	{id: "st16_ttfb", label: "stream, 16 clients: first byte p50 (ms)", prec: 1},
 	{id: "st16_total", label: "stream, 16 clients: total p50 (ms)", prec: 1},
-	{id: "st16_rps", label: "stream, 16 clients: req/s", prec: 1},
+	{id: "st16_rps", label: "stream, 16 clients: req/s", prec: 1, goal: atLeast(0.85)},
+	{id: "ls_fb", label: "long stream (200 chunks, 2 s): first byte − upstream's, p50 (ms)", prec: 1, noRatio: true, goal: firstByteGoal},
+	{id: "ls_spread", label: "long stream: client's first → last byte, p50 (ms)", prec: 0},
+	{id: "cpu_chunks10", label: "worker CPU/streamed request, 10 chunks (ms)", prec: 2},
+	{id: "cpu_chunks1000", label: "worker CPU/streamed request, 1 000 chunks (ms)", prec: 2},
+	{id: "chunks_ratio", label: "  1 000 chunks ÷ 10 chunks", prec: 2, noRatio: true, goal: chunksGoal},
+	{id: "cpu_per_chunk", label: "  CPU per extra chunk (µs)", prec: 0},
 	{id: "cpu_ns16", label: "workerd CPU/request, non-stream (ms)", prec: 2},
-	{id: "cpu_rt_ns16", label: "  of which the worker's workerd (ms)", prec: 2},
+	{id: "cpu_rt_ns16", label: "  of which the worker's workerd (ms)", prec: 2, goal: atMost(1.6)},
 	{id: "cpu_st16", label: "workerd CPU/request, stream (ms)", prec: 2},
 	{id: "node_ns16", label: "wrangler node CPU/request, non-stream (ms)", prec: 2},
 	{id: "d1", label: "D1 queries per proxied request", prec: 2, noRatio: true},
@@ -67,16 +95,21 @@ func printTable(w io.Writer, env *benchEnv, results []*measurement) {
 			}
 		}
 	}
+	header = append(header, "goal (issue 13)")
 	table := [][]string{header}
 	for _, r := range rows {
 		line := []string{r.label}
 		for _, m := range results {
-			line = append(line, formatCell(m, r))
+			line = append(line, formatCell(m, r)+mark(m, r, false, 0))
 		}
 		for _, m := range ratioOf {
 			line = append(line, ratio(m, base, r))
 		}
-		table = append(table, line)
+		g := ""
+		if r.goal != nil {
+			g = r.goal.text
+		}
+		table = append(table, append(line, g))
 	}
 
 	mode := "full"
@@ -116,6 +149,12 @@ func printTable(w io.Writer, env *benchEnv, results []*measurement) {
 	fmt.Fprintln(w, "adds its own overhead to every target (a proxy workerd in front of the worker, devtools messages")
 	fmt.Fprintln(w, "to node for every fetch, a log line per request), so absolute numbers are not production numbers.")
 	fmt.Fprintln(w, "For req/s a ratio below 1 is slower; for times, CPU and memory a ratio above 1 is costlier.")
+	fmt.Fprintln(w, "Goals are issue 13's, on the ratio (×) or on keypool's own figure; ✓/✗ marks the cell they judge.")
+	fmt.Fprintln(w, "Long streams come from the bench's own upstream, which stamps when it flushed each stream's first")
+	fmt.Fprintln(w, "chunk: \"first byte − upstream's\" is the client's first byte after that moment (same clock). The")
+	fmt.Fprintln(w, "10- and 1 000-chunk streams send tiny events 1 ms apart; their CPU is the worker's workerd's.")
+	fmt.Fprintln(w, "workerd itself spends CPU per chunk even for the baseline: compare keypool's CPU per extra chunk")
+	fmt.Fprintln(w, "with the baseline's (its ratio) as well as the 1 000 ÷ 10 goal.")
 	fmt.Fprintln(w, "CPU: utime+stime of the workerd processes of each wrangler dev, over the 16-client phase, per request;")
 	fmt.Fprintln(w, "\"of which the worker's workerd\" leaves out wrangler's proxy workerd (the one on the client port).")
 	fmt.Fprintln(w, "\"other processes' CPU\" is the share of all cores used by anything but this program and its")
@@ -145,7 +184,26 @@ func ratio(m, base *measurement, r row) string {
 	if !aok || !bok || !a.ok || !b.ok || b.v == 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.2f×", a.v/b.v)
+	return fmt.Sprintf("%.2f×", a.v/b.v) + mark(m, r, true, a.v/b.v)
+}
+
+// mark is " ✓" or " ✗" after the cell a goal is about: the ratio (onRatio)
+// or a keypool target's own figure.
+func mark(m *measurement, r row, isRatio bool, v float64) string {
+	if r.goal == nil || r.goal.onRatio != isRatio || !m.spec.keypool {
+		return ""
+	}
+	if !isRatio {
+		c, ok := m.cells[r.id]
+		if !ok || !c.ok {
+			return ""
+		}
+		v = c.v
+	}
+	if r.goal.met(v) {
+		return " ✓"
+	}
+	return " ✗"
 }
 
 // printDetails lists per target what went wrong or looked wrong, wrangler's

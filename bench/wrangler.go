@@ -117,13 +117,14 @@ func runWrangler(ctx context.Context, root, dir string, timeout time.Duration, a
 
 // devServer is one running `wrangler dev`.
 type devServer struct {
-	base    string
-	pid     int // the wrangler process, leader of its own group
-	log     *logSink
-	exited  chan struct{}
-	started time.Time
-	ready   time.Time // when "Ready on" appeared in its log
-	workerd []int     // workerd processes in its tree
+	base      string
+	inspector int // wrangler's inspector proxy: the DevTools protocol of the worker
+	pid       int // the wrangler process, leader of its own group
+	log       *logSink
+	exited    chan struct{}
+	started   time.Time
+	ready     time.Time // when "Ready on" appeared in its log
+	workerd   []int     // workerd processes in its tree
 	// proxyPid is the workerd that listens on the port the client uses:
 	// wrangler's proxy in front of the one that runs the worker (0 if
 	// not told apart).
@@ -144,9 +145,10 @@ func startDev(ctx context.Context, root, dir, name string) (*devServer, error) {
 		return nil, err
 	}
 	d := &devServer{
-		base:   fmt.Sprintf("http://127.0.0.1:%d", port),
-		log:    newLogSink(name, fmt.Sprintf("Ready on http://127.0.0.1:%d", port)),
-		exited: make(chan struct{}),
+		base:      fmt.Sprintf("http://127.0.0.1:%d", port),
+		inspector: inspector,
+		log:       newLogSink(name, fmt.Sprintf("Ready on http://127.0.0.1:%d", port)),
+		exited:    make(chan struct{}),
 	}
 	cmd := exec.Command(wranglerBin(root), "dev",
 		"-c", filepath.Join(dir, "wrangler.toml"), "--persist-to", filepath.Join(dir, "state"),
