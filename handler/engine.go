@@ -238,6 +238,7 @@ func (h *Handler) applyHot(prov string, eff rotation.Effects) {
 	now := h.d.Now()
 	h.countKeyUses(eff.Uses, now)
 	h.applyCache(prov, eff.Cache, now)
+	h.holdOutChanged(prov, eff.Changes, now.UnixMilli())
 }
 
 // reply gives the client the answer the machine decided, and returns the

@@ -163,6 +163,7 @@ func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model 
 		}
 	}
 	list, err := keys.Candidates(ctx, prov, model, now.UnixMilli(), candidateLimit, free)
+	list = h.withoutHeldOut(list, prov, model, now.UnixMilli())
 	if err != nil || len(list) == 0 || ttl == 0 {
 		return list, err // an empty pool is not cached: keys may be added any time
 	}
@@ -287,12 +288,96 @@ func decodeUsage(s string) map[int64]*store.Usage {
 }
 
 // invalidate drops the isolate's cache after an admin change.
-func (h *Handler) invalidate() { h.clearCands() }
+func (h *Handler) invalidate() {
+	h.clearCands()
+	h.d.Shared.Delete(heldOutKey)
+}
+
+// A key this isolate took out of rotation (blocked, exhausted, cooling,
+// blocked for a model) is written to D1 after the response, in waitUntil.
+// A candidate read from D1 before that write lands would bring the key
+// back, and the next request would try it again; so the isolate holds
+// such keys out of what it reads for heldOutFor. An admin change in this
+// isolate (invalidate) ends the hold.
+const (
+	heldOutKey  = "held-out"
+	heldOutFor  = 10 * time.Second
+	heldOutKeep = 256 // entries; the oldest go first
+)
+
+// holdOutChanged holds out the keys changes take out of rotation (a
+// storm's lift lets its keys back at once).
+func (h *Handler) holdOutChanged(prov string, changes []rotation.Change, ms int64) {
+	lifted := map[int64]bool{}
+	for _, c := range changes {
+		if c.Kind == rotation.ChangeLiftCooldowns {
+			for _, k := range c.Keys {
+				lifted[k] = true
+			}
+		}
+	}
+	for _, c := range changes {
+		switch {
+		case lifted[c.Key]:
+		case c.Kind == rotation.ChangeBlockKey || c.Kind == rotation.ChangeExhaustKey:
+			h.holdOut(prov, c.Key, "", ms, ms+heldOutFor.Milliseconds())
+		case c.Kind == rotation.ChangeBlockModel:
+			h.holdOut(prov, c.Key, c.Model, ms, ms+heldOutFor.Milliseconds())
+		case c.Kind == rotation.ChangeCool && c.Until > ms:
+			// A cooldown shorter than the hold ends the hold with it.
+			h.holdOut(prov, c.Key, c.Model, ms, min(c.Until, ms+heldOutFor.Milliseconds()))
+		}
+	}
+}
+
+// holdOut records that key (for model, or every model when "") of prov
+// is out of rotation until the unix ms until.
+func (h *Handler) holdOut(prov string, key int64, model string, ms, until int64) {
+	v, _ := h.d.Shared.Get(heldOutKey)
+	var b jsonout.Builder
+	b.Array()
+	entries := gjson.Parse(v).Array()
+	for i := max(0, len(entries)-heldOutKeep+1); i < len(entries); i++ {
+		e := entries[i].Array()
+		if len(e) == 4 && e[3].Int() > ms {
+			b.Array().String(e[0].String()).Int(e[1].Int()).String(e[2].String()).Int(e[3].Int()).EndArray()
+		}
+	}
+	b.Array().String(prov).Int(key).String(model).Int(until).EndArray()
+	h.d.Shared.Set(heldOutKey, string(b.EndArray().Bytes()))
+}
+
+// withoutHeldOut drops from a list read from D1 the keys held out for
+// prov/model.
+func (h *Handler) withoutHeldOut(list []rotation.Candidate, prov, model string, ms int64) []rotation.Candidate {
+	v, ok := h.d.Shared.Get(heldOutKey)
+	if !ok || len(list) == 0 {
+		return list
+	}
+	out := map[int64]bool{}
+	for _, e := range gjson.Parse(v).Array() {
+		f := e.Array()
+		if len(f) == 4 && f[0].String() == prov && (f[2].String() == "" || f[2].String() == model) &&
+			f[3].Int() > ms {
+			out[f[1].Int()] = true
+		}
+	}
+	if len(out) == 0 {
+		return list
+	}
+	kept := list[:0:0]
+	for _, c := range list {
+		if !out[c.ID] {
+			kept = append(kept, c)
+		}
+	}
+	return kept
+}
 
 // clearCands drops every cached candidate list and the settings, keeping
 // the counters and storm states.
 func (h *Handler) clearCands() {
-	keep := []string{usageKey, flushedKey, tokenUsageKey, tokenInflightKey, rateKey, rollupKey}
+	keep := []string{usageKey, flushedKey, tokenUsageKey, tokenInflightKey, rateKey, rollupKey, heldOutKey}
 	for _, p := range provider.Names() {
 		keep = append(keep, stormKey(p))
 	}
