@@ -210,8 +210,9 @@ func (a *authAttack) postChunked(t testing.TB, ip, path string, n int) response 
 	req.Header.Set("CF-Connecting-IP", ip)
 	resp, err := a.w.client.Do(req)
 	must(t, err)
-	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	a.w.afterEarlyAnswer(t)
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 

@@ -87,6 +87,9 @@ func (w *worker) testRequestHeaders(t *testing.T) {
 		}
 		got := reqs[0].Header
 		for _, h := range fidelityHeaders {
+			if h[0] == "Anthropic-Beta" && !strings.Contains(path, "anthropic") {
+				continue // an Anthropic option: not forwarded to OpenAI
+			}
 			if vs := got[h[0]]; len(vs) != 1 || vs[0] != h[1] {
 				t.Errorf("%s: %s reached the upstream as %q, want [%q]", path, h[0], vs, h[1])
 			}
@@ -140,8 +143,10 @@ func (w *worker) testHead(t *testing.T) {
 	if get.status != http.StatusOK {
 		t.Fatalf("GET /v1/models: %d %s", get.status, get.body)
 	}
+	// The echo path is not an inference endpoint: a pass-through token.
+	tok := w.newToken(t, `{"name":"head","endpoints":"all"}`, "all")
 	for _, path := range []string{"/v1/models", "/v1" + fakeupstream.EchoHeadersPath, "/api/anthropic/v1" + fakeupstream.EchoHeadersPath} {
-		r := w.call(t, "HEAD", path, "")
+		r := w.callWith(t, tok, "HEAD", path)
 		if r.status != http.StatusOK || len(r.body) != 0 {
 			t.Errorf("HEAD %s: %d, %d body bytes (want 200, none)", path, r.status, len(r.body))
 		}
@@ -194,16 +199,28 @@ func (r *countingReader) Read(p []byte) (int, error) {
 func (w *worker) testOversizedChunked(t *testing.T) {
 	const total = 256 << 20
 	for _, path := range []string{"/v1/chat/completions", "/admin/login"} {
-		body := newBodyReader(total)
-		req, err := http.NewRequest("POST", w.base+path, io.NopCloser(body))
-		must(t, err)
-		req.ContentLength = -1 // chunked
-		req.Header.Set("Authorization", "Bearer "+w.token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := w.client.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+		var body *countingReader
+		var resp *http.Response
+		var err error
+		// Once more when wrangler dev's proxy, not the worker, answered
+		// (see afterEarlyAnswer).
+		for try := 0; try < 2; try++ {
+			body = newBodyReader(total)
+			req, rerr := http.NewRequest("POST", w.base+path, io.NopCloser(body))
+			must(t, rerr)
+			req.ContentLength = -1 // chunked
+			req.Header.Set("Authorization", "Bearer "+w.token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err = w.client.Do(req)
+			var got []byte
+			if err == nil {
+				got, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			w.afterEarlyAnswer(t)
+			if err != nil || !wranglerRestarted(resp.StatusCode, got) {
+				break
+			}
 		}
 		if err == nil && resp.StatusCode != http.StatusRequestEntityTooLarge {
 			t.Errorf("%s: %d, want 413", path, resp.StatusCode)
@@ -295,4 +312,36 @@ func (w *worker) debugStat(t *testing.T, name string) int64 {
 		t.Fatalf("debug stats: %d %s", r.status, r.body)
 	}
 	return r.json().Get(name).Int()
+}
+
+// callWith sends a body-less request with token tok.
+func (w *worker) callWith(t *testing.T, tok, method, path string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, w.base+path, nil)
+	must(t, err)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := w.client.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// afterEarlyAnswer follows a request the worker answered before its body
+// was sent (413): wrangler dev's proxy then answers the next request with
+// 503 "Your worker restarted mid-request", retrying it only when it is a
+// GET. One GET takes that answer, so the test's next request meets the
+// worker itself. (Cloudflare's edge has no such proxy.)
+func (w *worker) afterEarlyAnswer(t testing.TB) {
+	t.Helper()
+	resp, err := w.client.Get(w.base + "/v1/models")
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// wranglerRestarted: the answer is wrangler dev's proxy's, not the worker's.
+func wranglerRestarted(status int, body []byte) bool {
+	return status == http.StatusServiceUnavailable && strings.Contains(string(body), "Your worker restarted mid-request")
 }
