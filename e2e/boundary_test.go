@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
 )
@@ -334,7 +335,9 @@ func (w *worker) callWith(t *testing.T, tok, method, path string) response {
 // worker itself. (Cloudflare's edge has no such proxy.)
 func (w *worker) afterEarlyAnswer(t testing.TB) {
 	t.Helper()
-	resp, err := w.client.Get(w.base + "/v1/models")
+	// Briefly: this GET may itself wait on the proxy's restart.
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(w.base + "/v1/models")
 	if err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
