@@ -1042,23 +1042,35 @@ func TestCheckJobRoutes(t *testing.T) {
 }
 
 // heldUpstream sits in front of the fake upstream, holds each answer and
-// records how many requests it had at once.
+// records how many requests it had at once. A request is held until fill
+// requests are in (or 2 s have passed), then for hold more: on a loaded
+// machine a fixed hold alone let a job's checks miss each other, and the
+// test then saw fewer at once than the job allows.
 type heldUpstream struct {
 	mu            sync.Mutex
 	in, maxIn, n  int
+	fill          int
 	hold          time.Duration
 	fetchStarts   []time.Time
 	fetchStartsMu sync.Mutex
 }
 
-func (e *testEnv) holdUpstream(hold time.Duration) *heldUpstream {
-	hu := &heldUpstream{hold: hold}
+func (e *testEnv) holdUpstream(fill int, hold time.Duration) *heldUpstream {
+	hu := &heldUpstream{fill: fill, hold: hold}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hu.mu.Lock()
 		hu.in++
 		hu.n++
 		hu.maxIn = max(hu.maxIn, hu.in)
 		hu.mu.Unlock()
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			hu.mu.Lock()
+			full := hu.in >= hu.fill
+			hu.mu.Unlock()
+			if full {
+				break
+			}
+		}
 		time.Sleep(hu.hold)
 		rec := httptest.NewRecorder()
 		e.up.ServeHTTP(rec, r)
@@ -1110,7 +1122,7 @@ func TestCheckJobPacing(t *testing.T) {
 			if tc.realClock {
 				e.followRealTime()
 			}
-			hu := e.holdUpstream(50 * time.Millisecond)
+			hu := e.holdUpstream(tc.wantMaxIn, 50*time.Millisecond)
 			var secrets []string
 			for i := 0; i < tc.keys; i++ {
 				secrets = append(secrets, fmt.Sprintf("sk-pacing-key-%03d", i))
