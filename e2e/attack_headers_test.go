@@ -184,7 +184,8 @@ func (w *worker) testResponseHeaders(t *testing.T) {
 
 // testGatewayHeaders: of the cf-aig-* options a client sends, only the
 // cache controls reach the AI Gateway, until the gateway_headers setting
-// allows another one.
+// allows another one; a client's cf-aig-metadata then joins keypool's own
+// entries (token and key ids), which every gateway request carries.
 func (w *worker) testGatewayHeaders(t *testing.T) {
 	w.importKeys(t, "google-ai-studio", "AIza"+randomHex(16))
 	sent := map[string]string{
@@ -211,11 +212,15 @@ func (w *worker) testGatewayHeaders(t *testing.T) {
 		t.Fatalf("request for %s never reached the gateway", model)
 		return fakeupstream.Request{}
 	}
-	check := func(q fakeupstream.Request, allowed ...string) {
+	check := func(q fakeupstream.Request, clientMetadata bool, allowed ...string) {
 		t.Helper()
+		md := gjson.Parse(q.Header.Get("Cf-Aig-Metadata"))
+		if md.Get("keypool_key").Int() <= 0 || md.Get("keypool_token_name").String() != "AUTH_KEY" || md.Get("user").Exists() != clientMetadata {
+			t.Errorf("cf-aig-metadata at the gateway: %s; want keypool's entries, the client's only if allowed (%v)", md.Raw, clientMetadata)
+		}
 		got := map[string]string{}
 		for k := range q.Header {
-			if lk := strings.ToLower(k); strings.HasPrefix(lk, "cf-aig-") && lk != "cf-aig-authorization" {
+			if lk := strings.ToLower(k); strings.HasPrefix(lk, "cf-aig-") && lk != "cf-aig-authorization" && lk != "cf-aig-metadata" {
 				got[lk] = q.Header.Get(k)
 			}
 		}
@@ -231,12 +236,12 @@ func (w *worker) testGatewayHeaders(t *testing.T) {
 			t.Errorf("cf-aig-authorization at the gateway: %q, want keypool's own", q.Header.Get("Cf-Aig-Authorization"))
 		}
 	}
-	check(send(), "cf-aig-cache-ttl", "cf-aig-skip-cache")
+	check(send(), false, "cf-aig-cache-ttl", "cf-aig-skip-cache")
 	r := w.adminCall(t, "PUT", "/admin/api/settings", `{"gateway_headers":["cf-aig-metadata"]}`)
 	if r.status != http.StatusOK || !gjson.GetBytes(r.body, "gateway_headers").IsArray() {
 		t.Fatalf("set gateway_headers: %d %s", r.status, r.body)
 	}
-	check(send(), "cf-aig-cache-ttl", "cf-aig-skip-cache", "cf-aig-metadata")
+	check(send(), true, "cf-aig-cache-ttl", "cf-aig-skip-cache")
 	for _, bad := range []string{`["cf-aig-authorization"]`, `["x-custom"]`, `"cf-aig-metadata"`} {
 		r := w.adminCall(t, "PUT", "/admin/api/settings", `{"gateway_headers":`+bad+`}`)
 		if r.status != http.StatusBadRequest || r.json().Get("error.param").String() != "gateway_headers" {

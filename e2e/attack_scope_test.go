@@ -13,22 +13,22 @@ import (
 // scopeCall is one request of the endpoint-scope attack.
 type scopeCall struct {
 	method, path, body string
-	upstream           string // the path's end as the fake upstream sees it
+	upstream           string // the path's end as the fake upstream sees it (through the suite's AI Gateway)
 }
 
 // scopeAttacks reach a pool key's account, not a model: stored data,
 // files, batches, fine-tuning, and endpoints that mint temporary provider
 // credentials which then bypass every quota.
 var scopeAttacks = []scopeCall{
-	{"GET", "/v1/files", "", "/v1/files"},
-	{"POST", "/v1/batches", `{"input_file_id":"file-abc","endpoint":"/v1/chat/completions","completion_window":"24h"}`, "/v1/batches"},
-	{"POST", "/v1/fine_tuning/jobs", `{"model":"gpt-4o-mini","training_file":"file-abc"}`, "/v1/fine_tuning/jobs"},
-	{"POST", "/v1/realtime/sessions", `{"model":"gpt-4o-realtime-preview"}`, "/v1/realtime/sessions"},
+	{"GET", "/v1/files", "", "/openai/files"},
+	{"POST", "/v1/batches", `{"input_file_id":"file-abc","endpoint":"/v1/chat/completions","completion_window":"24h"}`, "/openai/batches"},
+	{"POST", "/v1/fine_tuning/jobs", `{"model":"gpt-4o-mini","training_file":"file-abc"}`, "/openai/fine_tuning/jobs"},
+	{"POST", "/v1/realtime/sessions", `{"model":"gpt-4o-realtime-preview"}`, "/openai/realtime/sessions"},
 	{"POST", "/api/google-ai-studio/v1alpha/auth_tokens", `{"uses":1}`, "/google-ai-studio/v1alpha/auth_tokens"},
 	{"GET", "/api/google-ai-studio/v1beta/files", "", "/google-ai-studio/v1beta/files"},
-	{"GET", "/v1/responses/resp_abc123", "", "/v1/responses/resp_abc123"},
-	{"DELETE", "/v1/responses/resp_abc123", "", "/v1/responses/resp_abc123"},
-	{"GET", "/v1/chat/completions", "", "/v1/chat/completions"},
+	{"GET", "/v1/responses/resp_abc123", "", "/openai/responses/resp_abc123"},
+	{"DELETE", "/v1/responses/resp_abc123", "", "/openai/responses/resp_abc123"},
+	{"GET", "/v1/chat/completions", "", "/openai/chat/completions"},
 	{"POST", "/api/openai/realtime/sessions", `{"model":"gpt-4o-realtime-preview"}`, "/openai/realtime/sessions"},
 	{"POST", "/api/google-ai-studio/v1beta/cachedContents", `{"model":"models/gemini-2.0-flash"}`, "/google-ai-studio/v1beta/cachedContents"},
 }
@@ -54,11 +54,11 @@ var scopeTricks = []struct {
 
 // scopeInference must keep working for a token with the default scope.
 var scopeInference = []scopeCall{
-	{"POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`, "/v1/chat/completions"},
-	{"POST", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"hi"}`, "/v1/embeddings"},
-	{"POST", "/v1/responses", `{"model":"gpt-4o-mini","input":"hi"}`, "/v1/responses"},
-	{"POST", "/v1/images/generations", `{"model":"dall-e-3","prompt":"a cat"}`, "/v1/images/generations"},
-	{"GET", "/v1/models/gpt-4o-mini", "", "/v1/models/gpt-4o-mini"},
+	{"POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`, "/openai/chat/completions"},
+	{"POST", "/v1/embeddings", `{"model":"text-embedding-3-small","input":"hi"}`, "/openai/embeddings"},
+	{"POST", "/v1/responses", `{"model":"gpt-4o-mini","input":"hi"}`, "/openai/responses"},
+	{"POST", "/v1/images/generations", `{"model":"dall-e-3","prompt":"a cat"}`, "/openai/images/generations"},
+	{"GET", "/v1/models/gpt-4o-mini", "", "/openai/models/gpt-4o-mini"},
 	{"POST", "/api/openai/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`, "/openai/chat/completions"},
 	{"POST", "/api/google-ai-studio/v1beta/models/gemini-2.0-flash:generateContent", `{"contents":[{"parts":[{"text":"hi"}]}]}`,
 		"/google-ai-studio/v1beta/models/gemini-2.0-flash:generateContent"},

@@ -235,8 +235,9 @@ func (w *worker) testClientError(t *testing.T) {
 	if n := len(w.up.Requests()) - before; n != 1 {
 		t.Errorf("a client error was retried: %d upstream calls", n)
 	}
-	// The "openrouter/" prefix chose the provider and was removed.
-	if last := w.up.Requests()[len(w.up.Requests())-1]; last.Model != "bad/params" || last.Path != "/api/v1/chat/completions" {
+	// The "openrouter/" prefix chose the provider and was removed; the
+	// request went through the suite's AI Gateway.
+	if last := w.up.Requests()[len(w.up.Requests())-1]; last.Model != "bad/params" || last.Path != "/v1/"+w.gwAcct+"/"+w.gwName+"/openrouter/v1/chat/completions" {
 		t.Errorf("upstream saw model %q at %q", last.Model, last.Path)
 	}
 	time.Sleep(300 * time.Millisecond) // let the deferred write land

@@ -268,15 +268,33 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, id int64) {
 	writeJSON(w, http.StatusOK, b.Bytes())
 }
 
+// listProviders serves GET /admin/api/providers: each provider's origin
+// and override variable, whether AI Gateway knows it, and where its
+// routes go in this deployment: the base URL of /v1/* ("openai") and of
+// /api/<name>/* ("native"), each with whether that is the gateway, and
+// where /api/compat sends its models and its balance is read.
 func (h *Handler) listProviders(w http.ResponseWriter) {
 	var b jsonout.Builder
 	b.Object().Key("default").String(h.defaultProvider()).Key("providers").Array()
 	for _, name := range provider.Names() {
 		p, _ := provider.Lookup(name)
-		p = p.WithOrigin(h.d.Getenv(p.BaseURLVar()))
-		b.Object().Key("name").String(p.Name).Key("base_url").String(p.Origin).
+		t := h.target(p)
+		b.Object().Key("name").String(p.Name).Key("base_url").String(t.Origin).
 			Key("base_url_var").String(p.BaseURLVar()).Key("gateway").Bool(p.Gateway).
-			Key("key_header").String(p.KeyHeader).EndObject()
+			Key("key_header").String(p.KeyHeader)
+		if !p.NoOpenAI {
+			base, via := p.OpenAIBase(t)
+			b.Key("openai").Object().Key("base_url").String(base).Key("gateway").Bool(via).EndObject()
+		}
+		base, via := p.NativeBase(t)
+		b.Key("native").Object().Key("base_url").String(base).Key("gateway").Bool(via).EndObject()
+		if c := p.CompatBase(t); c != "" {
+			b.Key("compat").Object().Key("base_url").String(c).Key("model_prefix").String(p.GatewayCompat + "/").EndObject()
+		}
+		if p.Balance != provider.NoBalance {
+			b.Key("balance_url").String(p.BalanceURL(t))
+		}
+		b.EndObject()
 	}
 	b.EndArray().EndObject()
 	writeJSON(w, http.StatusOK, b.Bytes())

@@ -439,6 +439,10 @@ func TestAdminProviders(t *testing.T) {
 			BaseURLVar string `json:"base_url_var"`
 			Gateway    bool   `json:"gateway"`
 			KeyHeader  string `json:"key_header"`
+			OpenAI     struct {
+				BaseURL string `json:"base_url"`
+				Gateway bool   `json:"gateway"`
+			} `json:"openai"`
 		} `json:"providers"`
 	}
 	decode(t, w, &ans)
@@ -462,6 +466,10 @@ func TestAdminProviders(t *testing.T) {
 		p := ans.Providers[i]
 		if p.BaseURL != baseURL || p.BaseURLVar != envVar || p.Gateway != gateway || p.KeyHeader != header {
 			t.Errorf("%s = %+v, want base %q var %q gateway %v header %q", name, p, baseURL, envVar, gateway, header)
+		}
+		// No gateway configured: every route goes direct.
+		if pp, _ := provider.Lookup(name); p.OpenAI.BaseURL != baseURL+pp.OpenAIPrefix || p.OpenAI.Gateway {
+			t.Errorf("%s /v1 base %q (gateway %v), want %q direct", name, p.OpenAI.BaseURL, p.OpenAI.Gateway, baseURL+pp.OpenAIPrefix)
 		}
 	}
 	check("openai", e.up.URL, "OPENAI_BASE_URL", true, "Authorization")

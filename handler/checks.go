@@ -188,6 +188,8 @@ func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set sett
 // checkKey checks one key: its balance where the provider has a balance
 // endpoint, else (or when that endpoint is gone) a 1-token call to the
 // provider's check model (setting check_models), else its model list.
+// The balance is read from the provider itself, the calls after it go
+// through AI Gateway when the proxied requests do (provider.BalanceURL).
 // It reports the fetches it made.
 func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, opts checkOptions) (rotation.CheckResult, int) {
 	prov, ok := provider.Lookup(k.Provider)
@@ -199,7 +201,7 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 	}
 	fetches := 0
 	var policy rotation.Policy
-	call := func(method, url string, body []byte, funded bool) (rotation.CheckResult, int, []byte) {
+	call := func(method, url string, viaGateway bool, body []byte, funded bool) (rotation.CheckResult, int, []byte) {
 		var r rotation.CheckResult
 		var status int
 		var data []byte
@@ -215,6 +217,9 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 				req.Header.Set("Content-Type", "application/json")
 			}
 			setCheckKey(prov, req.Header, k.Secret)
+			if viaGateway {
+				h.setGatewayHeaders(req.Header, ownMetadata(k.ID, "check"), true)
+			}
 			fetches++
 			resp, err := h.d.Fetch(req)
 			a := rotation.Answer{Provider: prov.Name, Family: prov.Family}
@@ -239,9 +244,9 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 		}
 		return r, status, data
 	}
-	origin := h.origin(prov)
+	t := h.target(prov)
 	if prov.Balance != provider.NoBalance {
-		r, status, data := call(http.MethodGet, origin+prov.BalancePath, nil, true)
+		r, status, data := call(http.MethodGet, prov.BalanceURL(t), false, nil, true)
 		switch {
 		case r.Outcome == rotation.CheckOK:
 			if b, ok := provider.ParseBalance(prov.Balance, data); ok {
@@ -257,12 +262,13 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 			return r, fetches
 		}
 	}
+	base, viaGateway := prov.OpenAIBase(t)
 	if model := set.checkModels[prov.Name]; model != "" && !prov.NoOpenAI {
 		body := []byte(`{"model":` + string(jsonout.AppendString(nil, model)) + `,"messages":[{"role":"user","content":"hi"}],"max_tokens":1}`)
-		r, _, _ := call(http.MethodPost, origin+h.expand(prov.OpenAIPrefix)+"/chat/completions", body, true)
+		r, _, _ := call(http.MethodPost, base+"/chat/completions", viaGateway, body, true)
 		return r, fetches
 	}
-	r, _, _ := call(http.MethodGet, origin+h.expand(prov.OpenAIPrefix)+"/models", nil, false)
+	r, _, _ := call(http.MethodGet, base+"/models", viaGateway, nil, false)
 	return r, fetches
 }
 

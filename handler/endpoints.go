@@ -49,7 +49,7 @@ func (h *Handler) endpointAllowed(w http.ResponseWriter, r *http.Request, c clie
 			return true // answered 404 next, before anything goes upstream
 		}
 		surface = provider.SurfaceNative
-		if _, ok := h.gateway(p); ok {
+		if _, ok := p.NativeBase(h.target(p)); ok {
 			surface = provider.SurfaceGateway
 		}
 	}

@@ -167,7 +167,7 @@ func (p *proxyRun) try(step rotation.Step) attemptAnswer {
 		ctx, cancel = context.WithTimeout(ctx, p.timeout)
 		p.cancels = append(p.cancels, cancel)
 	}
-	resp, err := p.h.d.Fetch(p.h.upstreamRequest(ctx, p.r, p.call, step.Key.Secret))
+	resp, err := p.h.d.Fetch(p.h.upstreamRequest(ctx, p.r, p.call, step.Key.Secret, step.Key.ID))
 	got := attemptAnswer{attempt: step.Attempt, at: p.h.d.Now()}
 	if err != nil {
 		got.excerpt = store.MaskExcerpt([]byte(err.Error()), step.Key.Secret)

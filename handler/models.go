@@ -168,7 +168,7 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 		if b, ok := queries.(*checkBudget); ok && i > 0 && b.limit-b.Load() < 3 {
 			break
 		}
-		body, status, err := h.fetchModelList(ctx, prov, c.Secret, queries)
+		body, status, err := h.fetchModelList(ctx, prov, c.Secret, c.ID, queries)
 		if err != nil || status != http.StatusOK {
 			if err != nil {
 				log.Printf("keypool: fetching %s models with key %d: %v", name, c.ID, err)
@@ -194,10 +194,14 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 }
 
 // fetchModelList asks prov for its model list with one key.
-func (h *Handler) fetchModelList(ctx context.Context, prov provider.Provider, secret string, queries store.Counter) ([]byte, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.origin(prov)+h.expand(prov.OpenAIPrefix)+"/models", nil)
+func (h *Handler) fetchModelList(ctx context.Context, prov provider.Provider, secret string, keyID int64, queries store.Counter) ([]byte, int, error) {
+	base, viaGateway := prov.OpenAIBase(h.target(prov))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/models", nil)
 	if err != nil {
 		return nil, 0, err
+	}
+	if viaGateway {
+		h.setGatewayHeaders(req.Header, ownMetadata(keyID, "models"), true)
 	}
 	if prov.Family == provider.FamilyAnthropic {
 		prov.SetKey(req.Header, secret)

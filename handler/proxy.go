@@ -144,9 +144,10 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	if h.refuseOutOfScope(w, c, prov.Name, m.model) {
 		return
 	}
+	base, viaGateway := prov.OpenAIBase(h.target(prov))
 	h.forward(w, r, db, set, upstreamCall{
 		prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c,
-		url: h.origin(prov) + h.expand(prov.OpenAIPrefix) + up + upstreamQuery(r.URL),
+		url: base + up + upstreamQuery(r.URL), viaGateway: viaGateway,
 	})
 }
 
@@ -239,20 +240,17 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 			Message: prov.Name + " needs the CF_ACCOUNT_ID var (its API path names your account)"}.write(w)
 		return
 	}
-	target := h.origin(prov) + h.expand(prov.NativePrefix) + "/" + up
-	gw, viaGateway := h.gateway(prov)
-	if viaGateway {
-		target = gw + "/" + prov.Name + "/" + up
-	}
+	base, viaGateway := prov.NativeBase(h.target(prov))
 	h.forward(w, r, db, h.settings(r.Context(), db), upstreamCall{prov: prov, model: model, body: body, viaGateway: viaGateway,
-		url: target + upstreamQuery(r.URL), client: c})
+		url: base + "/" + up + upstreamQuery(r.URL), client: c})
 }
 
 // proxyCompat serves /api/compat/<path> (chat/completions; rest escaped,
-// see escapePath): the model is
-// "provider/model"; the key is that provider's, sent as a bearer token.
-// Through the gateway the body goes as it is; without one, to the
-// provider's OpenAI-compatible API with the bare model.
+// see escapePath): the model is "provider/model"; the key is that
+// provider's, sent as a bearer token. The gateway's compat endpoint gets
+// the model under the provider's compat name; a provider it does not
+// serve there (or no gateway) gets the bare model at its OpenAI-compatible
+// API, through the gateway when the gateway knows it.
 func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest string, c client) {
 	db, ok := h.db(w)
 	if !ok {
@@ -276,42 +274,29 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 	if !ok || h.refuseOutOfScope(w, c, prov.Name, m.model) {
 		return
 	}
+	if prov.NoOpenAI {
+		badRequest(prov.Name+" has no OpenAI-compatible API; call it at /api/"+prov.Name+"/...", "model").write(w)
+		return
+	}
 	call := upstreamCall{prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c}
-	if gw, ok := h.gateway(prov); ok {
-		call.url, call.viaGateway = gw+"/compat/"+rest+upstreamQuery(r.URL), true
+	t := h.target(prov)
+	base := prov.CompatBase(t)
+	if base != "" {
+		call.viaGateway = true
+		if prov.GatewayCompat != prov.Name {
+			call.body = replaceString(m.body, gjson.GetBytes(m.body, "model"), prov.GatewayCompat+"/"+m.model)
+		}
 	} else {
-		// Direct: the provider wants its own bare model name.
 		call.body = replaceString(m.body, gjson.GetBytes(m.body, "model"), m.model)
-		call.url = h.origin(prov) + h.expand(prov.OpenAIPrefix) + "/" + rest + upstreamQuery(r.URL)
+		base, call.viaGateway = prov.OpenAIBase(t)
 	}
+	call.url = base + "/" + rest + upstreamQuery(r.URL)
 	h.forward(w, r, db, set, call)
-}
-
-// gateway returns the AI Gateway base URL for prov
-// (…/v1/<account>/<gateway>) when one is configured and knows prov.
-func (h *Handler) gateway(prov provider.Provider) (string, bool) {
-	acct, gw := h.d.Getenv("CF_ACCOUNT_ID"), h.d.Getenv("AI_GATEWAY")
-	if acct == "" || gw == "" || !prov.Gateway {
-		return "", false
-	}
-	base := strings.TrimRight(h.d.Getenv("AI_GATEWAY_URL"), "/")
-	if base == "" {
-		base = defaultGatewayURL
-	}
-	return base + "/" + url.PathEscape(acct) + "/" + url.PathEscape(gw), true
 }
 
 // origin is prov's origin, or its <NAME>_BASE_URL override.
 func (h *Handler) origin(prov provider.Provider) string {
 	return prov.WithOrigin(h.d.Getenv(prov.BaseURLVar())).Origin
-}
-
-// expand fills the account id into paths that need it (Workers AI).
-func (h *Handler) expand(path string) string {
-	if strings.Contains(path, "{account}") {
-		return strings.ReplaceAll(path, "{account}", url.PathEscape(h.d.Getenv("CF_ACCOUNT_ID")))
-	}
-	return path
 }
 
 func (h *Handler) defaultProvider() string {
@@ -333,7 +318,7 @@ func (h *Handler) provider(w http.ResponseWriter, name string) (provider.Provide
 
 // upstreamRequest builds one attempt's request with the pool key in place
 // of the client's credential.
-func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call upstreamCall, secret string) *http.Request {
+func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call upstreamCall, secret string, keyID int64) *http.Request {
 	var body io.Reader
 	if len(call.body) > 0 {
 		body = bytes.NewReader(call.body)
@@ -352,8 +337,9 @@ func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call ups
 	if call.prov.Family == provider.FamilyAnthropic && req.Header.Get("Anthropic-Version") == "" {
 		req.Header.Set("Anthropic-Version", "2023-06-01")
 	}
-	if tok := h.d.Getenv("CF_AIG_TOKEN"); tok != "" && call.viaGateway {
-		req.Header.Set("Cf-Aig-Authorization", "Bearer "+tok)
+	if call.viaGateway {
+		// A client's own metadata reaches here only when gateway_headers allows it.
+		h.setGatewayHeaders(req.Header, clientMetadata(call.client, keyID, req.Header.Get("Cf-Aig-Metadata")), false)
 	}
 	req.ContentLength = int64(len(call.body))
 	return req

@@ -768,6 +768,13 @@ func TestNativeGateway(t *testing.T) {
 			"/gateway/acct123/my-gw/openai/chat/completions", "", "Authorization", "Bearer sk-test-key-0001"},
 		{"gemini", "/api/google-ai-studio/v1beta/models/gemini-2.0-flash:generateContent?alt=sse", `{"contents":[]}`,
 			"/gateway/acct123/my-gw/google-ai-studio/v1beta/models/gemini-2.0-flash:generateContent", "alt=sse", "X-Goog-Api-Key", "AIzaSyTestKey000001"},
+		// The OpenAI-compatible routes go through the gateway too.
+		{"openai /v1", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[]}`,
+			"/gateway/acct123/my-gw/openai/chat/completions", "", "Authorization", "Bearer sk-test-key-0001"},
+		{"gemini /v1", "/v1/embeddings", `{"model":"google-ai-studio/text-embedding-004","input":"hi"}`,
+			"/gateway/acct123/my-gw/google-ai-studio/v1beta/openai/embeddings", "", "Authorization", "Bearer AIzaSyTestKey000001"},
+		{"compat", "/api/compat/chat/completions", `{"model":"google-ai-studio/gemini-2.0-flash","messages":[]}`,
+			"/gateway/acct123/my-gw/compat/chat/completions", "", "Authorization", "Bearer AIzaSyTestKey000001"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -788,6 +795,10 @@ func TestNativeGateway(t *testing.T) {
 			}
 			if r.Header.Get("Cf-Ray") != "" {
 				t.Errorf("cf-ray forwarded")
+			}
+			md := r.Header.Get("Cf-Aig-Metadata")
+			if want := `{"keypool_token":0,"keypool_token_name":"AUTH_KEY","keypool_key":` + w.Header().Get("X-Keypool-Key") + `}`; md != want {
+				t.Errorf("cf-aig-metadata %s, want %s", md, want)
 			}
 		})
 	}
@@ -818,8 +829,8 @@ func TestGatewayTokenOnlySentToGateway(t *testing.T) {
 			"/api/siliconflow/v1/chat/completions", [2]string{"siliconflow", "sk-sf-test-key-0001"}},
 		{"gateway not configured", nil,
 			"/api/openai/chat/completions", [2]string{"openai", "sk-test-key-0001"}},
-		{"OpenAI-compatible route", []string{"CF_ACCOUNT_ID", "acct123", "AI_GATEWAY", "my-gw"},
-			"/v1/chat/completions", [2]string{"openai", "sk-test-key-0001"}},
+		{"OpenAI-compatible route, provider not on the gateway", []string{"CF_ACCOUNT_ID", "acct123", "AI_GATEWAY", "my-gw", "DEFAULT_PROVIDER", "siliconflow"},
+			"/v1/chat/completions", [2]string{"siliconflow", "sk-sf-test-key-0001"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -125,7 +125,8 @@ func tokenIDKey(id int64) string       { return CachePrefix + "tokenid\x00" + st
 func encodeToken(b *jsonout.Builder, t store.Token) {
 	b.Array().Int(t.ID).Bool(t.Disabled).Int(t.ExpiresAt).Int(t.RPM).Int(t.RequestsDay).Int(t.RequestsTotal).
 		Int(t.TokensDay).Int(t.TokensTotal).Int(t.UsedRequests).Int(t.UsedTokens).Int(t.Day).Int(t.DayRequests).
-		Int(t.DayTokens).Raw(jsonout.StringArray(t.Providers)).Raw(jsonout.StringArray(t.Models)).String(t.Endpoints).EndArray()
+		Int(t.DayTokens).Raw(jsonout.StringArray(t.Providers)).Raw(jsonout.StringArray(t.Models)).String(t.Endpoints).
+		String(t.Name).EndArray() // the name: for the AI Gateway's metadata
 }
 
 func decodeToken(r gjson.Result) store.Token {
@@ -142,8 +143,8 @@ func decodeToken(r gjson.Result) store.Token {
 	for _, x := range a[14].Array() {
 		t.Models = append(t.Models, x.String())
 	}
-	if len(a) > 15 {
-		t.Endpoints = a[15].String()
+	if len(a) > 16 {
+		t.Endpoints, t.Name = a[15].String(), a[16].String()
 	}
 	return t
 }

@@ -37,8 +37,23 @@ type Provider struct {
 	// When KeyBearer is set the value is "Bearer <key>".
 	KeyHeader string
 	KeyBearer bool
-	// Gateway reports whether Cloudflare AI Gateway knows this provider.
+	// Cloudflare AI Gateway, as its provider pages give the URLs:
+	// https://gateway.ai.cloudflare.com/v1/{account}/{gateway}/{Name}/….
+	// Gateway reports whether the gateway knows the provider; then
+	// /api/<Name>/<path> is the gateway's <Name>/<path>.
 	Gateway bool
+	// GatewayOpenAI is the path, after the gateway's <Name>, of the
+	// provider's OpenAI-compatible API (keypool's /v1/*, model lists and
+	// checks), e.g. "" for openai (gateway openai/chat/completions),
+	// "/v1beta/openai" for Google AI Studio.
+	GatewayOpenAI string
+	// NoGatewayOpenAI: the gateway has no form of that API (its Azure
+	// OpenAI paths name a resource and a deployment), so it goes direct.
+	NoGatewayOpenAI bool
+	// GatewayCompat is the provider's model prefix at the gateway's
+	// OpenAI-compatible /compat/chat/completions ("" where that endpoint
+	// does not serve the provider).
+	GatewayCompat string
 	// Family selects the error classification rules.
 	Family Family
 	// StreamUsage: the provider's OpenAI-compatible chat streams accept
@@ -60,78 +75,97 @@ type Provider struct {
 var registry = map[string]Provider{
 	"openai": {
 		Name: "openai", Origin: "https://api.openai.com", NativePrefix: "/v1", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		Gateway: true, GatewayOpenAI: "", GatewayCompat: "openai",
 		KeyPrefixes: []string{"sk-"},
 	},
 	"siliconflow": {
 		Name: "siliconflow", Origin: "https://api.siliconflow.cn", NativePrefix: "", OpenAIPrefix: "/v1",
 		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		// Not on AI Gateway: always direct.
 		Balance: BalanceSiliconFlow, BalancePath: "/v1/user/info",
 		KeyPrefixes: []string{"sk-"},
 	},
 	"google-ai-studio": {
 		Name: "google-ai-studio", Origin: "https://generativelanguage.googleapis.com", NativePrefix: "", OpenAIPrefix: "/v1beta/openai",
-		KeyHeader: "x-goog-api-key", Gateway: true, Family: FamilyGemini, StreamUsage: true,
+		KeyHeader: "x-goog-api-key", Family: FamilyGemini, StreamUsage: true,
+		// The gateway passes Google's paths through: its OpenAI-compatible API too.
+		Gateway: true, GatewayOpenAI: "/v1beta/openai", GatewayCompat: "google-ai-studio",
 		KeyPrefixes: []string{"AIza"},
 	},
 	"anthropic": {
 		Name: "anthropic", Origin: "https://api.anthropic.com", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "x-api-key", Gateway: true, Family: FamilyAnthropic,
+		KeyHeader: "x-api-key", Family: FamilyAnthropic,
+		Gateway: true, GatewayOpenAI: "/v1", GatewayCompat: "anthropic",
 		KeyPrefixes: []string{"sk-ant-"},
 	},
 	"groq": {
 		Name: "groq", Origin: "https://api.groq.com", NativePrefix: "/openai/v1", OpenAIPrefix: "/openai/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		Gateway: true, GatewayOpenAI: "", GatewayCompat: "groq",
 		KeyPrefixes: []string{"gsk_"},
 	},
 	"deepseek": {
 		Name: "deepseek", Origin: "https://api.deepseek.com", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		Gateway: true, GatewayOpenAI: "", GatewayCompat: "deepseek",
 		Balance: BalanceDeepSeek, BalancePath: "/user/balance",
 		KeyPrefixes: []string{"sk-"},
 	},
 	"openrouter": {
 		Name: "openrouter", Origin: "https://openrouter.ai", NativePrefix: "/api", OpenAIPrefix: "/api/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		// Not served by the gateway's /compat.
+		Gateway: true, GatewayOpenAI: "/v1",
 		Balance: BalanceOpenRouter, BalancePath: "/api/v1/credits",
 		KeyPrefixes: []string{"sk-or-"},
 	},
 	"mistral": {
 		Name: "mistral", Origin: "https://api.mistral.ai", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		Gateway: true, GatewayOpenAI: "/v1", GatewayCompat: "mistral",
 	},
 	"elevenlabs": {
 		Name: "elevenlabs", Origin: "https://api.elevenlabs.io", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "xi-api-key", Gateway: true, Family: FamilyOpenAI, NoOpenAI: true,
+		KeyHeader: "xi-api-key", Family: FamilyOpenAI, NoOpenAI: true,
+		Gateway: true, GatewayOpenAI: "/v1", // its model list, for the checks
 	},
 	"azure-openai": {
 		// No public origin: set AZURE_OPENAI_BASE_URL to the resource
 		// (https://<resource>.openai.azure.com) for direct use.
 		Name: "azure-openai", Origin: "https://azure-openai.invalid", NativePrefix: "", OpenAIPrefix: "/openai/v1",
-		KeyHeader: "api-key", Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "api-key", Family: FamilyOpenAI,
+		// The gateway's form is /azure-openai/<resource>/<deployment>/….
+		Gateway: true, NoGatewayOpenAI: true,
 	},
 	"workers-ai": {
 		Name: "workers-ai", Origin: "https://api.cloudflare.com", NativePrefix: "/client/v4/accounts/{account}/ai/run",
 		OpenAIPrefix: "/client/v4/accounts/{account}/ai/v1",
-		KeyHeader:    "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader:    "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		// Through the gateway: workers-ai/<model> runs one, workers-ai/v1/… is the OpenAI API.
+		Gateway: true, GatewayOpenAI: "/v1", GatewayCompat: "workers-ai",
 	},
 	"cohere": {
 		Name: "cohere", Origin: "https://api.cohere.ai", NativePrefix: "", OpenAIPrefix: "/compatibility/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		Gateway: true, GatewayOpenAI: "/compatibility/v1", GatewayCompat: "cohere",
 	},
 	"perplexity-ai": {
 		Name: "perplexity-ai", Origin: "https://api.perplexity.ai", NativePrefix: "", OpenAIPrefix: "",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI,
+		Gateway: true, GatewayOpenAI: "", GatewayCompat: "perplexity",
 		KeyPrefixes: []string{"pplx-"},
 	},
 	"cerebras": {
 		Name: "cerebras", Origin: "https://api.cerebras.ai", NativePrefix: "/v1", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		Gateway: true, GatewayOpenAI: "", GatewayCompat: "cerebras",
 		KeyPrefixes: []string{"csk-"},
 	},
 	"grok": {
 		Name: "grok", Origin: "https://api.x.ai", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Gateway: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		Gateway: true, GatewayOpenAI: "/v1", GatewayCompat: "grok",
 		KeyPrefixes: []string{"xai-"},
 	},
 }

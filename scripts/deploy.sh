@@ -7,8 +7,14 @@
 #      KEYPOOL_SECRET — keep a copy of it: the keys in D1 cannot be read
 #      without it;
 #      an empty answer generates a random one and prints it once),
-#   4. runs wrangler deploy.
-# Re-running it is safe: each step skips what is already done.
+#   4. unless wrangler.toml already names one, asks whether to send the
+#      traffic through a Cloudflare AI Gateway (README "Through AI Gateway"):
+#      its name and the account id go into [vars], its token (for an
+#      authenticated gateway) is the secret CF_AIG_TOKEN,
+#   5. runs wrangler deploy.
+# Re-running it is safe: each step skips what is already done. Without a
+# terminal nothing is asked: secrets are generated, and the gateway comes
+# from AI_GATEWAY, CF_ACCOUNT_ID and CF_AIG_TOKEN in the environment, if set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,5 +66,54 @@ for name in ADMIN_PASSWORD AUTH_KEY KEYPOOL_SECRET; do
 	printf '%s' "$value" | wrangler secret put "$name"
 done
 
-# 4. Deploy.
+# 4. AI Gateway (optional).
+set_var() { # set_var NAME VALUE: NAME = "VALUE" in wrangler.toml's [vars]
+	NAME="$1" VALUE="$2" node -e '
+const fs = require("fs"), f = "wrangler.toml", {NAME: n, VALUE: v} = process.env;
+let s = fs.readFileSync(f, "utf8");
+const line = n + " = " + JSON.stringify(v), re = new RegExp("^" + n + " = .*$", "m");
+if (re.test(s)) s = s.replace(re, line);
+else if (/^\[vars\]$/m.test(s)) s = s.replace(/^\[vars\]$/m, "[vars]\n" + line);
+else s = s.replace(/\n*$/, "\n\n[vars]\n" + line + "\n");
+fs.writeFileSync(f, s);'
+}
+if ! grep -q '^AI_GATEWAY = ' wrangler.toml; then
+	gateway=${AI_GATEWAY:-} account=${CF_ACCOUNT_ID:-} aig_token=${CF_AIG_TOKEN:-}
+	if [ -z "$gateway" ] && [ -t 0 ]; then
+		read -r -p "AI Gateway name, to send the traffic through Cloudflare AI Gateway (empty: none): " gateway
+	fi
+	if [ -n "$gateway" ]; then
+		if ! printf '%s' "$gateway" | grep -qE '^[A-Za-z0-9_-]{1,64}$'; then
+			echo "AI Gateway name \"$gateway\": want letters, digits, - or _ (at most 64), as the dashboard shows it." >&2
+			exit 1
+		fi
+		if [ -z "$account" ]; then
+			# The only account wrangler's login sees, if there is one.
+			found=$(wrangler whoami 2>/dev/null | grep -oE '[0-9a-f]{32}' | sort -u || true)
+			if [ -n "$found" ] && [ "$(printf '%s\n' "$found" | wc -l | tr -d ' ')" = 1 ]; then
+				account=$found
+			fi
+			if [ -t 0 ]; then
+				read -r -p "Cloudflare account id${account:+ [$account]}: " answer
+				account=${answer:-$account}
+			fi
+		fi
+		if ! printf '%s' "$account" | grep -qE '^[0-9a-f]{32}$'; then
+			echo "Cloudflare account id \"$account\": want the 32 hex digits 'npx wrangler whoami' shows (or set CF_ACCOUNT_ID)." >&2
+			exit 1
+		fi
+		if [ -z "$aig_token" ] && [ -t 0 ]; then
+			read -r -s -p "The gateway's authentication token, if it is an authenticated gateway (empty: none): " aig_token
+			echo >&2
+		fi
+		set_var AI_GATEWAY "$gateway"
+		set_var CF_ACCOUNT_ID "$account"
+		echo "wrangler.toml now sends the traffic through AI Gateway $gateway." >&2
+		if [ -n "$aig_token" ]; then
+			printf '%s' "$aig_token" | wrangler secret put CF_AIG_TOKEN
+		fi
+	fi
+fi
+
+# 5. Deploy.
 wrangler deploy
