@@ -18,8 +18,8 @@
 //   500 in the OpenAI error format at once, and the instance is dropped; so
 //   is an instance whose response body the client abandoned;
 // - instances are retired after a number of events or above a memory mark,
-//   which bounds TinyGo's growth (it has no finalizers, so JS references a
-//   request creates are never released).
+//   which bounds TinyGo's growth (it never frees memory, and has no
+//   finalizers, so JS references a request creates are never released).
 // This relies on wasm_exec.js internals: re-test it when Go, TinyGo or
 // syumai/workers is upgraded.
 import "./wasm_exec.js";
@@ -53,9 +53,14 @@ const internalError = JSON.stringify({
 // instance per concurrent request anyway; the budget decides how many stay
 // warm for the next one.
 const POOL_MEMORY = 64 << 20;
+// TinyGo is built with the leaking collector (README "Builds" says why):
+// its memory is everything it allocated, so an instance retires once it
+// passes 10 MiB after an event (a fresh one holds about 3 MiB), which keeps
+// the largest instance near 10 MiB plus one event's worth, the 6 MiB body
+// limit included.
 const LIMITS = {
   go: { maxEvents: 10000, maxMemory: 64 << 20 },
-  tinygo: { maxEvents: 200, maxMemory: 32 << 20 },
+  tinygo: { maxEvents: 200, maxMemory: 10 << 20 },
 };
 
 const idle = [];

@@ -19,6 +19,7 @@ SRC="$ROOT/src"      # TINYGOROOT: patched copy of the TinyGo source tree
 CACHE="$ROOT/cache"  # XDG_CACHE_HOME for TinyGo, so its cache is $CACHE/tinygo
 WRAPPER="$ROOT/bin/tinygo"
 MARKER="$ROOT/.complete" # written last: its absence means "(re)build"
+PATCHES="canary-after-resume grow-by-quarter" # in the marker: a tree patched otherwise is rebuilt
 
 log() { printf 'tinygo.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -37,7 +38,7 @@ link_libs() {
 }
 
 # Fast path: already built and working.
-if [[ -f "$MARKER" && -x "$WRAPPER" ]] && "$WRAPPER" version >/dev/null 2>&1; then
+if [[ -f "$MARKER" && -x "$WRAPPER" && $(cat "$MARKER") == "$PATCHES" ]] && "$WRAPPER" version >/dev/null 2>&1; then
   link_libs
   echo "$WRAPPER"
   exit 0
@@ -110,13 +111,28 @@ chmod -R u+w "$SRC/src/crypto/tls"
 grep -l -e '+bulk-memory-opt' -e '+call-indirect-overlong' "$SRC"/targets/*.json |
   xargs -r sed -i -e 's/,+bulk-memory-opt//' -e 's/,+call-indirect-overlong//'
 
+# 6. A goroutine stack is a heap object; TinyGo checks its canary only when
+# the goroutine pauses, so an overflow in a goroutine that runs to its end
+# (every JS callback is one) would go unseen while it corrupts the object
+# below. Check it after every run too: an overflow then traps, and the
+# entry drops the instance and answers 500.
+task="$SRC/src/internal/task/task_asyncify.go"
+perl -0pi -e 's/(\tcurrentTask = prevTask\n\tt\.gcData\.swap\(\)\n)/$1\tif *t.state.canaryPtr != stackCanary { \/\/ keypool patch\n\t\truntimePanic("stack overflow")\n\t}\n/' "$task"
+grep -q 'keypool patch' "$task" || die "could not patch $task"
+# And wasm memory grows by a quarter (at least 1 MiB) instead of doubling:
+# the leaking collector's heap is what was allocated, and a doubled memory
+# would count twice against the isolate's 128 MB.
+arch="$SRC/src/runtime/arch_tinygowasm.go"
+perl -pi -e 's/result := wasm_memory_grow\(wasmMemoryIndex, memorySize\)/result := wasm_memory_grow(wasmMemoryIndex, max(memorySize\/4, 16)) \/\/ keypool patch/' "$arch"
+grep -q 'keypool patch' "$arch" || die "could not patch $arch"
+
 # Build. The llvm19 tag selects cgo flags for Debian's /usr/lib/llvm-19, so
 # no llvm-config is needed.
 log "building tinygo (takes a minute or two)"
 (cd "$SRC" && GOTOOLCHAIN=local CGO_ENABLED=1 GOFLAGS=-mod=mod \
   "$GO_TG" build -tags="llvm$LLVM" -o build/tinygo . >&2) || die "go build of tinygo failed"
 
-# 6. Prebuilt C libraries, then the wrapper.
+# 7. Prebuilt C libraries, then the wrapper.
 link_libs
 mkdir -p "$ROOT/bin"
 cat >"$WRAPPER.tmp" <<EOF
@@ -134,6 +150,6 @@ chmod +x "$WRAPPER.tmp"
 mv "$WRAPPER.tmp" "$WRAPPER"
 
 "$WRAPPER" version >&2 || die "$WRAPPER version failed"
-date -u +%FT%TZ >"$MARKER"
+echo "$PATCHES" >"$MARKER"
 log "done"
 echo "$WRAPPER"

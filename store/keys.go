@@ -125,6 +125,11 @@ func (c countingDB) ExecContext(ctx context.Context, q string, args ...any) (sql
 // ErrNotFound is returned for a key id that does not exist.
 var ErrNotFound = errors.New("key not found")
 
+// ErrIntegrity means a sealed key did not open to the key it was sealed
+// from, or its fingerprint changed between two computations: memory
+// corruption. The request that met it fails and writes nothing.
+var ErrIntegrity = errors.New("keypool: a sealed key did not verify before it was written (memory corruption); nothing was stored")
+
 // addChunk bounds one INSERT's JSON parameter; D1 caps values at 1 MB.
 const addChunk = 500
 
@@ -172,22 +177,30 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 		unique = append(unique, s)
 	}
 	secrets = unique
+	// Every key is sealed and verified before the first chunk is written,
+	// so a mismatch stores nothing.
+	stored, fps := secrets, make([]string, len(secrets))
+	if k.sealer != nil {
+		stored = make([]string, len(secrets))
+		for i, sec := range secrets {
+			if stored[i], fps[i], err = k.sealVerified(sec, prov); err != nil {
+				return nil, duplicates, err
+			}
+		}
+	}
 	for start := 0; start < len(secrets); start += addChunk {
-		chunk := secrets[start:min(start+addChunk, len(secrets))]
+		end := min(start+addChunk, len(secrets))
+		chunk := secrets[start:end]
 		// Each row: [stored secret, fingerprint, masked]; the answer names
 		// rows by fingerprint (or by the plain secret when not sealed).
 		var b jsonout.Builder
 		b.Array()
-		ident := make([]string, len(chunk))
+		ident := stored[start:end]
+		if k.sealer != nil {
+			ident = fps[start:end]
+		}
 		for i, sec := range chunk {
-			stored, fp := sec, ""
-			if k.sealer != nil {
-				stored, fp = k.sealer.Seal(sec, prov), k.sealer.Fingerprint(sec, prov)
-				ident[i] = fp
-			} else {
-				ident[i] = sec
-			}
-			b.Array().String(stored).String(fp).String(provider.Mask(sec)).EndArray()
+			b.Array().String(stored[start+i]).String(fps[start+i]).String(provider.Mask(sec)).EndArray()
 		}
 		conflict, returning := `(provider, secret)`, `secret`
 		if k.sealer != nil {
@@ -215,6 +228,17 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 		if err := closeRows(rows); err != nil {
 			return added, duplicates, err
 		}
+		// D1 answers with the identities it was sent; one that is not in
+		// the chunk means Go's copy changed while the query ran.
+		known := make(map[string]bool, len(ident))
+		for _, s := range ident {
+			known[s] = true
+		}
+		for s := range fresh {
+			if !known[s] {
+				return added, duplicates, ErrIntegrity
+			}
+		}
 		for i, s := range chunk {
 			id, ok := fresh[ident[i]]
 			if !ok {
@@ -226,6 +250,17 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 		}
 	}
 	return added, duplicates, nil
+}
+
+// sealVerified seals sec and checks the result before anything is
+// written: it must open to sec, and the fingerprint must come out the same
+// twice.
+func (k *Keys) sealVerified(sec, prov string) (stored, fp string, err error) {
+	stored, fp = k.sealer.Seal(sec, prov), k.sealer.Fingerprint(sec, prov)
+	if back, err := k.sealer.Open(stored, prov); err != nil || back != sec || k.sealer.Fingerprint(sec, prov) != fp {
+		return "", "", ErrIntegrity
+	}
+	return stored, fp, nil
 }
 
 // SealLegacy seals up to limit keys stored plain (before keys were sealed)
@@ -259,8 +294,11 @@ func (k *Keys) SealLegacy(ctx context.Context, limit int) (int, error) {
 	var b jsonout.Builder
 	b.Array()
 	for _, x := range list {
-		b.Array().Int(x.id).String(k.sealer.Seal(x.sec, x.prov)).String(k.sealer.Fingerprint(x.sec, x.prov)).
-			String(provider.Mask(x.sec)).String(x.prov).EndArray()
+		stored, fp, err := k.sealVerified(x.sec, x.prov)
+		if err != nil {
+			return 0, err
+		}
+		b.Array().Int(x.id).String(stored).String(fp).String(provider.Mask(x.sec)).String(x.prov).EndArray()
 	}
 	data := string(b.EndArray().Bytes())
 	// Duplicates of sealed keys go first, then the rest is sealed in one

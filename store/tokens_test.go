@@ -570,3 +570,59 @@ func TestSealLegacy(t *testing.T) {
 		t.Errorf("Add of the legacy keys after sealing: %d added, %d duplicates, %v", len(added), len(dups), err)
 	}
 }
+
+// corruptSealer seals like a Box, but its nth Seal (or, with fp, its nth
+// Fingerprint) returns a value for another key: what memory corruption
+// between sealing and writing would produce.
+type corruptSealer struct {
+	*seal.Box
+	n, seals, fps int
+	fp            bool
+}
+
+func (c *corruptSealer) Seal(plain, ad string) string {
+	if c.seals++; c.seals == c.n && !c.fp {
+		plain += "x"
+	}
+	return c.Box.Seal(plain, ad)
+}
+
+func (c *corruptSealer) Fingerprint(plain, ad string) string {
+	if c.fps++; c.fps == c.n && c.fp {
+		plain += "x"
+	}
+	return c.Box.Fingerprint(plain, ad)
+}
+
+// TestSealVerifiedBeforeWrite: a sealed value that does not open to the
+// key it was made from, or a fingerprint that does not match, fails the
+// import and stores nothing (not even the keys sealed correctly before
+// it); the same for sealing legacy plain keys.
+func TestSealVerifiedBeforeWrite(t *testing.T) {
+	box, _ := boxes(t)
+	for _, fp := range []bool{false, true} {
+		db := sqlitetest.Open(t)
+		// The 600th key is in the import's second chunk: the first is not
+		// written either.
+		k := store.NewKeys(db).Sealing(&corruptSealer{Box: box, n: 600, fp: fp})
+		added, _, err := k.Add(ctx, "openai", "", secrets("sk-verify-", 700), t0)
+		if err == nil || len(added) != 0 {
+			t.Fatalf("fingerprint corrupted %v: Add = %d added, err %v; want an error and nothing added", fp, len(added), err)
+		}
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM keys`).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("fingerprint corrupted %v: %d keys stored (%v), want 0", fp, n, err)
+		}
+	}
+
+	db := sqlitetest.Open(t)
+	mustAdd(t, store.NewKeys(db), "openai", secrets("sk-legacy-", 4)...) // stored plain
+	k := store.NewKeys(db).Sealing(&corruptSealer{Box: box, n: 2})
+	if n, err := k.SealLegacy(ctx, 10); err == nil || n != 0 {
+		t.Fatalf("SealLegacy with a corrupting sealer = %d, %v; want 0 and an error", n, err)
+	}
+	var plain int
+	if err := db.QueryRow(`SELECT count(*) FROM keys WHERE secret NOT LIKE 'v1:%'`).Scan(&plain); err != nil || plain != 4 {
+		t.Fatalf("%d keys still plain (%v), want all 4 untouched", plain, err)
+	}
+}
