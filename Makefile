@@ -4,7 +4,7 @@
 #   make deploy  deploy to your Cloudflare account
 
 # The compiler `make build` uses; see README ("Builds") for why.
-COMPILER ?= go
+COMPILER ?= tinygo
 PORT ?= 8787
 
 SHELL := /bin/bash
