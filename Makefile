@@ -48,8 +48,8 @@ build-go-profile:
 	cp entry/worker.mjs build/go-profile/worker.mjs
 	$(GO_WASM_ENV) go build -trimpath -o build/go-profile/app.wasm .
 
-# TinyGo: the one `make tinygo` bootstraps (done on demand; it carries a
-# runtime patch, see scripts/tinygo.sh), or TINYGO=path. The leaking
+# TinyGo: the one `make tinygo` bootstraps (done on demand; it carries two
+# runtime patches, see scripts/tinygo.sh), or TINYGO=path. The leaking
 # collector never frees: the entry retires an instance once its memory
 # passes a mark (README "Builds" says why and what it measures).
 TINYGO_FLAGS ?= -target=wasm -no-debug -gc=leaking -stack-size=$(TINYGO_STACK)

@@ -126,8 +126,8 @@ func (c countingDB) ExecContext(ctx context.Context, q string, args ...any) (sql
 var ErrNotFound = errors.New("key not found")
 
 // ErrIntegrity means a sealed key did not open to the key it was sealed
-// from, or its fingerprint changed between two computations: memory
-// corruption. The request that met it fails and writes nothing.
+// from, or its fingerprint came out differently twice: memory corruption.
+// Add and SealLegacy then fail before writing anything.
 var ErrIntegrity = errors.New("keypool: a sealed key did not verify before it was written (memory corruption); nothing was stored")
 
 // addChunk bounds one INSERT's JSON parameter; D1 caps values at 1 MB.
@@ -227,17 +227,6 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 		}
 		if err := closeRows(rows); err != nil {
 			return added, duplicates, err
-		}
-		// D1 answers with the identities it was sent; one that is not in
-		// the chunk means Go's copy changed while the query ran.
-		known := make(map[string]bool, len(ident))
-		for _, s := range ident {
-			known[s] = true
-		}
-		for s := range fresh {
-			if !known[s] {
-				return added, duplicates, ErrIntegrity
-			}
 		}
 		for i, s := range chunk {
 			id, ok := fresh[ident[i]]

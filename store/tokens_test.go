@@ -606,8 +606,8 @@ func TestSealVerifiedBeforeWrite(t *testing.T) {
 		// written either.
 		k := store.NewKeys(db).Sealing(&corruptSealer{Box: box, n: 600, fp: fp})
 		added, _, err := k.Add(ctx, "openai", "", secrets("sk-verify-", 700), t0)
-		if err == nil || len(added) != 0 {
-			t.Fatalf("fingerprint corrupted %v: Add = %d added, err %v; want an error and nothing added", fp, len(added), err)
+		if !errors.Is(err, store.ErrIntegrity) || len(added) != 0 {
+			t.Fatalf("fingerprint corrupted %v: Add = %d added, err %v; want ErrIntegrity and nothing added", fp, len(added), err)
 		}
 		var n int
 		if err := db.QueryRow(`SELECT count(*) FROM keys`).Scan(&n); err != nil || n != 0 {
@@ -618,8 +618,8 @@ func TestSealVerifiedBeforeWrite(t *testing.T) {
 	db := sqlitetest.Open(t)
 	mustAdd(t, store.NewKeys(db), "openai", secrets("sk-legacy-", 4)...) // stored plain
 	k := store.NewKeys(db).Sealing(&corruptSealer{Box: box, n: 2})
-	if n, err := k.SealLegacy(ctx, 10); err == nil || n != 0 {
-		t.Fatalf("SealLegacy with a corrupting sealer = %d, %v; want 0 and an error", n, err)
+	if n, err := k.SealLegacy(ctx, 10); !errors.Is(err, store.ErrIntegrity) || n != 0 {
+		t.Fatalf("SealLegacy with a corrupting sealer = %d, %v; want 0 and ErrIntegrity", n, err)
 	}
 	var plain int
 	if err := db.QueryRow(`SELECT count(*) FROM keys WHERE secret NOT LIKE 'v1:%'`).Scan(&plain); err != nil || plain != 4 {
