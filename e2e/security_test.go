@@ -391,8 +391,8 @@ func (e expectRow) ok(c credKind, status int) bool {
 // sample is one concrete request for a route. Placeholders: {key},
 // {token}, {job} (ids made in setup), {freshkey} and {freshtoken} (made
 // for each attempt; after a refused attempt they must still exist),
-// {newkey} (a new key each attempt; after a refused one it must not
-// exist), {adminpw}, {guestpw}, {keyid}.
+// {newkey} and {newlabel} (a new key and label each attempt; after a
+// refused one it must not exist), {adminpw}, {guestpw}, {keyid}.
 type sample struct {
 	method, path, body string
 	allowSecret        bool // admin answers that show a secret by design
@@ -420,7 +420,7 @@ var authMatrix = map[string]matrixEntry{
 	"GET /guest/api/summary": {handler.Guest, rowGuest, []sample{{method: "GET", path: "/guest/api/summary"}}},
 
 	"GET /admin/api/keys":  {handler.Admin, rowAdminRead, []sample{{method: "GET", path: "/admin/api/keys"}}},
-	"POST /admin/api/keys": {handler.Admin, rowAdminChange, []sample{{method: "POST", path: "/admin/api/keys", body: `{"provider":"openai","label":"matrix new","keys":"{newkey}"}`}}},
+	"POST /admin/api/keys": {handler.Admin, rowAdminChange, []sample{{method: "POST", path: "/admin/api/keys", body: `{"provider":"openai","label":"{newlabel}","keys":"{newkey}"}`}}},
 	"POST /admin/api/keys/bulk": {handler.Admin, rowAdminChange, []sample{
 		{method: "POST", path: "/admin/api/keys/bulk", body: `{"ids":[{freshkey}],"action":"delete"}`}}},
 	"POST /admin/api/keys/export": {handler.Admin, rowAdminChange, []sample{
@@ -555,7 +555,7 @@ func (s *secSuite) testAuthMatrix(t *testing.T) {
 func (s *secSuite) matrixRequest(t *testing.T, name string, e matrixEntry, smp sample, c credKind) int {
 	t.Helper()
 	path, body := smp.path, smp.body
-	var freshKey, newKey, freshTokSecret string
+	var freshKey, newKey, newLabel, freshTokSecret string
 	var freshKeyID, freshTokID int64
 	switch {
 	case strings.Contains(path+body, "{freshkey}"):
@@ -571,6 +571,10 @@ func (s *secSuite) matrixRequest(t *testing.T, name string, e matrixEntry, smp s
 		newKey = "sk-secn" + randomHex(16)
 		s.addSecret(newKey, "openai upstream key")
 		body = strings.ReplaceAll(body, "{newkey}", newKey)
+		// A label of its own: a masked key shows 9 characters, which another
+		// key in the pool can share.
+		newLabel = "matrix new " + randomHex(8)
+		body = strings.ReplaceAll(body, "{newlabel}", newLabel)
 	}
 	rep := strings.NewReplacer("{key}", strconv.FormatInt(s.keyIDs[0], 10), "{keyid}", strconv.FormatInt(s.keyIDs[1], 10),
 		"{token}", strconv.FormatInt(s.tokID, 10), "{job}", strconv.FormatInt(s.jobID, 10),
@@ -644,7 +648,7 @@ func (s *secSuite) matrixRequest(t *testing.T, name string, e matrixEntry, smp s
 	if newKey != "" {
 		found := false
 		for _, k := range s.admin(t, "GET", "/admin/api/keys?provider=openai", "", http.StatusOK).json().Get("keys").Array() {
-			found = found || k.Get("key").String() == mask(newKey)
+			found = found || k.Get("label").String() == newLabel && k.Get("key").String() == mask(newKey)
 		}
 		if found != ok2xx {
 			t.Errorf("%s: answered %d, and the key is in the pool: %v", where, r.status, found)
