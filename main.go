@@ -14,6 +14,7 @@ import (
 	"github.com/syumai/workers/cloudflare"
 	"github.com/syumai/workers/cloudflare/cron"
 
+	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/handler"
 	"github.com/keypool/keypool/workerjs"
 )
@@ -21,7 +22,7 @@ import (
 func main() {
 	db := workerjs.D1("DB")
 	h := handler.New(handler.Deps{
-		Getenv:   getenv,
+		Config:   sync.OnceValue(func() *config.Config { c := config.Parse(getenv); return &c }),
 		DB:       func() (*sql.DB, error) { return db, nil },
 		Fetch:    workerjs.Fetch,
 		ReadBody: workerjs.ReadBody,
@@ -40,17 +41,8 @@ func main() {
 	select {}
 }
 
-// env remembers the vars and secrets read: they are fixed for the life of
-// an isolate (changing one deploys a new version, in new isolates), and
-// each cloudflare.Getenv costs several calls into JS; the proxy path
-// reads a dozen settings per request.
-var env sync.Map
-
-func getenv(name string) string {
-	if v, ok := env.Load(name); ok {
-		return v.(string)
-	}
-	v := cloudflare.Getenv(name)
-	env.Store(name, v)
-	return v
-}
+// getenv reads a var or secret. The configuration is parsed once per
+// isolate: vars and secrets are fixed for its life (changing one deploys
+// a new version, in new isolates), and each cloudflare.Getenv costs
+// several calls into JS.
+func getenv(name string) string { return cloudflare.Getenv(name) }

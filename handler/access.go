@@ -41,7 +41,7 @@ const (
 
 // box returns the sealing box of KEYPOOL_SECRET, derived once per secret.
 func (h *Handler) box() (*seal.Box, error) {
-	secret := h.d.Getenv("KEYPOOL_SECRET")
+	secret := h.cfg().KeypoolSecret
 	h.boxMu.Lock()
 	defer h.boxMu.Unlock()
 	if h.boxFor != secret || h.boxVal == nil {
@@ -188,7 +188,7 @@ func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request, queries sto
 
 // sessionHours is how long an admin session lasts.
 func (h *Handler) sessionTTL() time.Duration {
-	return time.Duration(h.intVar("SESSION_HOURS", 12, 1, 24*30)) * time.Hour
+	return h.cfg().SessionTTL
 }
 
 // loginBodyLimit bounds a login body: a password and little else.
@@ -285,7 +285,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ended := false
-	if want := h.d.Getenv("ADMIN_PASSWORD"); adminPasswordLongEnough(want) {
+	if want := h.cfg().AdminPassword; adminPasswordLongEnough(want) {
 		if _, ok := h.readSession(r, adminCookie, "a", want); ok {
 			if err := h.revokeSessions(r.Context(), "a"); err != nil {
 				log.Printf("keypool: ending the admin sessions: %v", err)

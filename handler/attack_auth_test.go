@@ -160,7 +160,7 @@ func TestLoginBodyCapped(t *testing.T) {
 // secondIsolate is another isolate of the same worker: same D1 and vars,
 // its own Shared memory.
 func (e *testEnv) secondIsolate(queries *atomic.Int64) *Handler {
-	return New(Deps{Getenv: e.h.d.Getenv, DB: e.h.d.DB, Fetch: e.h.d.Fetch, Defer: e.h.d.Defer, Now: e.h.d.Now, Queries: queries})
+	return New(Deps{Config: e.h.d.Config, DB: e.h.d.DB, Fetch: e.h.d.Fetch, Defer: e.h.d.Defer, Now: e.h.d.Now, Queries: queries})
 }
 
 func TestLogoutRevokesCopiedCookie(t *testing.T) {

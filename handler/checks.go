@@ -89,18 +89,8 @@ type checkOptions struct {
 
 var defaultCheckOptions = checkOptions{Concurrency: 6, Retries: 0, RetryIntervalMS: 1000}
 
-// healthPolicy reads the check intervals from the environment.
-func (h *Handler) healthPolicy() rotation.HealthPolicy {
-	sec := func(name string, def int64) time.Duration {
-		return time.Duration(h.intVar(name, def, 1, 30*86400)) * time.Second
-	}
-	return rotation.HealthPolicy{
-		Interval:   sec("CHECK_INTERVAL_SECONDS", 6*3600),
-		ProbeBase:  sec("CHECK_PROBE_SECONDS", 600),
-		ProbeMax:   sec("CHECK_PROBE_MAX_SECONDS", 86400),
-		ErrorRetry: sec("CHECK_RETRY_SECONDS", 900),
-	}
-}
+// healthPolicy is the check intervals configured.
+func (h *Handler) healthPolicy() rotation.HealthPolicy { return h.cfg().Health }
 
 // checkCost is the most subrequests one check of a key of prov may make:
 // a balance call and its fallback, each retried.
@@ -301,8 +291,8 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 		log.Printf("keypool cron: no database: %v", err)
 		return nil // an error returned here would crash the instance
 	}
-	budget := &checkBudget{limit: h.intVar("CHECK_SUBREQUESTS", 45, 10, 10000), total: h.d.Queries}
-	deadline := start.Add(time.Duration(h.intVar("CHECK_TIME_BUDGET_SECONDS", 20, 1, 900)) * time.Second)
+	budget := &checkBudget{limit: h.cfg().CheckSubrequests, total: h.d.Queries}
+	deadline := start.Add(h.cfg().CheckTimeBudget)
 	keys := store.NewKeys(db).Counting(budget)
 	checks := store.NewChecks(db).Counting(budget)
 	now := start.UnixMilli()
@@ -311,7 +301,7 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 	if err != nil {
 		log.Printf("keypool cron: pruning cooldowns: %v", err)
 	}
-	days := h.intVar("CHECK_HISTORY_DAYS", 30, 1, 3650)
+	days := h.cfg().CheckHistoryDays
 	old, err := checks.Prune(ctx, now-days*86400000, now-86400000)
 	if err != nil {
 		log.Printf("keypool cron: pruning history: %v", err)
@@ -340,7 +330,7 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 	}
 	set := h.settingsCounted(ctx, db, budget)
 	opts := defaultCheckOptions
-	opts.Concurrency = int(h.intVar("CHECK_CONCURRENCY", 6, 1, 6))
+	opts.Concurrency = h.cfg().CheckConcurrency
 
 	var recs []store.CheckRecord
 	if left := budget.limit - budget.Load() - cronWrites; left > 1 {
@@ -548,8 +538,8 @@ func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB
 // advanceOnce advances a job within one admin request's budget
 // (JOB_SUBREQUESTS, default 40 of the free plan's 50; 10 s).
 func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) store.Job {
-	budget := &checkBudget{limit: h.intVar("JOB_SUBREQUESTS", 40, 10, 10000), total: h.d.Queries}
-	deadline := h.d.Now().Add(time.Duration(h.intVar("JOB_TIME_BUDGET_SECONDS", 10, 1, 600)) * time.Second)
+	budget := &checkBudget{limit: h.cfg().JobSubrequests, total: h.d.Queries}
+	deadline := h.d.Now().Add(h.cfg().JobTimeBudget)
 	checks := store.NewChecks(db).Counting(budget)
 	if b, err := h.box(); err == nil {
 		checks.Sealing(b)

@@ -22,8 +22,7 @@ const maxPathInError = 200
 // allEndpoints reports whether c may call any provider path.
 func (h *Handler) allEndpoints(c client) bool {
 	if c.tok == nil {
-		v := strings.TrimSpace(h.d.Getenv("AUTH_KEY_PASSTHROUGH"))
-		return v == "1" || strings.EqualFold(v, "true")
+		return h.cfg().AuthKeyPassthrough
 	}
 	return c.tok.AllEndpoints()
 }

@@ -77,7 +77,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 		call.body, strip = usage.AskForUsage(call.body)
 	}
 	run := &proxyRun{h: h, r: r, call: call, keys: keys, free: set.isFree(call.prov.Name, call.model), started: started,
-		timeout: time.Duration(h.intVar("UPSTREAM_TIMEOUT_SECONDS", 300, 0, 3600)) * time.Second}
+		timeout: h.cfg().UpstreamTimeout}
 	m := rotation.Start(h.attemptRequest(call, set, started))
 	held := run.drive(m)
 	defer run.cancel() // after the relay: the body may still be read
@@ -89,25 +89,16 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 
 // attemptRequest is what the attempt machine knows of call when it starts.
 func (h *Handler) attemptRequest(call upstreamCall, set settings, started time.Time) rotation.Request {
-	sec := func(name string, def, lo, hi int64) time.Duration {
-		return time.Duration(h.intVar(name, def, lo, hi)) * time.Second
-	}
+	c := h.cfg()
 	return rotation.Request{
 		Provider: call.prov.Name, Family: call.prov.Family, Model: call.model, Started: started,
-		Storm: h.storm(call.prov.Name),
-		Policy: rotation.Policy{
-			DefaultCooldown: sec("COOLDOWN_SECONDS", int64(rotation.DefaultCooldown/time.Second), 1, 86400),
-			MaxCooldown:     sec("MAX_COOLDOWN_SECONDS", int64(rotation.DefaultMaxCooldown/time.Second), 1, 86400),
-		},
-		StormPolicy: rotation.StormPolicy{
-			Keys:   int(h.intVar("STORM_KEYS", 5, 2, 1000)),
-			Window: sec("STORM_WINDOW_SECONDS", 30, 1, 3600),
-			Hold:   sec("STORM_HOLD_SECONDS", 10, 1, 60),
-		},
+		Storm:       h.storm(call.prov.Name),
+		Policy:      c.Cooldown,
+		StormPolicy: c.Storm,
 		Limits: rotation.Limits{
-			MaxAttempts: int(h.intVar("MAX_ATTEMPTS", defaultMaxAttempts, 1, 10)),
+			MaxAttempts: c.MaxAttempts,
 			MaxKeys:     candidateLimit,
-			Budget:      sec("RETRY_BUDGET_SECONDS", 30, 1, 600),
+			Budget:      c.RetryBudget,
 			Wait:        time.Duration(set.wait) * time.Second,
 		},
 		IntN: h.d.IntN,

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/e2e/fakeupstream"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/store"
@@ -77,10 +78,14 @@ func newEnv(t *testing.T, vars ...string) *testEnv {
 		e.set(vars[i], vars[i+1])
 	}
 	e.h = New(Deps{
-		Getenv: func(name string) string {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			return e.vars[name]
+		// Parsed on every read, so that e.set applies at once.
+		Config: func() *config.Config {
+			c := config.Parse(func(name string) string {
+				e.mu.Lock()
+				defer e.mu.Unlock()
+				return e.vars[name]
+			})
+			return &c
 		},
 		DB: func() (*sql.DB, error) { return e.db, nil },
 		Fetch: func(r *http.Request) (*http.Response, error) {
@@ -277,4 +282,10 @@ func wantServed(t *testing.T, w *httptest.ResponseRecorder, attempts string) str
 		t.Errorf("X-Keypool-Attempts %q, want %q", got, attempts)
 	}
 	return w.Header().Get("X-Keypool-Key")
+}
+
+// fixedConfig is the configuration of vars, parsed once.
+func fixedConfig(vars map[string]string) func() *config.Config {
+	c := config.Parse(func(name string) string { return vars[name] })
+	return func() *config.Config { return &c }
 }

@@ -115,12 +115,7 @@ func FuzzRequestModel(f *testing.F) {
 	f.Add("multipart/form-data", []byte("x"), false)
 	f.Add("", []byte("{\"model\":\"openai/\xff\"}"), false)
 	f.Add("multipart/form-data; boundary=\"a b\"", []byte("--a b\r\nContent-Disposition: form-data; name=model\r\n\r\ngroq/x\r\n--a b--"), true)
-	h := New(Deps{Getenv: func(name string) string {
-		if name == "DEFAULT_PROVIDER" {
-			return "openai"
-		}
-		return ""
-	}})
+	h := New(Deps{Config: fixedConfig(nil)})
 	set := settings{
 		aliases:    map[string]string{"fast": "groq/llama-3.1-8b-instant", "w": "openai/whisper-1"},
 		freeModels: []string{"openai/free-*"},

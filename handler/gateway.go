@@ -24,13 +24,10 @@ const maxGatewayMetadata = 5
 
 // target is where prov's requests go in this deployment.
 func (h *Handler) target(prov provider.Provider) provider.Target {
-	t := provider.Target{Origin: h.origin(prov), Account: h.d.Getenv("CF_ACCOUNT_ID")}
-	if gw := h.d.Getenv("AI_GATEWAY"); t.Account != "" && gw != "" {
-		base := strings.TrimRight(h.d.Getenv("AI_GATEWAY_URL"), "/")
-		if base == "" {
-			base = defaultGatewayURL
-		}
-		t.Gateway = base + "/" + url.PathEscape(t.Account) + "/" + url.PathEscape(gw)
+	c := h.cfg()
+	t := provider.Target{Origin: h.origin(prov), Account: c.AccountID}
+	if t.Account != "" && c.Gateway != "" {
+		t.Gateway = c.GatewayURL + "/" + url.PathEscape(t.Account) + "/" + url.PathEscape(c.Gateway)
 	}
 	return t
 }
@@ -41,7 +38,7 @@ func (h *Handler) target(prov provider.Provider) provider.Target {
 // keypool makes for itself (checks, model lists): a cached answer would
 // vouch for a key the provider was never asked about.
 func (h *Handler) setGatewayHeaders(hd http.Header, metadata string, own bool) {
-	if tok := h.d.Getenv("CF_AIG_TOKEN"); tok != "" {
+	if tok := h.cfg().GatewayToken; tok != "" {
 		hd.Set("Cf-Aig-Authorization", "Bearer "+tok)
 	}
 	hd.Set("Cf-Aig-Metadata", metadata)

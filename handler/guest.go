@@ -192,7 +192,7 @@ const (
 )
 
 func (h *Handler) cachedGuestView(ctx context.Context, keys *store.Keys) (guestView, error) {
-	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	ttl := h.cfg().CacheTTL
 	now := h.d.Now()
 	if v, ok := h.d.Shared.Get(guestViewKey); ok && ttl > 0 {
 		c := gjson.Parse(v)
@@ -278,7 +278,7 @@ func (h *Handler) readGuestView(ctx context.Context, keys *store.Keys) (guestVie
 // answering). A bearer token counts in the login throttle here too: the
 // guest summary must not be a free way to guess the admin password.
 func (h *Handler) isAdmin(r *http.Request) bool {
-	want := h.d.Getenv("ADMIN_PASSWORD")
+	want := h.cfg().AdminPassword
 	if !adminPasswordLongEnough(want) {
 		return false
 	}

@@ -11,18 +11,20 @@ import (
 	"log"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/seal"
 )
 
 // Deps are the handler's connections to the world.
 type Deps struct {
-	// Getenv reads a var or secret; "" when unset.
-	Getenv func(name string) string
+	// Config is the environment, parsed (config.Parse). The Workers
+	// binding parses it once per isolate: vars and secrets are fixed for
+	// an isolate's life.
+	Config func() *config.Config
 	// DB returns the database of the current request or event.
 	DB func() (*sql.DB, error)
 	// Fetch sends a request upstream. A deadline on the request's context
@@ -137,15 +139,5 @@ func (t *trackingWriter) Write(b []byte) (int, error) {
 // writer, which can take an upstream body without copying it through Go.
 func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
 
-func (h *Handler) intVar(name string, def, lo, hi int64) int64 {
-	v := strings.TrimSpace(h.d.Getenv(name))
-	if v == "" {
-		return def
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < lo || n > hi {
-		log.Printf("keypool: ignoring %s=%q: want an integer from %d to %d", name, v, lo, hi)
-		return def
-	}
-	return n
-}
+// cfg is the configuration in force.
+func (h *Handler) cfg() *config.Config { return h.d.Config() }

@@ -30,7 +30,7 @@ func TestTakenOutKeyStaysOutUntilWritten(t *testing.T) {
 			e.up.SetRule(bad, tc.rule)
 			var mu sync.Mutex
 			var queued []func()
-			h := New(Deps{Getenv: e.h.d.Getenv, DB: e.h.d.DB, Fetch: e.h.d.Fetch, Now: e.h.d.Now, IntN: e.h.d.IntN,
+			h := New(Deps{Config: e.h.d.Config, DB: e.h.d.DB, Fetch: e.h.d.Fetch, Now: e.h.d.Now, IntN: e.h.d.IntN,
 				Defer: func(f func()) { mu.Lock(); queued = append(queued, f); mu.Unlock() }})
 			for i := 0; i < 3; i++ {
 				w := httptest.NewRecorder()

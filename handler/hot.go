@@ -156,7 +156,7 @@ func decodeCands(s string) (read int64, list []rotation.Candidate) {
 // cache when it is younger than CACHE_SECONDS, else from the store (one
 // query).
 func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time, free bool) ([]rotation.Candidate, error) {
-	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	ttl := h.cfg().CacheTTL
 	if v, ok := h.d.Shared.Get(candKey(prov, model, free)); ok && ttl > 0 {
 		if read, list := decodeCands(v); now.Sub(time.UnixMilli(read)) < ttl && len(list) > 0 {
 			return list, nil

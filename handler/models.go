@@ -30,7 +30,7 @@ const modelsKey = "models"
 // come from D1; a provider whose list was never fetched is asked once here.
 func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, c client) {
 	now := h.d.Now()
-	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	ttl := h.cfg().CacheTTL
 	if v, ok := h.d.Shared.Get(modelsKey); ok && ttl > 0 {
 		res := gjson.Parse(v)
 		if now.Sub(time.UnixMilli(res.Get("read").Int())) < ttl {

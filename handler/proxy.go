@@ -18,20 +18,12 @@ import (
 )
 
 const (
-	defaultMaxAttempts = 3
-	// defaultMaxBodyBytes: a body at the limit costs one Go copy in the
-	// instance serving it (two for a chat stream keypool asks for usage,
-	// three when the model is also rewritten) plus the JS bytes replayed to
-	// the upstream; four such requests at once, each in its own ~6 MiB
-	// instance, stay near 100 MB of the isolate's 128 MB.
-	defaultMaxBodyBytes = 6 << 20
 	// candidateLimit bounds the keys read from D1 per request: enough for
 	// every attempt plus room to spread load, never the whole pool.
 	candidateLimit = 8
 	// errorBodyLimit bounds how much of a failed answer is read for the
 	// key's history before the next key is tried.
-	errorBodyLimit    = 16 << 10
-	defaultGatewayURL = "https://gateway.ai.cloudflare.com/v1"
+	errorBodyLimit = 16 << 10
 )
 
 // upstreamCall is one proxied request, resolved: where it goes, with which
@@ -79,7 +71,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 }
 
 func (h *Handler) maxBodyBytes() int64 {
-	return h.intVar("MAX_BODY_BYTES", defaultMaxBodyBytes, 1024, 100<<20)
+	return h.cfg().MaxBodyBytes
 }
 
 func readAll(r *http.Request, limit int64) ([]byte, bool, error) {
@@ -235,7 +227,7 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 	if h.refuseOutOfScope(w, c, prov.Name, model) {
 		return
 	}
-	if strings.Contains(prov.NativePrefix, "{account}") && h.d.Getenv("CF_ACCOUNT_ID") == "" {
+	if strings.Contains(prov.NativePrefix, "{account}") && h.cfg().AccountID == "" {
 		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
 			Message: prov.Name + " needs the CF_ACCOUNT_ID var (its API path names your account)"}.write(w)
 		return
@@ -296,14 +288,11 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 
 // origin is prov's origin, or its <NAME>_BASE_URL override.
 func (h *Handler) origin(prov provider.Provider) string {
-	return prov.WithOrigin(h.d.Getenv(prov.BaseURLVar())).Origin
+	return prov.WithOrigin(h.cfg().BaseURL(prov)).Origin
 }
 
 func (h *Handler) defaultProvider() string {
-	if p := strings.TrimSpace(h.d.Getenv("DEFAULT_PROVIDER")); p != "" {
-		return p
-	}
-	return "openai"
+	return h.cfg().DefaultProvider
 }
 
 // provider looks a provider up.

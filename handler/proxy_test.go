@@ -1019,7 +1019,7 @@ func TestScheduledPrunesEndedCooldowns(t *testing.T) {
 	}
 
 	// A missing database is logged, not returned (it would crash the worker).
-	h := New(Deps{Getenv: func(string) string { return "" }, DB: func() (*sql.DB, error) { return nil, errors.New("no D1") }})
+	h := New(Deps{Config: fixedConfig(nil), DB: func() (*sql.DB, error) { return nil, errors.New("no D1") }})
 	if err := h.Scheduled(ctx); err != nil {
 		t.Errorf("Scheduled without a database returned %v, want nil", err)
 	}

@@ -137,7 +137,7 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	debug := h.d.Getenv("KEYPOOL_DEBUG") == "1"
+	debug := h.cfg().Debug
 	var allow []string
 	badID := false
 	for _, rt := range adminRoutes {

@@ -24,7 +24,7 @@ const sessionGenKey = "session-generations"
 // sessionGeneration returns role's current generation, from the cache
 // unless fresh or older than CACHE_SECONDS.
 func (h *Handler) sessionGeneration(ctx context.Context, role string, fresh bool) (int64, error) {
-	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	ttl := h.cfg().CacheTTL
 	now := h.d.Now()
 	if v, ok := h.d.Shared.Get(sessionGenKey); ok && !fresh && ttl > 0 {
 		c := gjson.Parse(v)

@@ -331,7 +331,7 @@ func (h *Handler) settings(ctx context.Context, db *sql.DB) settings {
 
 // settingsCounted is settings with its D1 query counted in queries.
 func (h *Handler) settingsCounted(ctx context.Context, db *sql.DB, queries store.Counter) settings {
-	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	ttl := h.cfg().CacheTTL
 	now := h.d.Now()
 	if v, ok := h.d.Shared.Get(settingsKey); ok && ttl > 0 {
 		r := gjson.Parse(v)

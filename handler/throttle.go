@@ -130,7 +130,7 @@ func auditPath(p string) string {
 // adminPassword returns ADMIN_PASSWORD, or answers 503 saying why the
 // admin API is off: unset, or shorter than minAdminPassword characters.
 func (h *Handler) adminPassword(w http.ResponseWriter) (string, bool) {
-	want := h.d.Getenv("ADMIN_PASSWORD")
+	want := h.cfg().AdminPassword
 	if want == "" {
 		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
 			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD` (locally, put ADMIN_PASSWORD in .dev.vars)"}.write(w)

@@ -44,7 +44,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.write(w)
 		return client{}, false
 	}
-	if want := h.d.Getenv("AUTH_KEY"); want != "" && secretEqual(got, want) {
+	if want := h.cfg().AuthKey; want != "" && secretEqual(got, want) {
 		return client{}, true
 	}
 	invalid := apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
@@ -79,7 +79,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 // token returns the token with hash, from the isolate's cache when it is
 // younger than CACHE_SECONDS; any admin change drops the cache.
 func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
-	ttl := time.Duration(h.intVar("CACHE_SECONDS", 5, 0, 300)) * time.Second
+	ttl := h.cfg().CacheTTL
 	now := h.d.Now()
 	key := tokenCacheKey(hash)
 	if v, ok := h.d.Shared.Get(key); ok && ttl > 0 {

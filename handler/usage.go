@@ -143,7 +143,7 @@ func (p pending) empty() bool { return len(p.keys) == 0 && len(p.rollups) == 0 &
 // USAGE_FLUSH_SECONDS at most; 0: after every request).
 // A zero now takes them whether due or not.
 func (h *Handler) takePending(now time.Time) pending {
-	interval := time.Duration(h.intVar("USAGE_FLUSH_SECONDS", 5, 0, 3600)) * time.Second
+	interval := h.cfg().UsageFlush
 	last, _ := h.d.Shared.Get(flushedKey)
 	if ms, _ := strconv.ParseInt(last, 10, 64); !now.IsZero() && ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
 		return pending{}

@@ -12,22 +12,26 @@ import (
 // a storm lasts, requests are answered at once with Retry-After and no key
 // is cooled or blocked for it.
 
-// StormPolicy sets when a storm is declared and how long it holds.
+// StormPolicy sets when a storm is declared and how long it holds; a zero
+// field takes DefaultStorm's.
 type StormPolicy struct {
-	Keys   int           // distinct failing keys that make a storm (default 5)
-	Window time.Duration // within this time, with no success (default 30 s)
-	Hold   time.Duration // how long a declared storm holds (default 10 s)
+	Keys   int           // distinct failing keys that make a storm
+	Window time.Duration // within this time, with no success
+	Hold   time.Duration // how long a declared storm holds
 }
+
+// DefaultStorm is the policy when nothing is configured.
+var DefaultStorm = StormPolicy{Keys: 5, Window: 30 * time.Second, Hold: 10 * time.Second}
 
 func (p StormPolicy) defaults() StormPolicy {
 	if p.Keys <= 0 {
-		p.Keys = 5
+		p.Keys = DefaultStorm.Keys
 	}
 	if p.Window <= 0 {
-		p.Window = 30 * time.Second
+		p.Window = DefaultStorm.Window
 	}
 	if p.Hold <= 0 {
-		p.Hold = 10 * time.Second
+		p.Hold = DefaultStorm.Hold
 	}
 	return p
 }
