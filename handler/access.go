@@ -214,37 +214,64 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	key := throttleKey(r)
-	body, ok := h.readLoginBody(w, r, key, "login.fail")
+	csrf, ok := h.passwordLogin(w, r, b, db, loginRole{
+		name: "admin", session: "a", cookie: adminCookie, failAction: "login.fail",
+		wrongCode: "invalid_admin_password", boundTo: want,
+		right: func(got string) bool { return secretEqual(got, want) },
+	})
 	if !ok {
 		return
 	}
-	got := gjson.GetBytes(body, "password").String()
-	right := got != "" && secretEqual(got, want)
-	switch a, retry := h.passwordAttempt(r, key, right, "login.fail", ""); a {
-	case attemptWrong:
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
-			Message: "wrong admin password"}.write(w)
-		return
-	case attemptThrottled, attemptUnchecked:
-		writeThrottled(w, a, retry)
-		return
-	}
-	ctx := r.Context()
-	if err := store.NewAudit(db).Counting(h.d.Queries).LoginSuccess(ctx, key); err != nil {
-		log.Printf("keypool: clearing failed logins: %v", err)
-	}
-	value, csrf, err := h.newSession(ctx, b, "a", want, h.sessionTTL())
-	if err != nil {
-		log.Printf("keypool: making a session: %v", err)
-		internalError("could not start a session").write(w)
-		return
-	}
-	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, value, int(h.sessionTTL().Seconds())))
 	h.audit(r, db, "session", "login", "", "")
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
 		Key("expires_at").Int(h.d.Now().Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
+}
+
+// loginRole is what differs between the admin and the guest login.
+type loginRole struct {
+	name       string // "admin" or "guest", for messages
+	session    string // the session's role letter
+	cookie     string
+	throttle   string // the prefix of the role's throttle key
+	failAction string // audited for a wrong password
+	wrongCode  string // the error code of a wrong password
+	boundTo    string // what the session is bound to: changing it ends sessions
+	right      func(password string) bool
+}
+
+// passwordLogin checks the {"password"} of a login for role, counted in
+// the throttle, and on success sets the session cookie and returns the
+// session's CSRF token. Otherwise it has answered.
+func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.Box, db *sql.DB, role loginRole) (csrf string, ok bool) {
+	key := role.throttle + throttleKey(r)
+	body, ok := h.readLoginBody(w, r, key, role.failAction)
+	if !ok {
+		return "", false
+	}
+	got := gjson.GetBytes(body, "password").String()
+	right := got != "" && role.right(got)
+	switch a, retry := h.passwordAttempt(r, key, right, role.failAction, ""); a {
+	case attemptWrong:
+		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: role.wrongCode,
+			Message: "wrong " + role.name + " password"}.write(w)
+		return "", false
+	case attemptThrottled, attemptUnchecked:
+		writeThrottled(w, a, retry)
+		return "", false
+	}
+	ctx := r.Context()
+	if err := store.NewAudit(db).Counting(h.d.Queries).LoginSuccess(ctx, key); err != nil {
+		log.Printf("keypool: clearing failed %s logins: %v", role.name, err)
+	}
+	value, csrf, err := h.newSession(ctx, b, role.session, role.boundTo, h.sessionTTL())
+	if err != nil {
+		log.Printf("keypool: making a %s session: %v", role.name, err)
+		internalError("could not start a session").write(w)
+		return "", false
+	}
+	w.Header().Add("Set-Cookie", sessionCookie(r, role.cookie, value, int(h.sessionTTL().Seconds())))
+	return csrf, true
 }
 
 // readLoginBody reads a login body of at most loginBodyLimit bytes. One

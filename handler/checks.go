@@ -265,14 +265,7 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 // setCheckKey puts the key where the check call expects it: the native
 // header for Anthropic and providers without an OpenAI API, else Bearer.
 func setCheckKey(prov provider.Provider, h http.Header, secret string) {
-	if prov.Family == provider.FamilyAnthropic || prov.NoOpenAI {
-		prov.SetKey(h, secret)
-		if prov.Family == provider.FamilyAnthropic {
-			h.Set("Anthropic-Version", "2023-06-01")
-		}
-		return
-	}
-	h.Set("Authorization", "Bearer "+secret)
+	prov.Authorize(h, secret, prov.Family != provider.FamilyAnthropic && !prov.NoOpenAI)
 }
 
 // cronWrites is the budget kept for what a cron run writes after its

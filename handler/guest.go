@@ -50,32 +50,14 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 			Message: "guest login is only used when access_mode is \"restricted\" and a guest password is set"}.write(w)
 		return
 	}
-	key := "guest:" + throttleKey(r)
-	body, ok := h.readLoginBody(w, r, key, "guest.login.fail")
+	_, ok = h.passwordLogin(w, r, b, db, loginRole{
+		name: "guest", session: "g", cookie: guestCookie, throttle: "guest:", failAction: "guest.login.fail",
+		wrongCode: "invalid_guest_password", boundTo: set.guestPassword,
+		right: func(got string) bool { return secretEqual(b.Fingerprint(got, "guest"), set.guestPassword) },
+	})
 	if !ok {
 		return
 	}
-	got := gjson.GetBytes(body, "password").String()
-	right := got != "" && secretEqual(b.Fingerprint(got, "guest"), set.guestPassword)
-	switch a, retry := h.passwordAttempt(r, key, right, "guest.login.fail", ""); a {
-	case attemptWrong:
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_guest_password",
-			Message: "wrong guest password"}.write(w)
-		return
-	case attemptThrottled, attemptUnchecked:
-		writeThrottled(w, a, retry)
-		return
-	}
-	if err := store.NewAudit(db).Counting(h.d.Queries).LoginSuccess(ctx, key); err != nil {
-		log.Printf("keypool: clearing failed guest logins: %v", err)
-	}
-	value, _, err := h.newSession(ctx, b, "g", set.guestPassword, h.sessionTTL())
-	if err != nil {
-		log.Printf("keypool: making a guest session: %v", err)
-		internalError("could not start a session").write(w)
-		return
-	}
-	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, value, int(h.sessionTTL().Seconds())))
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("guest").Bool(true).EndObject().Bytes())
 }

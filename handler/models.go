@@ -203,12 +203,7 @@ func (h *Handler) fetchModelList(ctx context.Context, prov provider.Provider, se
 	if viaGateway {
 		h.setGatewayHeaders(req.Header, ownMetadata(keyID, "models"), true)
 	}
-	if prov.Family == provider.FamilyAnthropic {
-		prov.SetKey(req.Header, secret)
-		req.Header.Set("Anthropic-Version", "2023-06-01")
-	} else {
-		req.Header.Set("Authorization", "Bearer "+secret)
-	}
+	prov.Authorize(req.Header, secret, prov.Family != provider.FamilyAnthropic)
 	if b, ok := queries.(*checkBudget); ok {
 		b.fetched() // a subrequest like the D1 queries it counts
 	}

@@ -318,14 +318,7 @@ func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call ups
 		panic(err)
 	}
 	req.Header = upstreamHeaders(r.Header, call.headers)
-	if call.openAIRoute {
-		req.Header.Set("Authorization", "Bearer "+secret)
-	} else {
-		call.prov.SetKey(req.Header, secret)
-	}
-	if call.prov.Family == provider.FamilyAnthropic && req.Header.Get("Anthropic-Version") == "" {
-		req.Header.Set("Anthropic-Version", "2023-06-01")
-	}
+	call.prov.Authorize(req.Header, secret, call.openAIRoute)
 	if call.viaGateway {
 		// A client's own metadata reaches here only when gateway_headers allows it.
 		h.setGatewayHeaders(req.Header, clientMetadata(call.client, keyID, req.Header.Get("Cf-Aig-Metadata")), false)
@@ -360,13 +353,6 @@ func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		log.Printf("keypool: relaying upstream body: %v", err)
 	}
-}
-
-func headerOf(resp *http.Response) http.Header {
-	if resp == nil {
-		return http.Header{}
-	}
-	return resp.Header
 }
 
 // escapePath turns the decoded rest of a client path into the path part of

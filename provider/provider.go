@@ -211,8 +211,28 @@ func (p Provider) SetKey(h Header, key string) {
 	h.Set(p.KeyHeader, key)
 }
 
-// Header is the part of http.Header that SetKey needs; it keeps this
-// package free of net/http.
+// AnthropicVersion is the Anthropic API version keypool asks for when the
+// client names none.
+const AnthropicVersion = "2023-06-01"
+
+// Authorize puts key on h the way the surface called expects it: the
+// OpenAI-compatible one (openAI) as a bearer token, the native one in the
+// provider's own header (SetKey). Anthropic's API also needs a version,
+// left as it is when the client sent one.
+func (p Provider) Authorize(h Header, key string, openAI bool) {
+	if openAI {
+		h.Set("Authorization", "Bearer "+key)
+	} else {
+		p.SetKey(h, key)
+	}
+	if p.Family == FamilyAnthropic && h.Get("Anthropic-Version") == "" {
+		h.Set("Anthropic-Version", AnthropicVersion)
+	}
+}
+
+// Header is the part of http.Header that SetKey and Authorize need; it
+// keeps this package free of net/http.
 type Header interface {
 	Set(key, value string)
+	Get(key string) string
 }

@@ -199,7 +199,42 @@ func TestSetKey(t *testing.T) {
 // the provider's header name as given.
 type recordingHeader map[string]string
 
-func (r recordingHeader) Set(k, v string) { r[k] = v }
+func (r recordingHeader) Set(k, v string)     { r[k] = v }
+func (r recordingHeader) Get(k string) string { return r[k] }
+
+func TestAuthorize(t *testing.T) {
+	tests := []struct {
+		provider string
+		openAI   bool
+		sent     map[string]string // what the client sent
+		want     map[string]string
+	}{
+		{"openai", true, nil, map[string]string{"Authorization": "Bearer k"}},
+		{"google-ai-studio", false, nil, map[string]string{"x-goog-api-key": "k"}},
+		{"google-ai-studio", true, nil, map[string]string{"Authorization": "Bearer k"}},
+		{"anthropic", false, nil, map[string]string{"x-api-key": "k", "Anthropic-Version": AnthropicVersion}},
+		{"anthropic", true, nil, map[string]string{"Authorization": "Bearer k", "Anthropic-Version": AnthropicVersion}},
+		{"anthropic", false, map[string]string{"Anthropic-Version": "2024-01-01"},
+			map[string]string{"x-api-key": "k", "Anthropic-Version": "2024-01-01"}},
+	}
+	for _, tt := range tests {
+		p, _ := Lookup(tt.provider)
+		h := recordingHeader{}
+		for k, v := range tt.sent {
+			h[k] = v
+		}
+		p.Authorize(h, "k", tt.openAI)
+		if len(h) != len(tt.want) {
+			t.Errorf("%s openAI=%v: %v, want %v", tt.provider, tt.openAI, h, tt.want)
+			continue
+		}
+		for k, v := range tt.want {
+			if h[k] != v {
+				t.Errorf("%s openAI=%v: %s=%q, want %q", tt.provider, tt.openAI, k, h[k], v)
+			}
+		}
+	}
+}
 
 func TestSetKeyHeaderName(t *testing.T) {
 	tests := []struct{ provider, key, value string }{
