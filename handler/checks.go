@@ -230,7 +230,7 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 			}
 		}
 		if r.Outcome != rotation.CheckOK {
-			r.Detail = store.MaskExcerpt(data, k.Secret)
+			r.Detail = provider.MaskExcerpt(data, k.Secret)
 		}
 		return r, status, data
 	}

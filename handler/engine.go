@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/usage"
@@ -161,13 +162,13 @@ func (p *proxyRun) try(step rotation.Step) attemptAnswer {
 	resp, err := p.h.d.Fetch(p.h.upstreamRequest(ctx, p.r, p.call, step.Key.Secret, step.Key.ID))
 	got := attemptAnswer{attempt: step.Attempt, at: p.h.d.Now()}
 	if err != nil {
-		got.excerpt = store.MaskExcerpt([]byte(err.Error()), step.Key.Secret)
+		got.excerpt = provider.MaskExcerpt([]byte(err.Error()), step.Key.Secret)
 		return got
 	}
 	got.resp, got.answer.Status, got.answer.Header = resp, resp.StatusCode, resp.Header
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		got.answer.Body, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
-		got.excerpt = store.MaskExcerpt(got.answer.Body, step.Key.Secret)
+		got.excerpt = provider.MaskExcerpt(got.answer.Body, step.Key.Secret)
 	}
 	return got
 }

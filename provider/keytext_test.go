@@ -360,3 +360,66 @@ func FuzzParseKeys(f *testing.F) {
 		}
 	})
 }
+
+// longestLeak is the longest run of secret (longer than what Mask shows)
+// that appears in s.
+func longestLeak(s, secret string) string {
+	best := ""
+	for i := 0; i < len(secret); i++ {
+		for j := i + len(best) + 1; j <= len(secret); j++ {
+			if !strings.Contains(s, secret[i:j]) {
+				break
+			}
+			best = secret[i:j]
+		}
+	}
+	return best
+}
+
+func TestMaskExcerpt(t *testing.T) {
+	secret := "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef"
+	masked := Mask(secret)
+	anthropic := "sk-ant-api03-" + strings.Repeat("AbCdEfGhIjKlMnOpQrStUvWxYz", 4)[:95]
+	filler := func(n int) string { return strings.Repeat(".", n) }
+	tests := []struct {
+		name   string
+		body   string
+		secret string
+		want   string // exact result, when set
+	}{
+		{"short, no secret", `{"error":"bad"}`, secret, `{"error":"bad"}`},
+		{"short, secret", `{"error":"invalid key ` + secret + `"}`, secret, `{"error":"invalid key ` + masked + `"}`},
+		{"secret twice", secret + " " + secret, secret, masked + " " + masked},
+		{"no secret given", filler(400), "", filler(300)},
+		{"empty body", "", secret, ""},
+		{"long body, secret first", secret + filler(5000), secret, masked + filler(300-len(masked))},
+		{"long body, secret at 280", filler(280) + secret + filler(5000), secret, filler(280) + masked + filler(8)},
+		{"long body, secret across 300", filler(295) + secret + filler(100), secret, filler(295) + masked[:5]},
+		{"long body, secret at the 1200 cut", filler(1190) + secret + filler(100), secret, filler(300)},
+		{"secret echoed many times", strings.Repeat(secret+" ", 60), secret, ""},
+		// Masking shrinks each echo of a long (Anthropic-sized) key from 108
+		// to 12 bytes, which pulls the copy cut in half at the 1200-byte
+		// pre-cut inside the first 300 bytes.
+		{"long secret echoed, cut at 1200", filler(50) + strings.Repeat(anthropic, 20), anthropic, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := MaskExcerpt([]byte(tt.body), tt.secret)
+			if len(got) > 300 {
+				t.Errorf("len = %d, want ≤ 300", len(got))
+			}
+			if tt.secret != "" {
+				// Mask shows 5 + 4 characters; no longer run of the secret may appear.
+				if leak := longestLeak(got, tt.secret); len(leak) > 5 {
+					t.Errorf("excerpt reveals %d characters of the secret: %q\nexcerpt: %q", len(leak), leak, got)
+				}
+			}
+			if tt.want != "" && got != tt.want {
+				t.Errorf("got  %q\nwant %q", got, tt.want)
+			}
+			if tt.want == "" && tt.body != "" && got == "" {
+				t.Errorf("empty excerpt for a non-empty body")
+			}
+		})
+	}
+}

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"log"
 	"slices"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
@@ -769,35 +767,6 @@ func (k *Keys) PruneCooling(ctx context.Context, now int64) (int64, error) {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// MaskExcerpt cuts an upstream body to a short excerpt fit for the key's
-// history, with the key's own secret masked wherever the provider echoed
-// it, even cut short at the end of the body.
-func MaskExcerpt(body []byte, secret string) string {
-	const max = 300
-	s := string(body)
-	if secret != "" {
-		s = strings.ReplaceAll(s, secret, provider.Mask(secret))
-		// A body read up to a limit may end in the first part of the secret.
-		for i := len(secret) - 1; i >= 4; i-- {
-			if strings.HasSuffix(s, secret[:i]) {
-				s = s[:len(s)-i]
-				break
-			}
-		}
-	}
-	if len(s) > max {
-		s = s[:max]
-		// Do not leave half a character at the cut.
-		for i := 0; i < utf8.UTFMax && len(s) > 0; i++ {
-			if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
-				break
-			}
-			s = s[:len(s)-1]
-		}
-	}
-	return s
 }
 
 // Bulk applies an admin action to many keys: "enable", "disable",
