@@ -266,8 +266,7 @@ func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.
 	}
 	value, csrf, err := h.newSession(ctx, b, role.session, role.boundTo, h.sessionTTL())
 	if err != nil {
-		log.Printf("keypool: making a %s session: %v", role.name, err)
-		internalError("could not start a session").write(w)
+		failed(w, err, "could not start a session", "making a %s session", role.name)
 		return "", false
 	}
 	w.Header().Add("Set-Cookie", sessionCookie(r, role.cookie, value, int(h.sessionTTL().Seconds())))
@@ -315,8 +314,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if want := h.cfg().AdminPassword; adminPasswordLongEnough(want) {
 		if _, ok := h.readSession(r, adminCookie, "a", want); ok {
 			if err := h.revokeSessions(r.Context(), "a"); err != nil {
-				log.Printf("keypool: ending the admin sessions: %v", err)
-				internalError("could not end the admin session; try again").write(w)
+				failed(w, err, "could not end the admin session; try again", "ending the admin sessions")
 				return
 			}
 			ended = true

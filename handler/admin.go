@@ -47,8 +47,7 @@ func (h *Handler) keys(w http.ResponseWriter) (*store.Keys, bool) {
 func (h *Handler) db(w http.ResponseWriter) (*sql.DB, bool) {
 	db, err := h.d.DB()
 	if err != nil {
-		log.Printf("keypool: database unavailable: %v", err)
-		internalError("keypool's database is not available (is the D1 binding DB configured?)").write(w)
+		failed(w, err, "keypool's database is not available (is the D1 binding DB configured?)", "database unavailable")
 		return nil, false
 	}
 	return db, true
@@ -175,8 +174,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := keys.List(r.Context(), prov)
 	if err != nil {
-		log.Printf("keypool: listing keys: %v", err)
-		internalError("could not read the key pool").write(w)
+		failed(w, err, "could not read the key pool", "listing keys")
 		return
 	}
 	now := h.d.Now().UnixMilli()
@@ -201,8 +199,7 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	if err != nil {
-		log.Printf("keypool: reading key %d: %v", id, err)
-		internalError("could not read the key").write(w)
+		failed(w, err, "could not read the key", "reading key %d", id)
 		return
 	}
 	var b jsonout.Builder
@@ -259,8 +256,7 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	if err != nil {
-		log.Printf("keypool: deleting key %d: %v", id, err)
-		internalError("could not delete the key").write(w)
+		failed(w, err, "could not delete the key", "deleting key %d", id)
 		return
 	}
 	var b jsonout.Builder
@@ -340,8 +336,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	if err != nil {
-		log.Printf("keypool: updating key %d: %v", id, err)
-		internalError("could not update the key").write(w)
+		failed(w, err, "could not update the key", "updating key %d", id)
 		return
 	}
 	h.getKey(w, r, id)
@@ -360,8 +355,7 @@ func (h *Handler) revealKey(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	if err != nil {
-		log.Printf("keypool: revealing key %d: %v", id, err)
-		internalError("could not open the key (was KEYPOOL_SECRET changed?)").write(w)
+		failed(w, err, "could not open the key (was KEYPOOL_SECRET changed?)", "revealing key %d", id)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -383,8 +377,7 @@ func (h *Handler) keyBalance(w http.ResponseWriter, r *http.Request, id int64) {
 	since := h.d.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
 	points, err := store.NewChecks(db).Counting(h.d.Queries).BalanceHistory(r.Context(), id, since)
 	if err != nil {
-		log.Printf("keypool: reading key %d balance history: %v", id, err)
-		internalError("could not read the balance history").write(w)
+		failed(w, err, "could not read the balance history", "reading key %d balance history", id)
 		return
 	}
 	var b jsonout.Builder
@@ -410,8 +403,7 @@ func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := store.NewAudit(db).Counting(h.d.Queries).Page(r.Context(), before, limit)
 	if err != nil {
-		log.Printf("keypool: reading the audit log: %v", err)
-		internalError("could not read the audit log").write(w)
+		failed(w, err, "could not read the audit log", "reading the audit log")
 		return
 	}
 	var b jsonout.Builder

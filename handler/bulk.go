@@ -1,7 +1,6 @@
 package handler
 
 import (
-	"log"
 	"net/http"
 	"strconv"
 	"strings"
@@ -63,8 +62,7 @@ func (h *Handler) bulkKeys(w http.ResponseWriter, r *http.Request) {
 	n, err := keys.Bulk(r.Context(), ids, action, h.d.Now().UnixMilli())
 	h.invalidate()
 	if err != nil {
-		log.Printf("keypool: bulk %s: %v", action, err)
-		internalError("could not apply the bulk action").write(w)
+		failed(w, err, "could not apply the bulk action", "bulk %s", action)
 		return
 	}
 	auditNote(w, action+" "+strconv.Itoa(len(ids))+" keys")
@@ -132,8 +130,7 @@ func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := keys.Export(r.Context(), ids, prov, validOnly, hasMin, minBalance)
 	if err != nil {
-		log.Printf("keypool: export: %v", err)
-		internalError("could not export the keys").write(w)
+		failed(w, err, "could not export the keys", "export")
 		return
 	}
 	parts := make([]string, 0, len(list))
@@ -175,8 +172,7 @@ func (h *Handler) balanceTrend(w http.ResponseWriter, r *http.Request) {
 	}
 	points, err := store.NewChecks(db).Counting(h.d.Queries).BalanceTrend(r.Context(), since, r.URL.Query().Get("provider"))
 	if err != nil {
-		log.Printf("keypool: balance trend: %v", err)
-		internalError("could not read the balance history").write(w)
+		failed(w, err, "could not read the balance history", "balance trend")
 		return
 	}
 	var b jsonout.Builder

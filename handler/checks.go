@@ -469,8 +469,7 @@ func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB
 		case http.MethodGet:
 			jobs, err := checks.Jobs(ctx, 20, false)
 			if err != nil {
-				log.Printf("keypool: listing check jobs: %v", err)
-				internalError("could not read the check jobs").write(w)
+				failed(w, err, "could not read the check jobs", "listing check jobs")
 				return
 			}
 			var b jsonout.Builder
@@ -496,8 +495,7 @@ func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB
 		return
 	}
 	if err != nil {
-		log.Printf("keypool: reading check job %d: %v", id, err)
-		internalError("could not read the check job").write(w)
+		failed(w, err, "could not read the check job", "reading check job %d", id)
 		return
 	}
 	switch {
@@ -519,8 +517,7 @@ func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB
 		return
 	}
 	if err != nil {
-		log.Printf("keypool: check job %d: %v", id, err)
-		internalError("could not update the check job").write(w)
+		failed(w, err, "could not update the check job", "check job %d", id)
 		return
 	}
 	var b jsonout.Builder
@@ -623,8 +620,7 @@ func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.
 	ctx := r.Context()
 	j, err := checks.CreateJob(ctx, string(filter.EndObject().Bytes()), string(opts.EndObject().Bytes()), h.d.Now().UnixMilli())
 	if err != nil {
-		log.Printf("keypool: creating a check job: %v", err)
-		internalError("could not create the check job").write(w)
+		failed(w, err, "could not create the check job", "creating a check job")
 		return
 	}
 	if j.State == store.JobRunning {

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"log"
 	"net/http"
 	"strconv"
 
@@ -57,4 +58,12 @@ func notFound(msg string) apiError {
 
 func internalError(msg string) apiError {
 	return apiError{Status: http.StatusInternalServerError, Message: msg, Type: "server_error", Code: "internal_error"}
+}
+
+// failed answers 500 with message after logging err with what keypool
+// was doing (format and args). err comes from the store or the seal and
+// never holds a secret; message is what the client may know.
+func failed(w http.ResponseWriter, err error, message, format string, args ...any) {
+	log.Printf("keypool: "+format+": %v", append(args, err)...)
+	internalError(message).write(w)
 }

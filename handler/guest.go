@@ -2,7 +2,6 @@ package handler
 
 import (
 	"context"
-	"log"
 	"net/http"
 	"net/url"
 	"sort"
@@ -104,8 +103,7 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 		view, err = h.cachedGuestView(ctx, keys)
 	}
 	if err != nil {
-		log.Printf("keypool: guest summary: %v", err)
-		internalError("could not read the pool").write(w)
+		failed(w, err, "could not read the pool", "guest summary")
 		return
 	}
 	page, size := guestPaging(r.URL.Query(), set.pageSize)

@@ -42,14 +42,12 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB,
 	models := store.NewModels(db).Counting(h.d.Queries)
 	servable, err := models.Servable(ctx)
 	if err != nil {
-		log.Printf("keypool: reading providers with keys: %v", err)
-		internalError("keypool could not read its key pool").write(w)
+		failed(w, err, "keypool could not read its key pool", "reading providers with keys")
 		return
 	}
 	lists, err := models.All(ctx)
 	if err != nil {
-		log.Printf("keypool: reading model lists: %v", err)
-		internalError("keypool could not read its model lists").write(w)
+		failed(w, err, "keypool could not read its model lists", "reading model lists")
 		return
 	}
 	for _, p := range servable {

@@ -79,8 +79,7 @@ func (h *Handler) revokeSessions(ctx context.Context, roles ...string) error {
 // everywhere": every admin and guest session ends, this one included.
 func (h *Handler) revokeAllSessions(w http.ResponseWriter, r *http.Request) {
 	if err := h.revokeSessions(r.Context(), "a", "g"); err != nil {
-		log.Printf("keypool: ending every session: %v", err)
-		internalError("could not end the sessions").write(w)
+		failed(w, err, "could not end the sessions", "ending every session")
 		return
 	}
 	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, "", 0))

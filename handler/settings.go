@@ -444,8 +444,7 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 			return
 		}
 		if err := st.Set(ctx, changes, h.d.Now().UnixMilli()); err != nil {
-			log.Printf("keypool: saving settings: %v", err)
-			internalError("could not save the settings").write(w)
+			failed(w, err, "could not save the settings", "saving settings")
 			return
 		}
 		h.invalidate()
@@ -455,8 +454,7 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 	}
 	m, err := st.All(ctx)
 	if err != nil {
-		log.Printf("keypool: reading settings: %v", err)
-		internalError("could not read the settings").write(w)
+		failed(w, err, "could not read the settings", "reading settings")
 		return
 	}
 	s := parseSettings(m)

@@ -101,8 +101,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 	h.flushNow() // what this isolate still holds counts too
 	points, err := store.NewRollups(db).Counting(h.d.Queries).Series(r.Context(), s.granularity, s.from, s.to, s.filter, s.group)
 	if err != nil {
-		log.Printf("keypool: reading usage rollups: %v", err)
-		internalError("could not read the usage statistics").write(w)
+		failed(w, err, "could not read the usage statistics", "reading usage rollups")
 		return
 	}
 	if s.csv {

@@ -3,7 +3,6 @@ package handler
 import (
 	"context"
 	"errors"
-	"log"
 	"net/http"
 	"slices"
 	"strconv"
@@ -59,8 +58,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 		return client{}, false
 	}
 	if err != nil {
-		log.Printf("keypool: reading a client token: %v", err)
-		internalError("keypool could not check the token").write(w)
+		failed(w, err, "keypool could not check the token", "reading a client token")
 		return client{}, false
 	}
 	now := h.d.Now().UnixMilli()
@@ -523,8 +521,7 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
 	t.Prefix = secret[:7]
 	t, err := st.Create(r.Context(), t, seal.HashToken(secret), h.d.Now().UnixMilli())
 	if err != nil {
-		log.Printf("keypool: creating a token: %v", err)
-		internalError("could not create the token").write(w)
+		failed(w, err, "could not create the token", "creating a token")
 		return
 	}
 	auditNote(w, "token "+t.Prefix+"…")
@@ -542,8 +539,7 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := st.List(r.Context())
 	if err != nil {
-		log.Printf("keypool: listing tokens: %v", err)
-		internalError("could not read the tokens").write(w)
+		failed(w, err, "could not read the tokens", "listing tokens")
 		return
 	}
 	var b jsonout.Builder
@@ -616,8 +612,7 @@ func tokenFound(w http.ResponseWriter, err error, id int64) bool {
 		return false
 	}
 	if err != nil {
-		log.Printf("keypool: token %d: %v", id, err)
-		internalError("could not read or write the token").write(w)
+		failed(w, err, "could not read or write the token", "token %d", id)
 		return false
 	}
 	return true
