@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -172,36 +171,34 @@ const (
 )
 
 func (h *Handler) cachedGuestView(ctx context.Context, keys *store.Keys) (guestView, error) {
-	ttl := h.cfg().CacheTTL
-	now := h.d.Now()
-	if v, ok := h.d.Shared.Get(guestViewKey); ok && ttl > 0 {
-		c := gjson.Parse(v)
-		if now.Sub(time.UnixMilli(c.Get("read").Int())) < ttl {
-			view := guestView{head: c.Get("head").Raw}
-			for _, k := range c.Get("keys").Array() {
-				view.keys = append(view.keys, k.Raw)
-			}
-			return view, nil
+	var view guestView
+	v, hit, err := h.readThrough(guestViewKey, false, func() (string, bool, error) {
+		var err error
+		if view, err = h.readGuestView(ctx, keys); err != nil {
+			return "", false, err
 		}
-	}
-	view, err := h.readGuestView(ctx, keys)
-	if err != nil || ttl == 0 {
+		size := len(view.head)
+		for _, k := range view.keys {
+			size += len(k) + 1
+		}
+		if size > guestViewMaxBytes {
+			return "", false, nil
+		}
+		var b jsonout.Builder
+		b.Object().Key("head").Raw([]byte(view.head)).Key("keys").Array()
+		for _, k := range view.keys {
+			b.Raw([]byte(k))
+		}
+		return string(b.EndArray().EndObject().Bytes()), true, nil
+	})
+	if err != nil || !hit {
 		return view, err
 	}
-	size := len(view.head)
-	for _, k := range view.keys {
-		size += len(k) + 1
+	c := gjson.Parse(v)
+	view = guestView{head: c.Get("head").Raw}
+	for _, k := range c.Get("keys").Array() {
+		view.keys = append(view.keys, k.Raw)
 	}
-	if size > guestViewMaxBytes {
-		h.d.Shared.Delete(guestViewKey)
-		return view, nil
-	}
-	var b jsonout.Builder
-	b.Object().Key("read").Int(now.UnixMilli()).Key("head").Raw([]byte(view.head)).Key("keys").Array()
-	for _, k := range view.keys {
-		b.Raw([]byte(k))
-	}
-	h.d.Shared.Set(guestViewKey, string(b.EndArray().EndObject().Bytes()))
 	return view, nil
 }
 

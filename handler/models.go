@@ -29,41 +29,34 @@ const modelsKey = "models"
 // usable key, bare for the default provider, plus the aliases. The lists
 // come from D1; a provider whose list was never fetched is asked once here.
 func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, c client) {
-	now := h.d.Now()
-	ttl := h.cfg().CacheTTL
-	if v, ok := h.d.Shared.Get(modelsKey); ok && ttl > 0 {
-		res := gjson.Parse(v)
-		if now.Sub(time.UnixMilli(res.Get("read").Int())) < ttl {
-			writeJSON(w, http.StatusOK, scopeModels([]byte(res.Get("body").Raw), c, set, h.defaultProvider()))
-			return
+	message, doing := "", ""
+	body, _, err := h.readThrough(modelsKey, false, func() (string, bool, error) {
+		ctx := r.Context()
+		models := store.NewModels(db).Counting(h.d.Queries)
+		servable, err := models.Servable(ctx)
+		if err != nil {
+			message, doing = "keypool could not read its key pool", "reading providers with keys"
+			return "", false, err
 		}
-	}
-	ctx := r.Context()
-	models := store.NewModels(db).Counting(h.d.Queries)
-	servable, err := models.Servable(ctx)
-	if err != nil {
-		failed(w, err, "keypool could not read its key pool", "reading providers with keys")
-		return
-	}
-	lists, err := models.All(ctx)
-	if err != nil {
-		failed(w, err, "keypool could not read its model lists", "reading model lists")
-		return
-	}
-	for _, p := range servable {
-		if _, ok := lists[p]; !ok {
-			if got, ok := h.refreshModels(ctx, db, p, h.d.Queries); ok {
-				lists[p] = store.ProviderModels{Models: got, UpdatedAt: now.UnixMilli()}
+		lists, err := models.All(ctx)
+		if err != nil {
+			message, doing = "keypool could not read its model lists", "reading model lists"
+			return "", false, err
+		}
+		for _, p := range servable {
+			if _, ok := lists[p]; !ok {
+				if got, ok := h.refreshModels(ctx, db, p, h.d.Queries); ok {
+					lists[p] = store.ProviderModels{Models: got, UpdatedAt: h.d.Now().UnixMilli()}
+				}
 			}
 		}
+		return string(modelList(servable, lists, set, h.defaultProvider())), true, nil
+	})
+	if err != nil {
+		failed(w, err, message, "%s", doing)
+		return
 	}
-	body := modelList(servable, lists, set, h.defaultProvider())
-	if ttl > 0 {
-		var b jsonout.Builder
-		b.Object().Key("read").Int(now.UnixMilli()).Key("body").Raw(body).EndObject()
-		h.d.Shared.Set(modelsKey, string(b.Bytes()))
-	}
-	writeJSON(w, http.StatusOK, scopeModels(body, c, set, h.defaultProvider()))
+	writeJSON(w, http.StatusOK, scopeModels([]byte(body), c, set, h.defaultProvider()))
 }
 
 // scopeModels keeps the models of a list that the client's token may use.

@@ -5,7 +5,6 @@ import (
 	"log"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -24,29 +23,26 @@ const sessionGenKey = "session-generations"
 // sessionGeneration returns role's current generation, from the cache
 // unless fresh or older than CACHE_SECONDS.
 func (h *Handler) sessionGeneration(ctx context.Context, role string, fresh bool) (int64, error) {
-	ttl := h.cfg().CacheTTL
-	now := h.d.Now()
-	if v, ok := h.d.Shared.Get(sessionGenKey); ok && !fresh && ttl > 0 {
-		c := gjson.Parse(v)
-		if now.Sub(time.UnixMilli(c.Get("read").Int())) < ttl {
-			return c.Get(role).Int(), nil
+	v, _, err := h.readThrough(sessionGenKey, fresh, func() (string, bool, error) {
+		db, err := h.d.DB()
+		if err != nil {
+			return "", false, err
 		}
-	}
-	db, err := h.d.DB()
+		gens, err := store.NewSessions(db).Counting(h.d.Queries).Generations(ctx)
+		if err != nil {
+			return "", false, err
+		}
+		var b jsonout.Builder
+		b.Object()
+		for _, r := range []string{"a", "g"} {
+			b.Key(r).Int(gens[r])
+		}
+		return string(b.EndObject().Bytes()), true, nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	gens, err := store.NewSessions(db).Counting(h.d.Queries).Generations(ctx)
-	if err != nil {
-		return 0, err
-	}
-	var b jsonout.Builder
-	b.Object().Key("read").Int(now.UnixMilli())
-	for _, r := range []string{"a", "g"} {
-		b.Key(r).Int(gens[r])
-	}
-	h.d.Shared.Set(sessionGenKey, string(b.EndObject().Bytes()))
-	return gens[role], nil
+	return gjson.Get(v, role).Int(), nil
 }
 
 // currentGeneration reports whether a verified cookie's generation gen is

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -331,25 +330,26 @@ func (h *Handler) settings(ctx context.Context, db *sql.DB) settings {
 
 // settingsCounted is settings with its D1 query counted in queries.
 func (h *Handler) settingsCounted(ctx context.Context, db *sql.DB, queries store.Counter) settings {
-	ttl := h.cfg().CacheTTL
-	now := h.d.Now()
-	if v, ok := h.d.Shared.Get(settingsKey); ok && ttl > 0 {
-		r := gjson.Parse(v)
-		if now.Sub(time.UnixMilli(r.Get("read").Int())) < ttl {
-			return parseSettings(stringMap(r.Get("values")))
+	var m map[string]string
+	v, hit, err := h.readThrough(settingsKey, false, func() (string, bool, error) {
+		var err error
+		if m, err = store.NewSettings(db).Counting(queries).All(ctx); err != nil {
+			return "", false, err
 		}
-	}
-	m, err := store.NewSettings(db).Counting(queries).All(ctx)
-	if err != nil {
+		var b jsonout.Builder
+		b.Object()
+		for k, v := range m {
+			b.Key(k).String(v)
+		}
+		return string(b.EndObject().Bytes()), true, nil
+	})
+	switch {
+	case err != nil:
 		log.Printf("keypool: reading settings: %v", err)
 		return settings{}
+	case hit:
+		m = stringMap(gjson.Parse(v))
 	}
-	var b jsonout.Builder
-	b.Object().Key("read").Int(now.UnixMilli()).Key("values").Object()
-	for k, v := range m {
-		b.Key(k).String(v)
-	}
-	h.d.Shared.Set(settingsKey, string(b.EndObject().EndObject().Bytes()))
 	return parseSettings(m)
 }
 

@@ -77,42 +77,38 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 // token returns the token with hash, from the isolate's cache when it is
 // younger than CACHE_SECONDS; any admin change drops the cache.
 func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
-	ttl := h.cfg().CacheTTL
-	now := h.d.Now()
-	key := tokenCacheKey(hash)
-	if v, ok := h.d.Shared.Get(key); ok && ttl > 0 {
-		r := gjson.Parse(v)
-		if now.Sub(time.UnixMilli(r.Get("read").Int())) < ttl {
-			if !r.Get("found").Bool() {
-				return store.Token{}, store.ErrTokenNotFound
-			}
-			return decodeToken(r.Get("t")), nil
+	var tok store.Token
+	v, hit, err := h.readThrough(tokenCacheKey(hash), false, func() (string, bool, error) {
+		db, err := h.d.DB()
+		if err != nil {
+			return "", false, err
 		}
-	}
-	db, err := h.d.DB()
-	if err != nil {
-		return store.Token{}, err
-	}
-	tok, err := store.NewTokens(db).Counting(h.d.Queries).ByHash(ctx, hash)
-	if err != nil && !errors.Is(err, store.ErrTokenNotFound) {
-		return tok, err
-	}
-	if ttl > 0 {
+		tok, err = store.NewTokens(db).Counting(h.d.Queries).ByHash(ctx, hash)
+		switch {
+		case errors.Is(err, store.ErrTokenNotFound):
+			return "", true, nil // no such token, remembered too
+		case err != nil:
+			return "", false, err
+		}
 		var b jsonout.Builder
-		b.Object().Key("read").Int(now.UnixMilli()).Key("found").Bool(err == nil)
-		if err == nil {
-			b.Key("t")
-			encodeToken(&b, tok)
-		}
-		h.d.Shared.Set(key, string(b.EndObject().Bytes()))
-		if err == nil {
-			// Lets takeTokenUsage drop the record once its use is written.
-			// Written after the record, so that the cache's bound drops
-			// the record first.
-			h.d.Shared.Set(tokenIDKey(tok.ID), hash)
-		}
+		encodeToken(&b, tok)
+		return string(b.Bytes()), true, nil
+	})
+	switch {
+	case err != nil:
+		return store.Token{}, err
+	case v == "":
+		return store.Token{}, store.ErrTokenNotFound
+	case hit:
+		return decodeToken(gjson.Parse(v)), nil
 	}
-	return tok, err
+	if h.cfg().CacheTTL > 0 {
+		// Lets takeTokenUsage drop the record once its use is written.
+		// Written after the record, so that the cache's bound drops the
+		// record first.
+		h.d.Shared.Set(tokenIDKey(tok.ID), hash)
+	}
+	return tok, nil
 }
 
 // tokenCacheKey names a cached token record, tokenIDKey the hash of a
