@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"errors"
 	"io"
-	"log"
 	"net/http"
 	"strconv"
 	"strings"
@@ -58,82 +57,113 @@ func (h *Handler) db(w http.ResponseWriter) (*sql.DB, bool) {
 // lists what was added, what was already there and what was rejected and
 // why; one bad line never fails the rest.
 func (h *Handler) addKeys(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil {
-		badRequest(`send a JSON body: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").write(w)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
-	if err != nil {
-		badRequest("could not read the request body: "+err.Error(), "").write(w)
-		return
-	}
-	if len(body) > maxAdminBody {
-		apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-			Message: "import at most " + strconv.Itoa(maxAdminBody>>20) + " MiB at a time; split the list"}.write(w)
-		return
-	}
-	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-		badRequest(`body must be a JSON object: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").write(w)
-		return
-	}
-	pv := gjson.GetBytes(body, "provider")
-	if pv.Type != gjson.String || pv.String() == "" {
-		badRequest("provider is required; one of: "+strings.Join(provider.Names(), ", "), "provider").write(w)
-		return
-	}
-	prov, ok := provider.Lookup(pv.String())
+	in, ok := readImport(w, r)
 	if !ok {
-		badRequest("unknown provider "+strconv.Quote(pv.String())+"; one of: "+strings.Join(provider.Names(), ", "), "provider").write(w)
 		return
 	}
-	kv := gjson.GetBytes(body, "keys")
-	var text string
-	switch {
-	case kv.Type == gjson.String:
-		text = kv.String()
-	case kv.IsArray():
-		var lines []string
-		for i, e := range kv.Array() {
-			if e.Type != gjson.String {
-				badRequest("keys["+strconv.Itoa(i)+"] is not a string", "keys").write(w)
-				return
-			}
-			lines = append(lines, e.String())
-		}
-		text = strings.Join(lines, "\n")
-	default:
-		badRequest("keys is required: a string of keys separated by newlines, commas, spaces, semicolons or tabs, or an array of strings", "keys").write(w)
-		return
-	}
-	label := ""
-	if lv := gjson.GetBytes(body, "label"); lv.Exists() {
-		if lv.Type != gjson.String {
-			badRequest("label must be a string", "label").write(w)
-			return
-		}
-		label = strings.TrimSpace(lv.String())
-		if len([]rune(label)) > maxLabel {
-			badRequest("label is longer than "+strconv.Itoa(maxLabel)+" characters", "label").write(w)
-			return
-		}
-	}
-	parsed := prov.ParseKeys(text)
+	parsed := in.prov.ParseKeys(in.text)
 	keys, ok := h.keys(w)
 	if !ok {
 		return
 	}
-	added, dups, err := keys.Add(r.Context(), prov.Name, label, parsed.Keys, h.d.Now().UnixMilli())
+	added, dups, err := keys.Add(r.Context(), in.prov.Name, in.label, parsed.Keys, h.d.Now().UnixMilli())
 	if len(added) > 0 {
 		h.invalidate()
 	}
 	if err != nil {
 		// Keys added before the failure stay added; say so.
-		log.Printf("keypool: importing keys: %v", err)
-		internalError("the import stopped after " + strconv.Itoa(len(added)) + " keys were added: database error; send the list again to add the rest (keys already added count as duplicates)").write(w)
+		failed(w, err, "the import stopped after "+strconv.Itoa(len(added))+" keys were added: database error; send the list again to add the rest (keys already added count as duplicates)", "importing keys")
 		return
 	}
+	status := http.StatusOK
+	if len(added) > 0 {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, importResult(in.prov.Name, added, dups, parsed))
+}
+
+// importRequest is a POST /admin/api/keys body, checked.
+type importRequest struct {
+	prov  provider.Provider
+	text  string // the keys, one text however they were sent
+	label string
+}
+
+// readImport reads and checks an import body; when it is not right it
+// answers which field is wrong.
+func readImport(w http.ResponseWriter, r *http.Request) (importRequest, bool) {
+	var in importRequest
+	if r.Body == nil {
+		badRequest(`send a JSON body: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").write(w)
+		return in, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		badRequest("could not read the request body: "+err.Error(), "").write(w)
+		return in, false
+	}
+	if len(body) > maxAdminBody {
+		apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+			Message: "import at most " + strconv.Itoa(maxAdminBody>>20) + " MiB at a time; split the list"}.write(w)
+		return in, false
+	}
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		badRequest(`body must be a JSON object: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").write(w)
+		return in, false
+	}
+	pv := gjson.GetBytes(body, "provider")
+	if pv.Type != gjson.String || pv.String() == "" {
+		badRequest("provider is required; one of: "+strings.Join(provider.Names(), ", "), "provider").write(w)
+		return in, false
+	}
+	var ok bool
+	if in.prov, ok = provider.Lookup(pv.String()); !ok {
+		badRequest("unknown provider "+strconv.Quote(pv.String())+"; one of: "+strings.Join(provider.Names(), ", "), "provider").write(w)
+		return in, false
+	}
+	if in.text, ok = importText(w, gjson.GetBytes(body, "keys")); !ok {
+		return in, false
+	}
+	if lv := gjson.GetBytes(body, "label"); lv.Exists() {
+		if lv.Type != gjson.String {
+			badRequest("label must be a string", "label").write(w)
+			return in, false
+		}
+		in.label = strings.TrimSpace(lv.String())
+		if len([]rune(in.label)) > maxLabel {
+			badRequest("label is longer than "+strconv.Itoa(maxLabel)+" characters", "label").write(w)
+			return in, false
+		}
+	}
+	return in, true
+}
+
+// importText is the "keys" of an import, a string or an array of strings,
+// as one text.
+func importText(w http.ResponseWriter, kv gjson.Result) (string, bool) {
+	switch {
+	case kv.Type == gjson.String:
+		return kv.String(), true
+	case kv.IsArray():
+		var lines []string
+		for i, e := range kv.Array() {
+			if e.Type != gjson.String {
+				badRequest("keys["+strconv.Itoa(i)+"] is not a string", "keys").write(w)
+				return "", false
+			}
+			lines = append(lines, e.String())
+		}
+		return strings.Join(lines, "\n"), true
+	}
+	badRequest("keys is required: a string of keys separated by newlines, commas, spaces, semicolons or tabs, or an array of strings", "keys").write(w)
+	return "", false
+}
+
+// importResult is the answer to an import: the keys added, duplicate
+// (already stored, or twice in the text) and rejected, each masked.
+func importResult(prov string, added []store.Key, dups []string, parsed provider.ParsedKeys) []byte {
 	var b jsonout.Builder
-	b.Object().Key("provider").String(prov.Name).
+	b.Object().Key("provider").String(prov).
 		Key("added").Int(int64(len(added))).
 		Key("duplicates").Int(int64(len(dups) + len(parsed.Duplicates))).
 		Key("rejected").Int(int64(len(parsed.Rejected)))
@@ -152,12 +182,7 @@ func (h *Handler) addKeys(w http.ResponseWriter, r *http.Request) {
 	for _, rj := range parsed.Rejected {
 		b.Object().Key("line").Int(int64(rj.Line)).Key("value").String(rj.Value).Key("reason").String(rj.Reason).EndObject()
 	}
-	b.EndArray().EndObject()
-	status := http.StatusOK
-	if len(added) > 0 {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, b.Bytes())
+	return b.EndArray().EndObject().Bytes()
 }
 
 func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) {
