@@ -397,49 +397,11 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 		if !ok {
 			return
 		}
-		if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-			badRequest("want a JSON object of settings, e.g. {\"aliases\":{\"fast\":\"groq/llama-3.1-8b-instant\"}}", "").write(w)
-			return
+		changes, bad := h.settingChanges(body)
+		if bad.Status == 0 {
+			bad, _ = h.checkCombined(r, st, changes)
 		}
-		changes := map[string]string{}
-		var bad apiError
-		gjson.ParseBytes(body).ForEach(func(k, v gjson.Result) bool {
-			name := k.String()
-			check, known := settingChecks[name]
-			if !known {
-				bad = badRequest(name+": unknown setting; known: "+strings.Join(settingNames(), ", "), name)
-				return false
-			}
-			if v.Type == gjson.Null {
-				changes[name] = ""
-				return true
-			}
-			raw := v.Raw
-			if v.Type == gjson.Number || v.Type == gjson.String && (name == settingWait || name == settingPageSize) {
-				raw = v.String()
-			}
-			if msg := check(raw); msg != "" {
-				bad = badRequest(name+": "+msg, name)
-				return false
-			}
-			if name == settingGuestPassword {
-				// Kept only as a fingerprint under KEYPOOL_SECRET.
-				b, err := h.box()
-				if err != nil {
-					bad = apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-						Message: "a guest password needs KEYPOOL_SECRET: " + err.Error()}
-					return false
-				}
-				raw = string(jsonout.AppendString(nil, b.Fingerprint(v.String(), "guest")))
-			}
-			changes[name] = raw
-			return true
-		})
 		if bad.Status != 0 {
-			bad.write(w)
-			return
-		}
-		if bad, ok := h.checkCombined(r, st, changes); !ok {
 			bad.write(w)
 			return
 		}
@@ -457,37 +419,85 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 		failed(w, err, "could not read the settings", "reading settings")
 		return
 	}
-	s := parseSettings(m)
+	writeJSON(w, http.StatusOK, settingsJSON(parseSettings(m)))
+}
+
+// settingChanges reads a PUT body into the stored form of each setting
+// ("" resets it to its default), or the error naming the wrong field.
+func (h *Handler) settingChanges(body []byte) (map[string]string, apiError) {
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		return nil, badRequest("want a JSON object of settings, e.g. {\"aliases\":{\"fast\":\"groq/llama-3.1-8b-instant\"}}", "")
+	}
+	changes := map[string]string{}
+	var bad apiError
+	gjson.ParseBytes(body).ForEach(func(k, v gjson.Result) bool {
+		name := k.String()
+		check, known := settingChecks[name]
+		if !known {
+			bad = badRequest(name+": unknown setting; known: "+strings.Join(settingNames(), ", "), name)
+			return false
+		}
+		if v.Type == gjson.Null {
+			changes[name] = ""
+			return true
+		}
+		raw := v.Raw
+		if v.Type == gjson.Number || v.Type == gjson.String && (name == settingWait || name == settingPageSize) {
+			raw = v.String()
+		}
+		if msg := check(raw); msg != "" {
+			bad = badRequest(name+": "+msg, name)
+			return false
+		}
+		if name == settingGuestPassword {
+			// Kept only as a fingerprint under KEYPOOL_SECRET.
+			b, err := h.box()
+			if err != nil {
+				bad = apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+					Message: "a guest password needs KEYPOOL_SECRET: " + err.Error()}
+				return false
+			}
+			raw = string(jsonout.AppendString(nil, b.Fingerprint(v.String(), "guest")))
+		}
+		changes[name] = raw
+		return true
+	})
+	return changes, bad
+}
+
+// settingsJSON is the settings as GET /admin/api/settings shows them:
+// the guest password only as whether one is set.
+func settingsJSON(s settings) []byte {
 	var b jsonout.Builder
 	b.Object().Key(settingFreeModels).Array()
 	for _, p := range s.freeModels {
 		b.String(p)
 	}
-	b.EndArray().Key(settingAliases).Object()
-	names := make([]string, 0, len(s.aliases))
-	for n := range s.aliases {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		b.Key(n).String(s.aliases[n])
-	}
-	b.EndObject().Key(settingWait).Int(s.wait).Key(settingCheckModels).Object()
-	names = names[:0]
-	for n := range s.checkModels {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		b.Key(n).String(s.checkModels[n])
-	}
-	b.EndObject().Key(settingAccessMode).String(s.accessMode).
+	b.EndArray()
+	writeSortedMap(&b, settingAliases, s.aliases)
+	b.Key(settingWait).Int(s.wait)
+	writeSortedMap(&b, settingCheckModels, s.checkModels)
+	b.Key(settingAccessMode).String(s.accessMode).
 		Key("guest_password_set").Bool(s.guestPassword != "").
 		Key(settingGuestReveal).Bool(s.guestRevealKeys).Key(settingPageSize).Int(s.pageSize)
 	writeStrings(&b, settingForwardHeaders, s.forwardHeaders)
 	writeStrings(&b, settingGatewayHeaders, s.gatewayHeaders)
+	return b.EndObject().Bytes()
+}
+
+// writeSortedMap writes key: {name: value…} into the open object of b,
+// names in order.
+func writeSortedMap(b *jsonout.Builder, key string, m map[string]string) {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	b.Key(key).Object()
+	for _, n := range names {
+		b.Key(n).String(m[n])
+	}
 	b.EndObject()
-	writeJSON(w, http.StatusOK, b.Bytes())
 }
 
 // writeStrings writes key: [list…] into the open object of b.
