@@ -288,24 +288,7 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 	deadline := start.Add(h.cfg().CheckTimeBudget)
 	keys := store.NewKeys(db).Counting(budget)
 	checks := store.NewChecks(db).Counting(budget)
-	now := start.UnixMilli()
-
-	cooled, err := keys.PruneCooling(ctx, now)
-	if err != nil {
-		log.Printf("keypool cron: pruning cooldowns: %v", err)
-	}
-	days := h.cfg().CheckHistoryDays
-	old, err := checks.Prune(ctx, now-days*86400000, now-86400000)
-	if err != nil {
-		log.Printf("keypool cron: pruning history: %v", err)
-	}
-	if n, err := store.NewAudit(db).Counting(budget).Prune(ctx, now-days*86400000); err == nil {
-		old += n
-	}
-	// Minute rollups are kept two days; day rollups as long as history.
-	if n, err := store.NewRollups(db).Counting(budget).Prune(ctx, now-2*86400000, now-days*86400000); err == nil {
-		old += n
-	}
+	cooled, old := h.cronPrune(ctx, db, keys, checks, budget, start.UnixMilli())
 	box, err := h.box()
 	if err != nil {
 		// Keys cannot be opened: prune only, and say why.
@@ -322,23 +305,7 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 		h.invalidate()
 	}
 	set := h.settingsCounted(ctx, db, budget)
-	opts := defaultCheckOptions
-	opts.Concurrency = h.cfg().CheckConcurrency
-
-	var recs []store.CheckRecord
-	if left := budget.limit - budget.Load() - cronWrites; left > 1 {
-		due, err := checks.Due(ctx, now, int(left))
-		if err != nil {
-			log.Printf("keypool cron: reading due keys: %v", err)
-		}
-		recs = h.runChecks(ctx, due, set, opts, budget, cronWrites, deadline)
-		if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
-			log.Printf("keypool cron: recording checks: %v", err)
-		}
-		if changedAny(recs) {
-			h.invalidate()
-		}
-	}
+	recs := h.cronCheckDue(ctx, checks, set, budget, deadline, start.UnixMilli())
 	lists := 0
 	if budget.limit-budget.Load() >= 8 {
 		lists = h.refreshStaleModels(ctx, db, 1, budget)
@@ -367,6 +334,52 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 		"refreshed %d model lists, advanced job %d, subrequests %d/%d, %v",
 		len(recs), changed, errs, cooled, old, lists, job, budget.Load(), budget.limit, h.d.Now().Sub(start).Round(time.Millisecond))
 	return nil
+}
+
+// cronPrune drops ended cooldowns and history older than
+// CHECK_HISTORY_DAYS (minute rollups after two days), and says how many
+// cooldowns and other rows went.
+func (h *Handler) cronPrune(ctx context.Context, db *sql.DB, keys *store.Keys, checks *store.Checks, budget *checkBudget, now int64) (cooled, old int64) {
+	cooled, err := keys.PruneCooling(ctx, now)
+	if err != nil {
+		log.Printf("keypool cron: pruning cooldowns: %v", err)
+	}
+	days := h.cfg().CheckHistoryDays
+	old, err = checks.Prune(ctx, now-days*86400000, now-86400000)
+	if err != nil {
+		log.Printf("keypool cron: pruning history: %v", err)
+	}
+	if n, err := store.NewAudit(db).Counting(budget).Prune(ctx, now-days*86400000); err == nil {
+		old += n
+	}
+	// Minute rollups are kept two days; day rollups as long as history.
+	if n, err := store.NewRollups(db).Counting(budget).Prune(ctx, now-2*86400000, now-days*86400000); err == nil {
+		old += n
+	}
+	return cooled, old
+}
+
+// cronCheckDue checks the keys that are due, most urgent first, as many
+// as the budget leaves room for, and records what it found.
+func (h *Handler) cronCheckDue(ctx context.Context, checks *store.Checks, set settings, budget *checkBudget, deadline time.Time, now int64) []store.CheckRecord {
+	left := budget.limit - budget.Load() - cronWrites
+	if left <= 1 {
+		return nil
+	}
+	due, err := checks.Due(ctx, now, int(left))
+	if err != nil {
+		log.Printf("keypool cron: reading due keys: %v", err)
+	}
+	opts := defaultCheckOptions
+	opts.Concurrency = h.cfg().CheckConcurrency
+	recs := h.runChecks(ctx, due, set, opts, budget, cronWrites, deadline)
+	if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
+		log.Printf("keypool cron: recording checks: %v", err)
+	}
+	if changedAny(recs) {
+		h.invalidate()
+	}
+	return recs
 }
 
 func changedAny(recs []store.CheckRecord) bool {
