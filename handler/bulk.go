@@ -22,19 +22,31 @@ func readIDs(w http.ResponseWriter, in gjson.Result, field string, required bool
 	if !v.Exists() && !required {
 		return nil, true
 	}
-	if !v.IsArray() || len(v.Array()) > maxBulk {
-		badRequest(field+": want an array of at most "+strconv.Itoa(maxBulk)+" key ids", field).write(w)
+	ids, bad := keyIDs(v, field, maxBulk)
+	if bad.Status != 0 {
+		bad.write(w)
 		return nil, false
+	}
+	return ids, true
+}
+
+// keyIDs reads field's value v, an array of at most max key ids (0: any
+// number), or the error naming it.
+func keyIDs(v gjson.Result, field string, max int) ([]int64, apiError) {
+	if !v.IsArray() || max > 0 && len(v.Array()) > max {
+		if max > 0 {
+			return nil, badRequest(field+": want an array of at most "+strconv.Itoa(max)+" key ids", field)
+		}
+		return nil, badRequest(field+": want an array of key ids", field)
 	}
 	var ids []int64
 	for _, x := range v.Array() {
 		if x.Type != gjson.Number || x.Int() <= 0 || x.Float() != float64(x.Int()) {
-			badRequest(field+": "+x.Raw+" is not a key id", field).write(w)
-			return nil, false
+			return nil, badRequest(field+": "+x.Raw+" is not a key id", field)
 		}
 		ids = append(ids, x.Int())
 	}
-	return ids, true
+	return ids, apiError{}
 }
 
 // bulkKeys serves POST /admin/api/keys/bulk {"ids":[…], "action":

@@ -566,72 +566,22 @@ func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.
 		return
 	}
 	in := gjson.ParseBytes(body)
-	var filter, opts jsonout.Builder
-	filter.Object()
-	if v := in.Get("ids"); v.Exists() {
-		if !v.IsArray() {
-			badRequest("ids: want an array of key ids", "ids").write(w)
+	filter, bad := jobFilter(in)
+	if bad.Status == 0 {
+		var opts []byte
+		opts, bad = jobOptions(in)
+		if bad.Status == 0 {
+			h.createCheckJob(w, r, db, checks, filter, opts)
 			return
 		}
-		filter.Key("ids").Array()
-		for _, x := range v.Array() {
-			if x.Type != gjson.Number || x.Int() <= 0 || x.Float() != float64(x.Int()) {
-				badRequest("ids: "+x.Raw+" is not a key id", "ids").write(w)
-				return
-			}
-			filter.Int(x.Int())
-		}
-		filter.EndArray()
 	}
-	if v := in.Get("provider"); v.Exists() {
-		if _, known := provider.Lookup(v.String()); v.Type != gjson.String || !known {
-			badRequest("provider: unknown provider "+v.Raw+"; known: "+strings.Join(provider.Names(), ", "), "provider").write(w)
-			return
-		}
-		filter.Key("provider").String(v.String())
-	}
-	if v := in.Get("status"); v.Exists() {
-		if !v.IsArray() {
-			badRequest("status: want an array of statuses (active, blocked, exhausted, disabled)", "status").write(w)
-			return
-		}
-		filter.Key("status").Array()
-		for _, x := range v.Array() {
-			switch x.String() {
-			case rotation.KeyActive, rotation.KeyBlocked, rotation.KeyExhausted, rotation.KeyDisabled:
-				filter.String(x.String())
-			default:
-				badRequest("status: "+x.Raw+" is not a key status (active, blocked, exhausted, disabled)", "status").write(w)
-				return
-			}
-		}
-		filter.EndArray()
-	}
-	opts.Object()
-	for _, f := range []struct {
-		name    string
-		lo, hi  int64
-		deflt   int64
-		isCount bool
-	}{
-		{"concurrency", 1, 6, int64(defaultCheckOptions.Concurrency), true},
-		{"interval_ms", 0, 60000, 0, false},
-		{"jitter_ms", 0, 60000, 0, false},
-		{"retries", 0, 5, int64(defaultCheckOptions.Retries), true},
-		{"retry_interval_ms", 0, 60000, defaultCheckOptions.RetryIntervalMS, false},
-	} {
-		n := f.deflt
-		if v := in.Get(f.name); v.Exists() {
-			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < f.lo || v.Int() > f.hi {
-				badRequest(f.name+": want a whole number from "+strconv.FormatInt(f.lo, 10)+" to "+strconv.FormatInt(f.hi, 10), f.name).write(w)
-				return
-			}
-			n = v.Int()
-		}
-		opts.Key(f.name).Int(n)
-	}
+	bad.write(w)
+}
+
+// createCheckJob stores a job and makes its first step at once.
+func (h *Handler) createCheckJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks, filter, opts []byte) {
 	ctx := r.Context()
-	j, err := checks.CreateJob(ctx, string(filter.EndObject().Bytes()), string(opts.EndObject().Bytes()), h.d.Now().UnixMilli())
+	j, err := checks.CreateJob(ctx, string(filter), string(opts), h.d.Now().UnixMilli())
 	if err != nil {
 		failed(w, err, "could not create the check job", "creating a check job")
 		return
@@ -642,6 +592,71 @@ func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.
 	var b jsonout.Builder
 	writeJob(&b, j, h.d.Now())
 	writeJSON(w, http.StatusAccepted, b.Bytes())
+}
+
+// jobFilter is which keys a job checks: "ids", "provider", "status"
+// (all when none is given), or the error naming the wrong field.
+func jobFilter(in gjson.Result) ([]byte, apiError) {
+	var filter jsonout.Builder
+	filter.Object()
+	if v := in.Get("ids"); v.Exists() {
+		ids, bad := keyIDs(v, "ids", 0)
+		if bad.Status != 0 {
+			return nil, bad
+		}
+		filter.Key("ids").Raw(jsonout.IntArray(ids))
+	}
+	if v := in.Get("provider"); v.Exists() {
+		if _, known := provider.Lookup(v.String()); v.Type != gjson.String || !known {
+			return nil, badRequest("provider: unknown provider "+v.Raw+"; known: "+strings.Join(provider.Names(), ", "), "provider")
+		}
+		filter.Key("provider").String(v.String())
+	}
+	if v := in.Get("status"); v.Exists() {
+		const want = "(active, blocked, exhausted, disabled)"
+		if !v.IsArray() {
+			return nil, badRequest("status: want an array of statuses "+want, "status")
+		}
+		filter.Key("status").Array()
+		for _, x := range v.Array() {
+			switch x.String() {
+			case rotation.KeyActive, rotation.KeyBlocked, rotation.KeyExhausted, rotation.KeyDisabled:
+				filter.String(x.String())
+			default:
+				return nil, badRequest("status: "+x.Raw+" is not a key status "+want, "status")
+			}
+		}
+		filter.EndArray()
+	}
+	return filter.EndObject().Bytes(), apiError{}
+}
+
+// jobOptions is how a job checks, each option within its range, or the
+// error naming the wrong one.
+func jobOptions(in gjson.Result) ([]byte, apiError) {
+	var opts jsonout.Builder
+	opts.Object()
+	for _, f := range []struct {
+		name   string
+		lo, hi int64
+		deflt  int64
+	}{
+		{"concurrency", 1, 6, int64(defaultCheckOptions.Concurrency)},
+		{"interval_ms", 0, 60000, 0},
+		{"jitter_ms", 0, 60000, 0},
+		{"retries", 0, 5, int64(defaultCheckOptions.Retries)},
+		{"retry_interval_ms", 0, 60000, defaultCheckOptions.RetryIntervalMS},
+	} {
+		n := f.deflt
+		if v := in.Get(f.name); v.Exists() {
+			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < f.lo || v.Int() > f.hi {
+				return nil, badRequest(f.name+": want a whole number from "+strconv.FormatInt(f.lo, 10)+" to "+strconv.FormatInt(f.hi, 10), f.name)
+			}
+			n = v.Int()
+		}
+		opts.Key(f.name).Int(n)
+	}
+	return opts.EndObject().Bytes(), apiError{}
 }
 
 // writeJob writes a job's progress: counts, percent, rate (keys per
