@@ -102,53 +102,24 @@ func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	prov := in.Get("provider").String()
-	if prov != "" {
-		if _, known := provider.Lookup(prov); !known {
-			badRequest("provider: unknown provider "+strconv.Quote(prov), "provider").write(w)
-			return
-		}
-	}
-	only := in.Get("only").String()
-	var validOnly, hasMin bool
-	var minBalance float64
-	switch only {
-	case "", "all":
-	case "valid":
-		validOnly = true
-	case "balance":
-		v := in.Get("min_balance")
-		if v.Type != gjson.Number {
-			badRequest("min_balance: a number, with only \"balance\"", "min_balance").write(w)
-			return
-		}
-		hasMin, minBalance = true, v.Float()
-	default:
-		badRequest(`only: "all", "valid" or "balance"`, "only").write(w)
+	q, bad := readExport(in)
+	if bad.Status != 0 {
+		bad.write(w)
 		return
 	}
-	sep := "\n"
-	if v := in.Get("separator"); v.Exists() {
-		sep = v.String()
-		if v.Type != gjson.String || sep == "" || len(sep) > 10 {
-			badRequest("separator: a string of 1 to 10 characters", "separator").write(w)
-			return
-		}
-	}
-	withBalance := in.Get("with_balance").Bool()
-	inner := "\t"
-	if sep == "\t" {
-		inner = " "
-	}
-	list, err := keys.Export(r.Context(), ids, prov, validOnly, hasMin, minBalance)
+	list, err := keys.Export(r.Context(), ids, q.provider, q.validOnly, q.hasMin, q.minBalance)
 	if err != nil {
 		failed(w, err, "could not export the keys", "export")
 		return
 	}
+	inner := "\t" // between a key and its balance
+	if q.sep == "\t" {
+		inner = " "
+	}
 	parts := make([]string, 0, len(list))
 	for _, k := range list {
 		line := k.Secret
-		if withBalance {
+		if q.withBalance {
 			bal := ""
 			if k.Balance.Valid {
 				bal = strconv.FormatFloat(k.Balance.Float64, 'f', -1, 64)
@@ -163,7 +134,46 @@ func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("X-Keypool-Count", strconv.Itoa(len(list)))
 	w.WriteHeader(http.StatusOK)
-	w.Write([]byte(strings.Join(parts, sep)))
+	w.Write([]byte(strings.Join(parts, q.sep)))
+}
+
+// exportQuery is what an export asks for, besides the ids.
+type exportQuery struct {
+	provider          string
+	validOnly, hasMin bool
+	minBalance        float64
+	sep               string
+	withBalance       bool
+}
+
+// readExport checks an export's fields, naming the wrong one.
+func readExport(in gjson.Result) (exportQuery, apiError) {
+	q := exportQuery{provider: in.Get("provider").String(), sep: "\n", withBalance: in.Get("with_balance").Bool()}
+	if q.provider != "" {
+		if _, known := provider.Lookup(q.provider); !known {
+			return q, badRequest("provider: unknown provider "+strconv.Quote(q.provider), "provider")
+		}
+	}
+	switch in.Get("only").String() {
+	case "", "all":
+	case "valid":
+		q.validOnly = true
+	case "balance":
+		v := in.Get("min_balance")
+		if v.Type != gjson.Number {
+			return q, badRequest("min_balance: a number, with only \"balance\"", "min_balance")
+		}
+		q.hasMin, q.minBalance = true, v.Float()
+	default:
+		return q, badRequest(`only: "all", "valid" or "balance"`, "only")
+	}
+	if v := in.Get("separator"); v.Exists() {
+		q.sep = v.String()
+		if v.Type != gjson.String || q.sep == "" || len(q.sep) > 10 {
+			return q, badRequest("separator: a string of 1 to 10 characters", "separator")
+		}
+	}
+	return q, apiError{}
 }
 
 // balanceTrend serves GET /admin/api/balance/trend?days=7|30|0 (0: all)

@@ -109,70 +109,89 @@ func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set sett
 	policy := h.healthPolicy()
 	conc := max(1, min(opts.Concurrency, 6))
 	recs := make([]store.CheckRecord, len(keys))
-	var (
-		mu        sync.Mutex
-		next      int
-		inflight  int // checks admitted and not yet finished
-		stopped   bool
-		nextStart = h.d.Now()
-		wg        sync.WaitGroup
-	)
-	done := sync.NewCond(&mu) // a check finished and gave back what it did not use
-	// admit hands out the next key, paced, or -1 when the run must stop.
-	admit := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		for {
-			if stopped || next >= len(keys) || !h.d.Now().Before(deadline) {
-				stopped = true
-				return -1
-			}
-			if budget.take(checkCost(keys[next].Provider, opts), keep) {
-				break
-			}
-			if inflight == 0 {
-				stopped = true
-				return -1
-			}
-			// Checks under way reserved their worst case; wait for what
-			// they give back before giving up.
-			done.Wait()
-		}
-		inflight++
-		if opts.IntervalMS > 0 || opts.JitterMS > 0 {
-			if wait := nextStart.Sub(h.d.Now()); wait > 0 {
-				time.Sleep(wait)
-			}
-			gap := time.Duration(opts.IntervalMS) * time.Millisecond
-			if opts.JitterMS > 0 {
-				gap += time.Duration(h.d.IntN(int(opts.JitterMS)+1)) * time.Millisecond
-			}
-			nextStart = h.d.Now().Add(gap)
-		}
-		i := next
-		next++
-		return i
-	}
+	run := &checkRun{h: h, keys: keys, opts: opts, budget: budget, keep: keep, deadline: deadline, nextStart: h.d.Now()}
+	run.done = sync.NewCond(&run.mu)
+	var wg sync.WaitGroup
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := admit(); i >= 0; i = admit() {
+			for i := run.admit(); i >= 0; i = run.admit() {
 				k := keys[i]
 				reserved := checkCost(k.Provider, opts)
 				r, used := h.checkKey(ctx, k, set, opts)
 				budget.refund(reserved - int64(used))
 				now := h.d.Now()
 				recs[i] = store.CheckRecord{Key: k, Result: r, Next: policy.After(k.Status, k.Fails, r, now)}
-				mu.Lock()
-				inflight--
-				done.Broadcast()
-				mu.Unlock()
+				run.finished()
 			}
 		}()
 	}
 	wg.Wait()
-	return recs[:next]
+	return recs[:run.next]
+}
+
+// checkRun hands out the keys of a run to its workers, within the budget
+// and the deadline, paced by opts.
+type checkRun struct {
+	h        *Handler
+	keys     []store.CheckKey
+	opts     checkOptions
+	budget   *checkBudget
+	keep     int64
+	deadline time.Time
+
+	mu        sync.Mutex
+	done      *sync.Cond // a check finished and gave back what it did not use
+	next      int
+	inflight  int // checks admitted and not yet finished
+	stopped   bool
+	nextStart time.Time
+}
+
+// admit hands out the next key's index, paced, or -1 when the run must
+// stop.
+func (c *checkRun) admit() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if c.stopped || c.next >= len(c.keys) || !c.h.d.Now().Before(c.deadline) {
+			c.stopped = true
+			return -1
+		}
+		if c.budget.take(checkCost(c.keys[c.next].Provider, c.opts), c.keep) {
+			break
+		}
+		if c.inflight == 0 {
+			c.stopped = true
+			return -1
+		}
+		// Checks under way reserved their worst case; wait for what
+		// they give back before giving up.
+		c.done.Wait()
+	}
+	c.inflight++
+	if c.opts.IntervalMS > 0 || c.opts.JitterMS > 0 {
+		if wait := c.nextStart.Sub(c.h.d.Now()); wait > 0 {
+			time.Sleep(wait)
+		}
+		gap := time.Duration(c.opts.IntervalMS) * time.Millisecond
+		if c.opts.JitterMS > 0 {
+			gap += time.Duration(c.h.d.IntN(int(c.opts.JitterMS)+1)) * time.Millisecond
+		}
+		c.nextStart = c.h.d.Now().Add(gap)
+	}
+	i := c.next
+	c.next++
+	return i
+}
+
+// finished marks an admitted check done.
+func (c *checkRun) finished() {
+	c.mu.Lock()
+	c.inflight--
+	c.done.Broadcast()
+	c.mu.Unlock()
 }
 
 // checkKey checks one key: its balance where the provider has a balance
@@ -189,77 +208,95 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 	if k.Unopened {
 		return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "does not open with this KEYPOOL_SECRET"}, 0
 	}
-	fetches := 0
-	var policy rotation.Policy
-	call := func(method, url string, viaGateway bool, body []byte, funded bool) (rotation.CheckResult, int, []byte) {
-		var r rotation.CheckResult
-		var status int
-		var data []byte
-		for try := 0; try <= opts.Retries; try++ {
-			if try > 0 {
-				time.Sleep(time.Duration(opts.RetryIntervalMS) * time.Millisecond)
-			}
-			req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-			if err != nil {
-				return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "bad check URL"}, 0, nil
-			}
-			if len(body) > 0 {
-				req.Header.Set("Content-Type", "application/json")
-			}
-			setCheckKey(prov, req.Header, k.Secret)
-			if viaGateway {
-				h.setGatewayHeaders(req.Header, ownMetadata(k.ID, "check"), true)
-			}
-			fetches++
-			resp, err := h.d.Fetch(req)
-			a := rotation.Answer{Provider: prov.Name, Family: prov.Family}
-			if err == nil {
-				a.Status, a.Header = resp.StatusCode, resp.Header
-				data, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
-				if a.Status < 200 || a.Status > 299 {
-					a.Body = data
-				}
-			} else {
-				data = []byte(err.Error())
-			}
-			status = a.Status
-			r = policy.CheckOf(a, funded, h.d.Now())
-			if r.Outcome != rotation.CheckError {
-				break
-			}
-		}
-		if r.Outcome != rotation.CheckOK {
-			r.Detail = provider.MaskExcerpt(data, k.Secret)
-		}
-		return r, status, data
-	}
+	c := &checkCall{h: h, ctx: ctx, k: k, prov: prov, opts: opts}
 	t := h.target(prov)
 	if prov.Balance != provider.NoBalance {
-		r, status, data := call(http.MethodGet, prov.BalanceURL(t), false, nil, true)
+		r, status, data := c.do(http.MethodGet, prov.BalanceURL(t), false, nil, true)
 		switch {
 		case r.Outcome == rotation.CheckOK:
 			if b, ok := provider.ParseBalance(prov.Balance, data); ok {
 				r = r.WithBalance(b.Total)
 				r.Detail = b.Detail
-				return r, fetches
+				return r, c.fetches
 			}
 			// An answer that is not a balance: fall back.
 		case status == http.StatusNotFound || status == http.StatusGone || status == http.StatusMethodNotAllowed ||
 			r.Outcome == rotation.CheckInconclusive:
 			// The endpoint is gone (SiliconFlow users report 410): fall back.
 		default:
-			return r, fetches
+			return r, c.fetches
 		}
 	}
 	base, viaGateway := prov.OpenAIBase(t)
 	if model := set.checkModels[prov.Name]; model != "" && !prov.NoOpenAI {
 		body := []byte(`{"model":` + string(jsonout.AppendString(nil, model)) + `,"messages":[{"role":"user","content":"hi"}],"max_tokens":1}`)
-		r, _, _ := call(http.MethodPost, base+"/chat/completions", viaGateway, body, true)
-		return r, fetches
+		r, _, _ := c.do(http.MethodPost, base+"/chat/completions", viaGateway, body, true)
+		return r, c.fetches
 	}
-	r, _, _ := call(http.MethodGet, base+"/models", viaGateway, nil, false)
-	return r, fetches
+	r, _, _ := c.do(http.MethodGet, base+"/models", viaGateway, nil, false)
+	return r, c.fetches
+}
+
+// checkCall makes the calls of one key's check, counting its fetches.
+type checkCall struct {
+	h       *Handler
+	ctx     context.Context
+	k       store.CheckKey
+	prov    provider.Provider
+	opts    checkOptions
+	fetches int
+}
+
+// do makes one check call, again (opts.Retries) while it learns nothing,
+// and returns what it says of the key (funded: a success shows the key
+// can spend), the status and the body read (the error's text when there
+// was no answer).
+func (c *checkCall) do(method, url string, viaGateway bool, body []byte, funded bool) (rotation.CheckResult, int, []byte) {
+	var r rotation.CheckResult
+	var a rotation.Answer
+	var data []byte
+	for try := 0; try <= c.opts.Retries; try++ {
+		if try > 0 {
+			time.Sleep(time.Duration(c.opts.RetryIntervalMS) * time.Millisecond)
+		}
+		req, err := http.NewRequestWithContext(c.ctx, method, url, bytes.NewReader(body))
+		if err != nil {
+			return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "bad check URL"}, 0, nil
+		}
+		if len(body) > 0 {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		setCheckKey(c.prov, req.Header, c.k.Secret)
+		if viaGateway {
+			c.h.setGatewayHeaders(req.Header, ownMetadata(c.k.ID, "check"), true)
+		}
+		a, data = c.once(req)
+		var policy rotation.Policy
+		if r = policy.CheckOf(a, funded, c.h.d.Now()); r.Outcome != rotation.CheckError {
+			break
+		}
+	}
+	if r.Outcome != rotation.CheckOK {
+		r.Detail = provider.MaskExcerpt(data, c.k.Secret)
+	}
+	return r, a.Status, data
+}
+
+// once sends req: the answer, and the body read (at most 64 KiB).
+func (c *checkCall) once(req *http.Request) (rotation.Answer, []byte) {
+	c.fetches++
+	a := rotation.Answer{Provider: c.prov.Name, Family: c.prov.Family}
+	resp, err := c.h.d.Fetch(req)
+	if err != nil {
+		return a, []byte(err.Error())
+	}
+	a.Status, a.Header = resp.StatusCode, resp.Header
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if a.Status < 200 || a.Status > 299 {
+		a.Body = data
+	}
+	return a, data
 }
 
 // setCheckKey puts the key where the check call expects it: the native
@@ -474,28 +511,39 @@ func parseJobOptions(s string) checkOptions {
 //	POST   /admin/api/checks/{id}/resume go on from where it stopped
 func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB, rest string) {
 	checks := store.NewChecks(db).Counting(h.d.Queries)
-	ctx := r.Context()
 	if rest == "" {
 		switch r.Method {
 		case http.MethodPost:
 			h.startCheckJob(w, r, db, checks)
 		case http.MethodGet:
-			jobs, err := checks.Jobs(ctx, 20, false)
-			if err != nil {
-				failed(w, err, "could not read the check jobs", "listing check jobs")
-				return
-			}
-			var b jsonout.Builder
-			b.Object().Key("jobs").Array()
-			for _, j := range jobs {
-				writeJob(&b, j, h.d.Now())
-			}
-			writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+			h.listCheckJobs(w, r, checks)
 		default:
 			methodNotAllowed(w, "GET, POST")
 		}
 		return
 	}
+	h.checkJob(w, r, db, checks, rest)
+}
+
+// listCheckJobs answers the 20 most recent jobs.
+func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, checks *store.Checks) {
+	jobs, err := checks.Jobs(r.Context(), 20, false)
+	if err != nil {
+		failed(w, err, "could not read the check jobs", "listing check jobs")
+		return
+	}
+	var b jsonout.Builder
+	b.Object().Key("jobs").Array()
+	for _, j := range jobs {
+		writeJob(&b, j, h.d.Now())
+	}
+	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+}
+
+// checkJob serves /admin/api/checks/{id}[/resume] (rest: what follows
+// /checks/).
+func (h *Handler) checkJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks, rest string) {
+	ctx := r.Context()
 	idText, action, _ := strings.Cut(rest, "/")
 	id, err := strconv.ParseInt(idText, 10, 64)
 	if err != nil || id <= 0 || (action != "" && action != "resume") {

@@ -164,60 +164,99 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 	if t == nil {
 		return true
 	}
-	if len(t.Providers) > 0 && !slices.Contains(t.Providers, call.prov.Name) {
-		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
-			Message: "this keypool token may not use provider " + strconv.Quote(call.prov.Name) + "; allowed: " + strings.Join(t.Providers, ", ")}.write(w)
+	now := h.d.Now()
+	e := scopeRefusal(t, call)
+	if e.Status == 0 {
+		e = quotaRefusal(t, h.tokenUse(t, now), now)
+	}
+	if e.Status == 0 {
+		e = h.rateRefusal(t, now)
+	}
+	if e.Status != 0 {
+		e.write(w)
 		return false
+	}
+	h.countToken(t.ID, utcDay(now), 1, 0, now.UnixMilli())
+	return true
+}
+
+// scopeRefusal is the 403 for a call outside the token's providers or
+// models, zero when the call is inside them.
+func scopeRefusal(t *store.Token, call upstreamCall) apiError {
+	if len(t.Providers) > 0 && !slices.Contains(t.Providers, call.prov.Name) {
+		return apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
+			Message: "this keypool token may not use provider " + strconv.Quote(call.prov.Name) + "; allowed: " + strings.Join(t.Providers, ", ")}
 	}
 	if len(t.Models) > 0 && !modelAllowed(t.Models, call.prov.Name, call.model) {
-		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
-			Message: "this keypool token may not use model " + strconv.Quote(call.model) + "; allowed: " + strings.Join(t.Models, ", ")}.write(w)
-		return false
+		return apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+			Message: "this keypool token may not use model " + strconv.Quote(call.model) + "; allowed: " + strings.Join(t.Models, ", ")}
 	}
-	now := h.d.Now()
+	return apiError{}
+}
+
+// tokenUsed is what a token has used, today and in all, as far as this
+// isolate knows.
+type tokenUsed struct{ dayReq, dayTok, totalReq, totalTok int64 }
+
+// tokenUse adds to the stored record the use counted here but not yet
+// written, and the use being written.
+func (h *Handler) tokenUse(t *store.Token, now time.Time) tokenUsed {
 	day := utcDay(now)
+	var u tokenUsed
 	pending := gjson.Parse(h.sharedOr(tokenUsageKey, "{}")).Get(strconv.FormatInt(t.ID, 10)).Array()
 	var pDay, pReq, pTok, cReq, cTok int64
 	if len(pending) == 7 {
 		pDay, pReq, pTok = pending[0].Int(), pending[1].Int(), pending[2].Int()
 		cReq, cTok = pending[5].Int(), pending[6].Int() // an earlier day's, in the totals only
 	}
-	dayReq, dayTok := int64(0), int64(0)
 	if t.Day == day {
-		dayReq, dayTok = t.DayRequests, t.DayTokens
+		u.dayReq, u.dayTok = t.DayRequests, t.DayTokens
 	}
 	if pDay == day {
-		dayReq, dayTok = dayReq+pReq, dayTok+pTok
+		u.dayReq, u.dayTok = u.dayReq+pReq, u.dayTok+pTok
 	}
-	totalReq, totalTok := t.UsedRequests+pReq+cReq, t.UsedTokens+pTok+cTok
+	u.totalReq, u.totalTok = t.UsedRequests+pReq+cReq, t.UsedTokens+pTok+cTok
 	// Use taken for writing but not yet in D1 (nor in the cached record).
 	for _, f := range h.inflight(t.ID) {
 		if f.Day == day {
-			dayReq, dayTok = dayReq+f.Requests, dayTok+f.Tokens
+			u.dayReq, u.dayTok = u.dayReq+f.Requests, u.dayTok+f.Tokens
 		}
-		totalReq, totalTok = totalReq+f.Requests, totalTok+f.Tokens
+		u.totalReq, u.totalTok = u.totalReq+f.Requests, u.totalTok+f.Tokens
 	}
-	untilMidnight := (day + 86400000 - now.UnixMilli() + 999) / 1000
-	quota := func(what string, retry int64) bool {
+	return u
+}
+
+// quotaRefusal is the 429 for a token whose use u has reached one of its
+// quotas, zero while none is reached.
+func quotaRefusal(t *store.Token, u tokenUsed, now time.Time) apiError {
+	untilMidnight := (utcDay(now) + 86400000 - now.UnixMilli() + 999) / 1000
+	quota := func(what string, limit, retry int64) apiError {
 		e := apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", RetryAfter: retry,
-			Message: "this keypool token has used its " + what}
+			Message: "this keypool token has used its " + what + " (" + strconv.FormatInt(limit, 10) + ")"}
 		if retry > 0 {
 			e.Message += "; it resets in " + strconv.FormatInt(retry, 10) + "s (midnight UTC)"
 		}
-		e.write(w)
-		return false
+		return e
 	}
 	switch {
-	case t.RequestsTotal > 0 && totalReq >= t.RequestsTotal:
-		return quota("total request quota ("+strconv.FormatInt(t.RequestsTotal, 10)+")", 0)
-	case t.TokensTotal > 0 && totalTok >= t.TokensTotal:
-		return quota("total token quota ("+strconv.FormatInt(t.TokensTotal, 10)+")", 0)
-	case t.RequestsDay > 0 && dayReq >= t.RequestsDay:
-		return quota("daily request quota ("+strconv.FormatInt(t.RequestsDay, 10)+")", untilMidnight)
-	case t.TokensDay > 0 && dayTok >= t.TokensDay:
-		return quota("daily token quota ("+strconv.FormatInt(t.TokensDay, 10)+")", untilMidnight)
+	case t.RequestsTotal > 0 && u.totalReq >= t.RequestsTotal:
+		return quota("total request quota", t.RequestsTotal, 0)
+	case t.TokensTotal > 0 && u.totalTok >= t.TokensTotal:
+		return quota("total token quota", t.TokensTotal, 0)
+	case t.RequestsDay > 0 && u.dayReq >= t.RequestsDay:
+		return quota("daily request quota", t.RequestsDay, untilMidnight)
+	case t.TokensDay > 0 && u.dayTok >= t.TokensDay:
+		return quota("daily token quota", t.TokensDay, untilMidnight)
 	}
-	// Requests in the last minute, per isolate.
+	return apiError{}
+}
+
+// rateRefusal is the 429 for a token past its requests per minute (per
+// isolate), zero otherwise; a request let through is recorded.
+func (h *Handler) rateRefusal(t *store.Token, now time.Time) apiError {
+	if t.RPM <= 0 {
+		return apiError{}
+	}
 	rates := gjson.Parse(h.sharedOr(rateKey, "{}"))
 	id := strconv.FormatInt(t.ID, 10)
 	ms := now.UnixMilli()
@@ -227,19 +266,14 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 			recent = append(recent, x.Int())
 		}
 	}
-	if t.RPM > 0 && int64(len(recent)) >= t.RPM {
+	if int64(len(recent)) >= t.RPM {
 		retry := max((recent[0]+60000-ms+999)/1000, 1)
-		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
+		return apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
 			Message: "this keypool token may make " + strconv.FormatInt(t.RPM, 10) + " requests per minute; retry after " +
-				strconv.FormatInt(retry, 10) + "s"}.write(w)
-		return false
+				strconv.FormatInt(retry, 10) + "s"}
 	}
-	if t.RPM > 0 {
-		recent = append(recent, ms)
-		h.d.Shared.Set(rateKey, setField(rates, id, string(jsonout.IntArray(recent))))
-	}
-	h.countToken(t.ID, day, 1, 0, ms)
-	return true
+	h.d.Shared.Set(rateKey, setField(rates, id, string(jsonout.IntArray(append(recent, ms)))))
+	return apiError{}
 }
 
 // countToken adds use to a token's pending counters.
@@ -395,52 +429,84 @@ const maxTokenName = 100
 // readTokenFields reads a token's fields from a create or patch body into
 // t; create requires a name. It answers 400 naming the field itself.
 func (h *Handler) readTokenFields(w http.ResponseWriter, in gjson.Result, t *store.Token, create bool) bool {
-	fail := func(field, msg string) bool {
-		badRequest(field+": "+msg, field).write(w)
+	e := tokenScope(in, t, create)
+	if e.Status == 0 {
+		e = tokenLimits(in, t, h.d.Now())
+	}
+	if e.Status != 0 {
+		e.write(w)
 		return false
 	}
+	return true
+}
+
+func fieldError(field, msg string) apiError { return badRequest(field+": "+msg, field) }
+
+// tokenScope reads the name, providers, models, endpoints and disabled.
+func tokenScope(in gjson.Result, t *store.Token, create bool) apiError {
 	if v := in.Get("name"); v.Exists() || create {
 		name := strings.TrimSpace(v.String())
 		if v.Type != gjson.String || name == "" || len(name) > maxTokenName {
-			return fail("name", "a non-empty string of at most "+strconv.Itoa(maxTokenName)+" bytes")
+			return fieldError("name", "a non-empty string of at most "+strconv.Itoa(maxTokenName)+" bytes")
 		}
 		t.Name = name
 	}
-	list := func(field string, check func(string) string) ([]string, bool) {
-		v := in.Get(field)
-		if !v.IsArray() {
-			return nil, fail(field, "want an array of strings")
-		}
-		out := []string{}
-		for _, x := range v.Array() {
-			s := strings.TrimSpace(x.String())
-			if x.Type != gjson.String || s == "" {
-				return nil, fail(field, "want an array of non-empty strings")
-			}
-			if msg := check(s); msg != "" {
-				return nil, fail(field, msg)
-			}
-			out = append(out, s)
-		}
-		return out, true
-	}
+	var e apiError
 	if in.Get("providers").Exists() {
-		var ok bool
-		if t.Providers, ok = list("providers", func(s string) string {
+		if t.Providers, e = stringList(in, "providers", func(s string) string {
 			if _, known := provider.Lookup(s); !known {
 				return "unknown provider " + strconv.Quote(s) + "; known: " + strings.Join(provider.Names(), ", ")
 			}
 			return ""
-		}); !ok {
-			return false
+		}); e.Status != 0 {
+			return e
 		}
 	}
 	if in.Get("models").Exists() {
-		var ok bool
-		if t.Models, ok = list("models", func(string) string { return "" }); !ok {
-			return false
+		if t.Models, e = stringList(in, "models", func(string) string { return "" }); e.Status != 0 {
+			return e
 		}
 	}
+	if v := in.Get("endpoints"); v.Exists() {
+		if v.Type != gjson.String || v.String() != store.EndpointsInference && v.String() != store.EndpointsAll {
+			return fieldError("endpoints", `want "`+store.EndpointsInference+`" (the inference endpoints keypool knows) or "`+
+				store.EndpointsAll+`" (full pass-through: every provider endpoint)`)
+		}
+		t.Endpoints = v.String()
+	}
+	if v := in.Get("disabled"); v.Exists() {
+		if v.Type != gjson.True && v.Type != gjson.False {
+			return fieldError("disabled", "want true or false")
+		}
+		t.Disabled = v.Bool()
+	}
+	return apiError{}
+}
+
+// stringList reads field, an array of non-empty strings each of which
+// check accepts (check says what is wrong, "" when nothing is).
+func stringList(in gjson.Result, field string, check func(string) string) ([]string, apiError) {
+	v := in.Get(field)
+	if !v.IsArray() {
+		return nil, fieldError(field, "want an array of strings")
+	}
+	out := []string{}
+	for _, x := range v.Array() {
+		s := strings.TrimSpace(x.String())
+		if x.Type != gjson.String || s == "" {
+			return nil, fieldError(field, "want an array of non-empty strings")
+		}
+		if msg := check(s); msg != "" {
+			return nil, fieldError(field, msg)
+		}
+		out = append(out, s)
+	}
+	return out, apiError{}
+}
+
+// tokenLimits reads the expiry (expires_at or expires_in_days from now),
+// the rate limit and the quotas.
+func tokenLimits(in gjson.Result, t *store.Token, now time.Time) apiError {
 	ints := []struct {
 		name string
 		dst  *int64
@@ -451,31 +517,18 @@ func (h *Handler) readTokenFields(w http.ResponseWriter, in gjson.Result, t *sto
 	for _, f := range ints {
 		if v := in.Get(f.name); v.Exists() {
 			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < 0 {
-				return fail(f.name, "want a whole number ≥ 0 (0: no limit)")
+				return fieldError(f.name, "want a whole number ≥ 0 (0: no limit)")
 			}
 			*f.dst = v.Int()
 		}
 	}
 	if v := in.Get("expires_in_days"); v.Exists() {
 		if v.Type != gjson.Number || v.Float() <= 0 || v.Float() > 36500 {
-			return fail("expires_in_days", "want a number of days from 0 to 36500")
+			return fieldError("expires_in_days", "want a number of days from 0 to 36500")
 		}
-		t.ExpiresAt = h.d.Now().Add(time.Duration(v.Float() * float64(24*time.Hour))).UnixMilli()
+		t.ExpiresAt = now.Add(time.Duration(v.Float() * float64(24*time.Hour))).UnixMilli()
 	}
-	if v := in.Get("endpoints"); v.Exists() {
-		if v.Type != gjson.String || v.String() != store.EndpointsInference && v.String() != store.EndpointsAll {
-			return fail("endpoints", `want "`+store.EndpointsInference+`" (the inference endpoints keypool knows) or "`+
-				store.EndpointsAll+`" (full pass-through: every provider endpoint)`)
-		}
-		t.Endpoints = v.String()
-	}
-	if v := in.Get("disabled"); v.Exists() {
-		if v.Type != gjson.True && v.Type != gjson.False {
-			return fail("disabled", "want true or false")
-		}
-		t.Disabled = v.Bool()
-	}
-	return true
+	return apiError{}
 }
 
 func (h *Handler) tokens(w http.ResponseWriter) (*store.Tokens, bool) {
