@@ -188,45 +188,17 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 	}
 	for start := 0; start < len(secrets); start += addChunk {
 		end := min(start+addChunk, len(secrets))
-		chunk := secrets[start:end]
-		// Each row: [stored secret, fingerprint, masked]; the answer names
-		// rows by fingerprint (or by the plain secret when not sealed).
-		var b jsonout.Builder
-		b.Array()
+		// The answer names rows by fingerprint (or by the plain secret
+		// when not sealed).
 		ident := stored[start:end]
 		if k.sealer != nil {
 			ident = fps[start:end]
 		}
-		for i, sec := range chunk {
-			b.Array().String(stored[start+i]).String(fps[start+i]).String(provider.Mask(sec)).EndArray()
-		}
-		conflict, returning := `(provider, secret)`, `secret`
-		if k.sealer != nil {
-			conflict, returning = `(provider, fingerprint) WHERE fingerprint <> ''`, `fingerprint`
-		}
-		rows, err := k.db.QueryContext(ctx,
-			`INSERT INTO keys (provider, secret, fingerprint, masked, label, created_at, updated_at)
-			 SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?, ?, ? FROM json_each(?) AS j WHERE true
-			 ON CONFLICT `+conflict+` DO NOTHING
-			 RETURNING id, `+returning,
-			prov, label, now, now, string(b.EndArray().Bytes()))
+		fresh, err := k.insertChunk(ctx, prov, label, now, secrets[start:end], stored[start:end], fps[start:end])
 		if err != nil {
 			return added, duplicates, err
 		}
-		fresh := map[string]int64{}
-		for rows.Next() {
-			var id int64
-			var s string
-			if err := rows.Scan(&id, &s); err != nil {
-				rows.Close()
-				return added, duplicates, err
-			}
-			fresh[s] = id
-		}
-		if err := closeRows(rows); err != nil {
-			return added, duplicates, err
-		}
-		for i, s := range chunk {
+		for i, s := range secrets[start:end] {
 			id, ok := fresh[ident[i]]
 			if !ok {
 				duplicates = append(duplicates, s)
@@ -237,6 +209,42 @@ func (k *Keys) Add(ctx context.Context, prov, label string, secrets []string, no
 		}
 	}
 	return added, duplicates, nil
+}
+
+// insertChunk inserts one chunk of keys in one statement and returns the
+// ids of the rows it added, by fingerprint (by stored secret when the
+// store does not seal).
+func (k *Keys) insertChunk(ctx context.Context, prov, label string, now int64, secrets, stored, fps []string) (map[string]int64, error) {
+	// Each row: [stored secret, fingerprint, masked].
+	var b jsonout.Builder
+	b.Array()
+	for i, sec := range secrets {
+		b.Array().String(stored[i]).String(fps[i]).String(provider.Mask(sec)).EndArray()
+	}
+	conflict, returning := `(provider, secret)`, `secret`
+	if k.sealer != nil {
+		conflict, returning = `(provider, fingerprint) WHERE fingerprint <> ''`, `fingerprint`
+	}
+	rows, err := k.db.QueryContext(ctx,
+		`INSERT INTO keys (provider, secret, fingerprint, masked, label, created_at, updated_at)
+		 SELECT ?, j.value ->> 0, j.value ->> 1, j.value ->> 2, ?, ?, ? FROM json_each(?) AS j WHERE true
+		 ON CONFLICT `+conflict+` DO NOTHING
+		 RETURNING id, `+returning,
+		prov, label, now, now, string(b.EndArray().Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	fresh := map[string]int64{}
+	for rows.Next() {
+		var id int64
+		var s string
+		if err := rows.Scan(&id, &s); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		fresh[s] = id
+	}
+	return fresh, closeRows(rows)
 }
 
 // sealVerified seals sec and checks the result before anything is
