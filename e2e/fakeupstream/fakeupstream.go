@@ -158,36 +158,79 @@ func RequestKey(r *http.Request) string {
 
 // ServeHTTP answers like the provider the path belongs to.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in := readIncoming(r)
+	cw := &capture{ResponseWriter: w}
+	defer func() {
+		in.rec.Status, in.rec.Sent = cw.status, cw.buf
+		s.mu.Lock()
+		s.reqs = append(s.reqs, in.rec)
+		s.mu.Unlock()
+	}()
+	rule, applies, gate := s.scripted(&in.rec, r.Header.Get("X-Fake-Gate"))
+	if applies {
+		if rule.Delay > 0 {
+			select {
+			case <-time.After(rule.Delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		writeStatus(cw, rule.Status, rule.Header, rule.Body)
+		return
+	}
+	if in.rec.Key == "" {
+		writeStatus(cw, http.StatusUnauthorized, nil, OpenAIInvalidKey("").Body)
+		return
+	}
+	if sel := accountSelector(r.Header); sel.Status != 0 {
+		// OpenAI refuses an organisation or project header that does not
+		// name the key's own, before it looks at the request.
+		writeStatus(cw, sel.Status, nil, sel.Body)
+		return
+	}
+	accountHeaders(cw.Header(), r.URL.Path)
+	if s.slowStream(cw, r, &in.rec, in.body) {
+		return
+	}
+	s.answer(cw, r, in, gate)
+}
+
+// incoming is a request as the fake read it.
+type incoming struct {
+	rec     Request
+	body    []byte
+	form    *multipartForm // an audio upload's
+	formErr error
+}
+
+func readIncoming(r *http.Request) incoming {
 	body, _ := io.ReadAll(r.Body)
-	rec := Request{
+	in := incoming{body: body, rec: Request{
 		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
 		Header: r.Header.Clone(), Body: body, Key: RequestKey(r),
 		Model: gjson.GetBytes(body, "model").String(),
-	}
-	var form *multipartForm
-	var formErr error
+	}}
 	if r.Method == http.MethodPost && isAudioUpload(r.URL.Path) {
-		form, formErr = parseMultipart(r.Header.Get("Content-Type"), body)
-		rec.Model = ""
-		if form != nil {
-			rec.Model = form.model
+		in.form, in.formErr = parseMultipart(r.Header.Get("Content-Type"), body)
+		in.rec.Model = ""
+		if in.form != nil {
+			in.rec.Model = in.form.model
 		}
 	}
-	if rec.Model == "" {
-		rec.Model = modelInPath(r.URL.Path)
+	if in.rec.Model == "" {
+		in.rec.Model = modelInPath(r.URL.Path)
 	}
-	if rec.Model == "" { // ElevenLabs names it model_id
-		rec.Model = gjson.GetBytes(body, "model_id").String()
+	if in.rec.Model == "" { // ElevenLabs names it model_id
+		in.rec.Model = gjson.GetBytes(body, "model_id").String()
 	}
-	cw := &capture{ResponseWriter: w}
-	defer func() {
-		rec.Status, rec.Sent = cw.status, cw.buf
-		s.mu.Lock()
-		s.reqs = append(s.reqs, rec)
-		s.mu.Unlock()
-	}()
+	return in
+}
 
+// scripted is the rule scripted for rec's key, whether it applies to this
+// request (counting it against the rule's Times), and the gate named.
+func (s *Server) scripted(rec *Request, gateName string) (Rule, bool, chan struct{}) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	rule, scripted := s.rules[rec.Key]
 	applies := scripted && rule.matches(rec.Model, rec.Path)
 	if applies && rule.Times > 0 {
@@ -197,74 +240,51 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.used[rec.Key]++
 		}
 	}
-	gate := s.gates[r.Header.Get("X-Fake-Gate")]
-	s.mu.Unlock()
-	if applies {
-		if rule.Delay > 0 {
-			select {
-			case <-time.After(rule.Delay):
-			case <-r.Context().Done():
-				return
-			}
-		}
-		cw.Header().Set("Content-Type", "application/json")
-		for k, v := range rule.Header {
-			cw.Header().Set(k, v)
-		}
-		cw.WriteHeader(rule.Status)
-		cw.Write([]byte(rule.Body))
-		return
+	return rule, applies, s.gates[gateName]
+}
+
+// writeStatus sends a JSON answer with status and extra headers.
+func writeStatus(w http.ResponseWriter, status int, header map[string]string, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	for k, v := range header {
+		w.Header().Set(k, v)
 	}
-	if rec.Key == "" {
-		cw.Header().Set("Content-Type", "application/json")
-		cw.WriteHeader(http.StatusUnauthorized)
-		cw.Write([]byte(OpenAIInvalidKey("").Body))
-		return
-	}
-	if sel := accountSelector(r.Header); sel.Status != 0 {
-		// OpenAI refuses an organisation or project header that does not
-		// name the key's own, before it looks at the request.
-		cw.Header().Set("Content-Type", "application/json")
-		cw.WriteHeader(sel.Status)
-		cw.Write([]byte(sel.Body))
-		return
-	}
-	accountHeaders(cw.Header(), r.URL.Path)
-	if s.slowStream(cw, r, &rec, body) {
-		return
-	}
+	w.WriteHeader(status)
+	w.Write([]byte(body))
+}
+
+// answer is the provider's success for the path.
+func (s *Server) answer(cw *capture, r *http.Request, in incoming, gate chan struct{}) {
 	post := r.Method == http.MethodPost
+	model := in.rec.Model
 	switch p := r.URL.Path; {
 	case strings.HasSuffix(p, EchoHeadersPath):
 		echoHeaders(cw, r)
 	case strings.HasSuffix(p, "/chat/completions"):
-		if rec.Model == BigStreamModel {
+		switch {
+		case model == BigStreamModel:
 			bigStream(cw)
-			return
+		case gjson.GetBytes(in.body, "stream").Bool():
+			s.stream(cw, model, gate, gjson.GetBytes(in.body, "stream_options.include_usage").Bool())
+		default:
+			writeJSON(cw, ChatCompletion(model))
 		}
-		if gjson.GetBytes(body, "stream").Bool() {
-			s.stream(cw, rec.Model, gate, gjson.GetBytes(body, "stream_options.include_usage").Bool())
-			return
-		}
-		writeJSON(cw, ChatCompletion(rec.Model))
 	case post && strings.HasSuffix(p, "/embeddings"):
-		writeJSON(cw, Embedding(rec.Model))
+		writeJSON(cw, Embedding(model))
 	case post && strings.HasSuffix(p, "/images/generations"):
 		writeJSON(cw, ImageGeneration)
-	case post && strings.HasSuffix(p, "/audio/speech"):
+	case post && strings.HasSuffix(p, "/audio/speech"), post && strings.Contains(p, "/v1/text-to-speech/"):
 		writeAudio(cw)
 	case post && isAudioUpload(p):
-		if formErr != nil {
-			cw.Header().Set("Content-Type", "application/json")
-			cw.WriteHeader(http.StatusBadRequest)
-			cw.Write([]byte(openAIError(formErr.Error(), "invalid_request_error", "file", "")))
+		if in.formErr != nil {
+			writeStatus(cw, http.StatusBadRequest, nil, openAIError(in.formErr.Error(), "invalid_request_error", "file", ""))
 			return
 		}
-		writeJSON(cw, Transcription(form.model, form.fileSHA256, sha256Hex(body)))
+		writeJSON(cw, Transcription(in.form.model, in.form.fileSHA256, sha256Hex(in.body)))
 	case post && strings.HasSuffix(p, "/rerank"):
-		writeJSON(cw, Rerank(rec.Model))
+		writeJSON(cw, Rerank(model))
 	case post && strings.HasSuffix(p, "/responses"):
-		writeJSON(cw, Response(rec.Model))
+		writeJSON(cw, Response(model))
 	case strings.HasSuffix(p, "/models") && r.Method == http.MethodGet:
 		if strings.Contains(p, "/v1beta/openai/") {
 			writeJSON(cw, GeminiOpenAIModels)
@@ -272,11 +292,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(cw, OpenAIModels)
 		}
 	case strings.Contains(p, ":generateContent"):
-		writeJSON(cw, GeminiGenerateContent(rec.Model))
+		writeJSON(cw, GeminiGenerateContent(model))
 	case strings.HasSuffix(p, "/messages"):
-		writeJSON(cw, AnthropicMessage(rec.Model))
-	case post && strings.Contains(p, "/v1/text-to-speech/"):
-		writeAudio(cw)
+		writeJSON(cw, AnthropicMessage(model))
 	default:
 		writeJSON(cw, `{"ok":true,"path":"`+r.URL.Path+`"}`)
 	}
