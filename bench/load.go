@@ -164,78 +164,98 @@ func (r phaseResult) rps() float64 {
 }
 
 func runPhase(ctx context.Context, c *http.Client, base string, p phase) phaseResult {
-	var (
-		mu               sync.Mutex
-		res              phaseResult
-		sent, oks, fails atomic.Int64
-		wg               sync.WaitGroup
-		abort            atomic.Bool
-	)
-	deadline := time.Now().Add(p.dur)
+	l := &phaseLoad{ctx: ctx, c: c, base: base, p: p, deadline: time.Now().Add(p.dur)}
 	start := time.Now()
+	var wg sync.WaitGroup
 	for i := 0; i < p.conc; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var lat, ttfb []time.Duration
-			ok, failed, extra := 0, 0, 0
-			firstErr := ""
-			for ctx.Err() == nil && !abort.Load() && time.Now().Before(deadline) && sent.Add(1) <= int64(p.maxN) {
-				body := p.body
-				if p.newBody != nil {
-					body = p.newBody()
-				}
-				ex, err := do(ctx, c, http.MethodPost, base+p.path, p.bearer, body)
-				if err == nil && ex.status != http.StatusOK {
-					err = fmt.Errorf("HTTP %d: %s", ex.status, brief(ex.body(), 300))
-				}
-				if err == nil && p.check != nil {
-					err = p.check(ex)
-				}
-				if err != nil {
-					if ctx.Err() != nil {
-						break // interrupted: not the target's failure
-					}
-					failed++
-					if firstErr == "" {
-						firstErr = err.Error()
-					}
-					// A target that mostly fails is not measured further:
-					// with a 60 s timeout per request it could take long.
-					if f := fails.Add(1); f >= failAbortMin && f > 4*oks.Load() {
-						abort.Store(true)
-					}
-					continue
-				}
-				if a := ex.header.Get("X-Keypool-Attempts"); a != "" && a != "1" {
-					extra++
-				}
-				if p.seen != nil {
-					p.seen(ex, body)
-				}
-				ok++
-				oks.Add(1)
-				lat = append(lat, ex.total)
-				ttfb = append(ttfb, ex.ttfb)
-			}
-			mu.Lock()
-			res.ok += ok
-			res.failed += failed
-			res.extraAttempts += extra
-			res.lat = append(res.lat, lat...)
-			res.ttfb = append(res.ttfb, ttfb...)
-			if res.firstErr == "" {
-				res.firstErr = firstErr
-			}
-			mu.Unlock()
+			l.add(l.client())
 		}()
 	}
 	wg.Wait()
+	res := l.res
 	res.elapsed = time.Since(start)
-	res.aborted = abort.Load()
+	res.aborted = l.abort.Load()
 	sort.Slice(res.lat, func(i, j int) bool { return res.lat[i] < res.lat[j] })
 	sort.Slice(res.ttfb, func(i, j int) bool { return res.ttfb[i] < res.ttfb[j] })
 	return res
+}
+
+// phaseLoad is one phase under way: its clients share the count of
+// requests sent, the abort switch and the result.
+type phaseLoad struct {
+	ctx      context.Context
+	c        *http.Client
+	base     string
+	p        phase
+	deadline time.Time
+
+	sent, oks, fails atomic.Int64
+	abort            atomic.Bool
+	mu               sync.Mutex
+	res              phaseResult
+}
+
+// client is one client's loop: requests until the deadline, the phase's
+// count, an interruption or an abort.
+func (l *phaseLoad) client() phaseResult {
+	var mine phaseResult
+	p := l.p
+	for l.ctx.Err() == nil && !l.abort.Load() && time.Now().Before(l.deadline) && l.sent.Add(1) <= int64(p.maxN) {
+		body := p.body
+		if p.newBody != nil {
+			body = p.newBody()
+		}
+		ex, err := do(l.ctx, l.c, http.MethodPost, l.base+p.path, p.bearer, body)
+		if err == nil && ex.status != http.StatusOK {
+			err = fmt.Errorf("HTTP %d: %s", ex.status, brief(ex.body(), 300))
+		}
+		if err == nil && p.check != nil {
+			err = p.check(ex)
+		}
+		if err != nil {
+			if l.ctx.Err() != nil {
+				break // interrupted: not the target's failure
+			}
+			mine.failed++
+			if mine.firstErr == "" {
+				mine.firstErr = err.Error()
+			}
+			// A target that mostly fails is not measured further:
+			// with a 60 s timeout per request it could take long.
+			if f := l.fails.Add(1); f >= failAbortMin && f > 4*l.oks.Load() {
+				l.abort.Store(true)
+			}
+			continue
+		}
+		if a := ex.header.Get("X-Keypool-Attempts"); a != "" && a != "1" {
+			mine.extraAttempts++
+		}
+		if p.seen != nil {
+			p.seen(ex, body)
+		}
+		mine.ok++
+		l.oks.Add(1)
+		mine.lat = append(mine.lat, ex.total)
+		mine.ttfb = append(mine.ttfb, ex.ttfb)
+	}
+	return mine
+}
+
+// add merges one client's result into the phase's.
+func (l *phaseLoad) add(mine phaseResult) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.res.ok += mine.ok
+	l.res.failed += mine.failed
+	l.res.extraAttempts += mine.extraAttempts
+	l.res.lat = append(l.res.lat, mine.lat...)
+	l.res.ttfb = append(l.res.ttfb, mine.ttfb...)
+	if l.res.firstErr == "" {
+		l.res.firstErr = mine.firstErr
+	}
 }
 
 // percentile is the nearest-rank percentile of sorted durations, in ms.

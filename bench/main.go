@@ -104,91 +104,24 @@ const (
 func main() { os.Exit(run()) }
 
 func run() int {
-	var cfg config
-	targets := flag.String("targets", "baseline,go,tinygo", "comma-separated subset of baseline,go,tinygo,before,go-profile, and dir:<build directory> for any other keypool build")
-	flag.StringVar(&cfg.beforeDir, "before-dir", "build/before", "build directory of the \"before\" target (e.g. main's code built with `make build-go` and copied there)")
-	flag.BoolVar(&cfg.profile, "profile", false, "instead of the table: V8 CPU profiles of the first keypool target (default go-profile, see `make profile`) under load, written to build/profile-*.cpuprofile")
-	flag.IntVar(&cfg.soak, "soak", 0, "after the phases, send N non-stream requests at 16 clients to each target (keypool's, and the baseline for reference), sampling workerd RSS every 1000")
-	flag.BoolVar(&cfg.quick, "quick", false, "smaller counts and durations, for a smoke run")
-	flag.BoolVar(&cfg.loadOnly, "load-only", false, "skip the long streams and large bodies: for quick A/B runs of several builds")
-	flag.DurationVar(&cfg.timeout, "timeout", 40*time.Minute, "give up (and stop every wrangler) after this long")
-	flag.IntVar(&cfg.keys, "keys", 20, "openai keys imported into each keypool target")
-	flag.Parse()
-	if cfg.profile && !flagSet("targets") {
-		*targets = "go-profile"
+	cfg, specs, code := parseFlags()
+	if code != 0 {
+		return code
 	}
-	for _, t := range strings.Split(*targets, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			cfg.targets = append(cfg.targets, t)
-		}
-	}
-	var specs []targetSpec
-	for _, name := range cfg.targets {
-		if dir, ok := strings.CutPrefix(name, "dir:"); ok {
-			// Any other keypool build, e.g. a prototype: dir:build/gc400.
-			base := filepath.Base(dir)
-			specs = append(specs, targetSpec{name: "dir-" + base, label: "keypool-" + base, keypool: true, build: dir})
-			continue
-		}
-		found := false
-		for _, k := range knownTargets {
-			if k.name == name {
-				if k.name == "before" {
-					k.build = cfg.beforeDir
-				}
-				specs = append(specs, k)
-				found = true
-			}
-		}
-		if !found {
-			fmt.Fprintf(os.Stderr, "bench: unknown target %q (known: baseline, go, tinygo, before, go-profile, dir:<path>)\n", name)
-			return 2
-		}
-	}
-	if len(specs) == 0 {
-		fmt.Fprintln(os.Stderr, "bench: no targets")
-		return 2
-	}
-
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
 	defer cancel()
 	// Every wrangler process group goes, however this function ends.
 	defer groups.stopAll()
-	sigc := make(chan os.Signal, 2)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigc)
-	go func() {
-		s, ok := <-sigc
-		if !ok {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping every wrangler it started\n", s)
-		cancel()
-		select {
-		case <-sigc:
-		case <-time.After(20 * time.Second):
-		}
-		groups.stopAll()
-		os.Exit(130)
-	}()
+	defer stopOnSignal(cancel)()
 
 	root, err := repoRoot()
+	if err == nil {
+		err = checkBuilds(root, specs)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 1
-	}
-	if _, err := os.Stat(wranglerBin(root)); err != nil {
-		fmt.Fprintln(os.Stderr, "bench: wrangler is not installed: run `make node_modules` (or `make bench`)")
-		return 1
-	}
-	for _, s := range specs {
-		if s.keypool {
-			if _, err := os.Stat(filepath.Join(s.buildDir(root), "app.wasm")); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: %s missing: run `make %s` (or `make bench`)\n", s.build, strings.ReplaceAll(s.build, "/", "-"))
-				return 1
-			}
-		}
 	}
 	runDir, err := os.MkdirTemp("", "keypool-bench-")
 	if err != nil {
@@ -203,23 +136,26 @@ func run() int {
 		return 1
 	}
 	defer up.Close()
-
-	sz := fullSizes
-	if cfg.quick {
-		sz = quickSizes
-	}
 	origin, err := startBenchUpstream(up)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench: upstream:", err)
 		return 1
 	}
 	defer origin.Close()
+	sz := fullSizes
+	if cfg.quick {
+		sz = quickSizes
+	}
 	env := &benchEnv{cfg: cfg, sz: sz, root: root, runDir: runDir, up: up, origin: origin, client: newClient(), longClient: newClientTimeout(longStreamTimeout)}
 	if cfg.profile {
 		return runProfile(ctx, env, specs[0])
 	}
 	logf("fake upstream on %s; targets: %s; %s mode", up.URL, strings.Join(cfg.targets, ", "), map[bool]string{true: "quick", false: "full"}[cfg.quick])
+	return runAll(ctx, env, specs, began)
+}
 
+// runAll measures every target in turn and prints the table.
+func runAll(ctx context.Context, env *benchEnv, specs []targetSpec, began time.Time) int {
 	var results []*measurement
 	failed := false
 	for _, s := range specs {
@@ -246,6 +182,99 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// parseFlags reads the flags and the targets they name; a non-zero code
+// is the exit status of a bad command line.
+func parseFlags() (config, []targetSpec, int) {
+	var cfg config
+	targets := flag.String("targets", "baseline,go,tinygo", "comma-separated subset of baseline,go,tinygo,before,go-profile, and dir:<build directory> for any other keypool build")
+	flag.StringVar(&cfg.beforeDir, "before-dir", "build/before", "build directory of the \"before\" target (e.g. main's code built with `make build-go` and copied there)")
+	flag.BoolVar(&cfg.profile, "profile", false, "instead of the table: V8 CPU profiles of the first keypool target (default go-profile, see `make profile`) under load, written to build/profile-*.cpuprofile")
+	flag.IntVar(&cfg.soak, "soak", 0, "after the phases, send N non-stream requests at 16 clients to each target (keypool's, and the baseline for reference), sampling workerd RSS every 1000")
+	flag.BoolVar(&cfg.quick, "quick", false, "smaller counts and durations, for a smoke run")
+	flag.BoolVar(&cfg.loadOnly, "load-only", false, "skip the long streams and large bodies: for quick A/B runs of several builds")
+	flag.DurationVar(&cfg.timeout, "timeout", 40*time.Minute, "give up (and stop every wrangler) after this long")
+	flag.IntVar(&cfg.keys, "keys", 20, "openai keys imported into each keypool target")
+	flag.Parse()
+	if cfg.profile && !flagSet("targets") {
+		*targets = "go-profile"
+	}
+	for _, t := range strings.Split(*targets, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			cfg.targets = append(cfg.targets, t)
+		}
+	}
+	var specs []targetSpec
+	for _, name := range cfg.targets {
+		spec, ok := targetNamed(name, cfg.beforeDir)
+		if !ok {
+			fmt.Fprintf(os.Stderr, "bench: unknown target %q (known: baseline, go, tinygo, before, go-profile, dir:<path>)\n", name)
+			return cfg, nil, 2
+		}
+		specs = append(specs, spec)
+	}
+	if len(specs) == 0 {
+		fmt.Fprintln(os.Stderr, "bench: no targets")
+		return cfg, nil, 2
+	}
+	return cfg, specs, 0
+}
+
+// targetNamed is the target a -targets name stands for.
+func targetNamed(name, beforeDir string) (targetSpec, bool) {
+	if dir, ok := strings.CutPrefix(name, "dir:"); ok {
+		// Any other keypool build, e.g. a prototype: dir:build/gc400.
+		base := filepath.Base(dir)
+		return targetSpec{name: "dir-" + base, label: "keypool-" + base, keypool: true, build: dir}, true
+	}
+	for _, k := range knownTargets {
+		if k.name == name {
+			if k.name == "before" {
+				k.build = beforeDir
+			}
+			return k, true
+		}
+	}
+	return targetSpec{}, false
+}
+
+// stopOnSignal makes an interrupt stop every wrangler the run started
+// before the process exits; the function it returns stops listening.
+func stopOnSignal(cancel context.CancelFunc) func() {
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s, ok := <-sigc
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping every wrangler it started\n", s)
+		cancel()
+		select {
+		case <-sigc:
+		case <-time.After(20 * time.Second):
+		}
+		groups.stopAll()
+		os.Exit(130)
+	}()
+	return func() { signal.Stop(sigc) }
+}
+
+// checkBuilds says what to run when wrangler or a target's build is
+// missing.
+func checkBuilds(root string, specs []targetSpec) error {
+	if _, err := os.Stat(wranglerBin(root)); err != nil {
+		return errors.New("wrangler is not installed: run `make node_modules` (or `make bench`)")
+	}
+	for _, s := range specs {
+		if s.keypool {
+			if _, err := os.Stat(filepath.Join(s.buildDir(root), "app.wasm")); err != nil {
+				return fmt.Errorf("%s missing: run `make %s` (or `make bench`)", s.build, strings.ReplaceAll(s.build, "/", "-"))
+			}
+		}
+	}
+	return nil
 }
 
 type benchEnv struct {
@@ -442,54 +471,93 @@ func coldRequest(ctx context.Context, env *benchEnv, d *devServer, bearer string
 
 // measurePhases runs the load phases on a started target.
 func measurePhases(ctx context.Context, env *benchEnv, d *devServer, bearer, admin string, m *measurement) error {
-	s := m.spec
-
-	chat := phase{path: chatPath, body: []byte(chatBody), bearer: bearer, maxN: env.sz.maxN, check: checkChat}
-	stream := phase{path: chatPath, body: []byte(streamBody), bearer: bearer, maxN: env.sz.maxN, check: checkStream}
-	sz := env.sz
-
-	// Warm-up.
-	w := chat
-	w.conc, w.dur = 16, sz.warm
-	r := runPhase(ctx, env.client, d.base, w)
-	m.phaseProblems("warm-up", r)
-	w = stream
-	w.conc, w.dur = 4, sz.warm/2
-	r = runPhase(ctx, env.client, d.base, w)
-	m.phaseProblems("warm-up (stream)", r)
-	env.up.ClearRequests()
-	requests, failures := 0, 0
-	if err := ctx.Err(); err != nil {
-		return err
+	pr := &phaseRun{ctx: ctx, env: env, d: d, m: m, admin: admin,
+		chat:   phase{path: chatPath, body: []byte(chatBody), bearer: bearer, maxN: env.sz.maxN, check: checkChat},
+		stream: phase{path: chatPath, body: []byte(streamBody), bearer: bearer, maxN: env.sz.maxN, check: checkStream}}
+	for _, step := range []func(){pr.warmUp, pr.nonStream1, pr.nonStream16, pr.streams} {
+		step()
+		env.up.ClearRequests()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	count := func(r phaseResult) { requests += r.total(); failures += r.failed }
-
-	// Non-stream, 1 client.
-	p := chat
-	p.conc, p.dur = 1, sz.ns1
-	r = runPhase(ctx, env.client, d.base, p)
-	count(r)
-	m.phaseProblems("non-stream, 1 client", r)
-	setLoad(m, "ns1", r)
-	logf("%s: non-stream 1 client: %d requests, %.1f req/s", s.label, r.total(), r.rps())
-	env.up.ClearRequests()
+	if env.cfg.loadOnly {
+		return ctx.Err()
+	}
+	longStreams(ctx, env, d, bearer, m)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 
-	// Non-stream, 16 clients: also CPU and D1 per request.
-	d1Before, d1Note := d1Count(ctx, env, d.base, admin, s.keypool)
+	// Large bodies.
+	n, f := bigRequest(ctx, env, d.base, bearer, m)
+	pr.requests, pr.failures = pr.requests+n, pr.failures+f
+	n, f = bigResponse(ctx, env, d.base, bearer, m)
+	pr.requests, pr.failures = pr.requests+n, pr.failures+f
+	logf("%s: large bodies: done", m.spec.label)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	m.set("rss_end", float64(rssBytes(d.workerd))/1e6)
+	m.set("requests", float64(pr.requests))
+	m.set("failed", float64(pr.failures))
+
+	// The baseline soaks too when it is measured: workerd under wrangler
+	// dev grows by itself, and keypool's growth only means something next
+	// to it.
+	if env.cfg.soak > 0 {
+		soak(ctx, env, d, bearer, m)
+	}
+	return ctx.Err()
+}
+
+// phaseRun is one target's load phases and what they counted.
+type phaseRun struct {
+	ctx                context.Context
+	env                *benchEnv
+	d                  *devServer
+	m                  *measurement
+	admin              string
+	chat, stream       phase
+	requests, failures int
+}
+
+// run runs p at conc clients for dur; its requests count unless warm.
+func (pr *phaseRun) run(p phase, conc int, dur time.Duration, name string, warm bool) phaseResult {
+	p.conc, p.dur = conc, dur
+	r := runPhase(pr.ctx, pr.env.client, pr.d.base, p)
+	if !warm {
+		pr.requests += r.total()
+		pr.failures += r.failed
+	}
+	pr.m.phaseProblems(name, r)
+	return r
+}
+
+func (pr *phaseRun) warmUp() {
+	pr.run(pr.chat, 16, pr.env.sz.warm, "warm-up", true)
+	pr.run(pr.stream, 4, pr.env.sz.warm/2, "warm-up (stream)", true)
+}
+
+func (pr *phaseRun) nonStream1() {
+	r := pr.run(pr.chat, 1, pr.env.sz.ns1, "non-stream, 1 client", false)
+	setLoad(pr.m, "ns1", r)
+	logf("%s: non-stream 1 client: %d requests, %.1f req/s", pr.m.spec.label, r.total(), r.rps())
+}
+
+// nonStream16 also measures CPU and D1 queries per request.
+func (pr *phaseRun) nonStream16() {
+	ctx, env, d, m, s := pr.ctx, pr.env, pr.d, pr.m, pr.m.spec
+	d1Before, d1Note := d1Count(ctx, env, d.base, pr.admin, s.keypool)
 	cpuW, _ := cpuTicks(d.workerd)
 	cpuR, _ := cpuTicks(d.runtime())
 	cpuN, _ := cpuTicks(d.node)
 	cpuS := selfTicks()
 	busy, all := machineTicks()
-	p.conc, p.dur = 16, sz.ns16
-	r = runPhase(ctx, env.client, d.base, p)
-	count(r)
-	m.phaseProblems("non-stream, 16 clients", r)
+	r := pr.run(pr.chat, 16, env.sz.ns16, "non-stream, 16 clients", false)
 	setLoad(m, "ns16", r)
-	d1After, _ := settleD1(ctx, env, d.base, admin, s.keypool)
+	d1After, _ := settleD1(ctx, env, d.base, pr.admin, s.keypool)
 	cpuW2, goneW := cpuTicks(d.workerd)
 	cpuR2, _ := cpuTicks(d.runtime())
 	cpuN2, _ := cpuTicks(d.node)
@@ -517,66 +585,23 @@ func measurePhases(ctx context.Context, env *benchEnv, d *devServer, bearer, adm
 		m.set("d1", float64(d1After-d1Before)/float64(r.total()))
 	}
 	logf("%s: non-stream 16 clients: %d requests, %.1f req/s", s.label, r.total(), r.rps())
-	env.up.ClearRequests()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+}
 
-	// Streamed, 1 then 16 clients.
-	p = stream
-	p.conc, p.dur = 1, sz.st1
-	r = runPhase(ctx, env.client, d.base, p)
-	count(r)
-	m.phaseProblems("stream, 1 client", r)
-	setStream(m, "st1", r)
-	env.up.ClearRequests()
-	if err := ctx.Err(); err != nil {
-		return err
+// streams runs the streamed phases, 1 then 16 clients.
+func (pr *phaseRun) streams() {
+	r := pr.run(pr.stream, 1, pr.env.sz.st1, "stream, 1 client", false)
+	setStream(pr.m, "st1", r)
+	pr.env.up.ClearRequests()
+	if pr.ctx.Err() != nil {
+		return
 	}
-	cpuW, _ = cpuTicks(d.workerd)
-	p.conc, p.dur = 16, sz.st16
-	r = runPhase(ctx, env.client, d.base, p)
-	count(r)
-	m.phaseProblems("stream, 16 clients", r)
-	setStream(m, "st16", r)
-	settleD1(ctx, env, d.base, admin, s.keypool)
-	cpuW2, goneW = cpuTicks(d.workerd)
-	setCPU(m, "cpu_st16", cpuW, cpuW2, goneW, r.total())
-	logf("%s: stream: done", s.label)
-	env.up.ClearRequests()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-
-	if env.cfg.loadOnly {
-		return ctx.Err()
-	}
-	longStreams(ctx, env, d, bearer, m)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-
-	// Large bodies.
-	n, f := bigRequest(ctx, env, d.base, bearer, m)
-	requests, failures = requests+n, failures+f
-	n, f = bigResponse(ctx, env, d.base, bearer, m)
-	requests, failures = requests+n, failures+f
-	logf("%s: large bodies: done", s.label)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-
-	m.set("rss_end", float64(rssBytes(d.workerd))/1e6)
-	m.set("requests", float64(requests))
-	m.set("failed", float64(failures))
-
-	// The baseline soaks too when it is measured: workerd under wrangler
-	// dev grows by itself, and keypool's growth only means something next
-	// to it.
-	if env.cfg.soak > 0 {
-		soak(ctx, env, d, bearer, m)
-	}
-	return ctx.Err()
+	cpuW, _ := cpuTicks(pr.d.workerd)
+	r = pr.run(pr.stream, 16, pr.env.sz.st16, "stream, 16 clients", false)
+	setStream(pr.m, "st16", r)
+	settleD1(pr.ctx, pr.env, pr.d.base, pr.admin, pr.m.spec.keypool)
+	cpuW2, goneW := cpuTicks(pr.d.workerd)
+	setCPU(pr.m, "cpu_st16", cpuW, cpuW2, goneW, r.total())
+	logf("%s: stream: done", pr.m.spec.label)
 }
 
 func writeConfig(env *benchEnv, s targetSpec, dir, admin, token string) error {

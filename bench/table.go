@@ -76,6 +76,21 @@ func printTable(w io.Writer, env *benchEnv, results []*measurement) {
 	if len(results) == 0 {
 		return
 	}
+	mode := "full"
+	if env.cfg.quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(w, "\nkeypool benchmark (%s run): wrangler dev on 127.0.0.1, fake upstream in-process, one Go load generator\n", mode)
+	fmt.Fprintf(w, "durations: warm-up %s, non-stream %s (1 client) / %s (16), stream %s / %s; large bodies: median of %d after 1 untimed\n\n",
+		env.sz.warm, env.sz.ns1, env.sz.ns16, env.sz.st1, env.sz.st16, env.sz.bigReps)
+	printAligned(w, tableCells(results))
+	fmt.Fprintln(w)
+	fmt.Fprint(w, tableNotes)
+}
+
+// tableCells is the table, a header line and a line per row: each
+// target's figure, then each keypool target's ratio to the baseline.
+func tableCells(results []*measurement) [][]string {
 	var base *measurement
 	for _, m := range results {
 		if !m.spec.keypool {
@@ -111,15 +126,13 @@ func printTable(w io.Writer, env *benchEnv, results []*measurement) {
 		}
 		table = append(table, append(line, g))
 	}
+	return table
+}
 
-	mode := "full"
-	if env.cfg.quick {
-		mode = "quick"
-	}
-	fmt.Fprintf(w, "\nkeypool benchmark (%s run): wrangler dev on 127.0.0.1, fake upstream in-process, one Go load generator\n", mode)
-	fmt.Fprintf(w, "durations: warm-up %s, non-stream %s (1 client) / %s (16), stream %s / %s; large bodies: median of %d after 1 untimed\n\n",
-		env.sz.warm, env.sz.ns1, env.sz.ns16, env.sz.st1, env.sz.st16, env.sz.bigReps)
-	widths := make([]int, len(header))
+// printAligned prints table in columns, the first left-aligned, a rule
+// under the header.
+func printAligned(w io.Writer, table [][]string) {
+	widths := make([]int, len(table[0]))
 	for _, line := range table {
 		for i, c := range line {
 			widths[i] = max(widths[i], utf8.RuneCountInString(c))
@@ -144,22 +157,24 @@ func printTable(w io.Writer, env *benchEnv, results []*measurement) {
 			fmt.Fprintln(w, strings.Repeat("─", total))
 		}
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Ratios (keypool ÷ baseline, same run, same machine) are the figures that count: wrangler dev")
-	fmt.Fprintln(w, "adds its own overhead to every target (a proxy workerd in front of the worker, devtools messages")
-	fmt.Fprintln(w, "to node for every fetch, a log line per request), so absolute numbers are not production numbers.")
-	fmt.Fprintln(w, "For req/s a ratio below 1 is slower; for times, CPU and memory a ratio above 1 is costlier.")
-	fmt.Fprintln(w, "Goals are issue 13's, on the ratio (×) or on keypool's own figure; ✓/✗ marks the cell they judge.")
-	fmt.Fprintln(w, "Long streams come from the bench's own upstream, which stamps when it flushed each stream's first")
-	fmt.Fprintln(w, "chunk: \"first byte − upstream's\" is the client's first byte after that moment (same clock). The")
-	fmt.Fprintln(w, "10- and 1 000-chunk streams send tiny events 1 ms apart; their CPU is the worker's workerd's.")
-	fmt.Fprintln(w, "workerd itself spends CPU per chunk even for the baseline: compare keypool's CPU per extra chunk")
-	fmt.Fprintln(w, "with the baseline's (its ratio) as well as the 1 000 ÷ 10 goal.")
-	fmt.Fprintln(w, "CPU: utime+stime of the workerd processes of each wrangler dev, over the 16-client phase, per request;")
-	fmt.Fprintln(w, "\"of which the worker's workerd\" leaves out wrangler's proxy workerd (the one on the client port).")
-	fmt.Fprintln(w, "\"other processes' CPU\" is the share of all cores used by anything but this program and its")
-	fmt.Fprintln(w, "wrangler during that phase: well above 0 means the machine was busy and the figures are skewed.")
 }
+
+// tableNotes says how to read the table.
+const tableNotes = `Ratios (keypool ÷ baseline, same run, same machine) are the figures that count: wrangler dev
+adds its own overhead to every target (a proxy workerd in front of the worker, devtools messages
+to node for every fetch, a log line per request), so absolute numbers are not production numbers.
+For req/s a ratio below 1 is slower; for times, CPU and memory a ratio above 1 is costlier.
+Goals are issue 13's, on the ratio (×) or on keypool's own figure; ✓/✗ marks the cell they judge.
+Long streams come from the bench's own upstream, which stamps when it flushed each stream's first
+chunk: "first byte − upstream's" is the client's first byte after that moment (same clock). The
+10- and 1 000-chunk streams send tiny events 1 ms apart; their CPU is the worker's workerd's.
+workerd itself spends CPU per chunk even for the baseline: compare keypool's CPU per extra chunk
+with the baseline's (its ratio) as well as the 1 000 ÷ 10 goal.
+CPU: utime+stime of the workerd processes of each wrangler dev, over the 16-client phase, per request;
+"of which the worker's workerd" leaves out wrangler's proxy workerd (the one on the client port).
+"other processes' CPU" is the share of all cores used by anything but this program and its
+wrangler during that phase: well above 0 means the machine was busy and the figures are skewed.
+`
 
 func formatCell(m *measurement, r row) string {
 	c, ok := m.cells[r.id]

@@ -179,6 +179,17 @@ func startDev(ctx context.Context, root, dir, name string) (*devServer, error) {
 		groups.stop(d.pid)
 		return nil, ctx.Err()
 	}
+	d.findProcesses(port)
+	if len(d.workerd) == 0 {
+		groups.stop(d.pid)
+		return nil, fmt.Errorf("wrangler dev (%s) is ready but no workerd process was found in its tree", name)
+	}
+	return d, nil
+}
+
+// findProcesses sorts the processes of d's tree: the workerd ones (the
+// one listening on port is the proxy) and the node ones.
+func (d *devServer) findProcesses(port int) {
 	for _, p := range descendants(d.pid) {
 		switch p.comm {
 		case "workerd":
@@ -193,11 +204,6 @@ func startDev(ctx context.Context, root, dir, name string) (*devServer, error) {
 	}
 	// The launcher itself is node too.
 	d.node = append(d.node, d.pid)
-	if len(d.workerd) == 0 {
-		groups.stop(d.pid)
-		return nil, fmt.Errorf("wrangler dev (%s) is ready but no workerd process was found in its tree", name)
-	}
-	return d, nil
 }
 
 func (d *devServer) stop() { groups.stop(d.pid) }
