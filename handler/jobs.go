@@ -1,0 +1,328 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"log"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/store"
+)
+
+// jobChunk bounds the keys one advance of a job reads.
+const jobChunk = 200
+
+// advanceJob checks the next chunk of a job within budget and deadline.
+// A job another advancer holds is left alone.
+func (h *Handler) advanceJob(ctx context.Context, db *sql.DB, checks *store.Checks, j store.Job, set settings, budget *checkBudget, deadline time.Time) store.Job {
+	now := h.d.Now()
+	if ok, err := checks.Claim(ctx, j.ID, now.UnixMilli(), now.Add(2*time.Minute).UnixMilli()); err != nil || !ok {
+		return j
+	}
+	// Another advancer may have moved the job on since j was read.
+	if fresh, err := checks.Job(ctx, j.ID); err == nil {
+		j = fresh
+	}
+	opts := parseJobOptions(j.Options)
+	n := int(min(int64(jobChunk), max(budget.limit-budget.Load(), 1)))
+	keys, err := checks.JobKeys(ctx, j, n)
+	if err != nil {
+		log.Printf("keypool: check job %d: reading keys: %v", j.ID, err)
+		checks.Advance(ctx, j, j.Cursor, 0, 0, 0, nil, 0, h.d.Now().UnixMilli(), false)
+		return j
+	}
+	// Keep what follows the checks: their three writes, the progress
+	// saved and the job read back.
+	recs := h.runChecks(ctx, keys, set, opts, budget, cronWrites+2, deadline)
+	if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
+		log.Printf("keypool: check job %d: recording: %v", j.ID, err)
+		recs = nil
+	}
+	cursor := j.Cursor
+	var changes []store.JobChange
+	errs := int64(0)
+	for _, r := range recs {
+		cursor = r.Key.ID
+		if r.Key.Status != r.Next.Status {
+			changes = append(changes, store.JobChange{ID: r.Key.ID, From: r.Key.Status, To: r.Next.Status})
+		}
+		if r.Result.Outcome == rotation.CheckError {
+			errs++
+		}
+	}
+	if len(changes) > 0 {
+		h.invalidate()
+	}
+	finished := len(recs) == len(keys) && len(keys) < n
+	spent := h.d.Now().Sub(now).Milliseconds()
+	if err := checks.Advance(ctx, j, cursor, int64(len(recs)), int64(len(changes)), errs, changes, spent, h.d.Now().UnixMilli(), finished); err != nil {
+		log.Printf("keypool: check job %d: saving progress: %v", j.ID, err)
+	}
+	if got, err := checks.Job(ctx, j.ID); err == nil {
+		return got
+	}
+	return j
+}
+
+// parseJobOptions reads a stored job's options; they were validated when
+// the job was created.
+func parseJobOptions(s string) checkOptions {
+	o := defaultCheckOptions
+	r := gjson.Parse(s)
+	if v := r.Get("concurrency"); v.Exists() {
+		o.Concurrency = int(v.Int())
+	}
+	o.IntervalMS = r.Get("interval_ms").Int()
+	o.JitterMS = r.Get("jitter_ms").Int()
+	if v := r.Get("retries"); v.Exists() {
+		o.Retries = int(v.Int())
+	}
+	if v := r.Get("retry_interval_ms"); v.Exists() {
+		o.RetryIntervalMS = v.Int()
+	}
+	return o
+}
+
+// adminChecks serves /admin/api/checks[/{id}[/resume]]:
+//
+//	POST   /admin/api/checks             start a job (body: which keys, pacing)
+//	GET    /admin/api/checks             recent jobs
+//	GET    /admin/api/checks/{id}        advance a running job one chunk, then its progress
+//	DELETE /admin/api/checks/{id}        stop it
+//	POST   /admin/api/checks/{id}/resume go on from where it stopped
+func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB, rest string) {
+	checks := store.NewChecks(db).Counting(h.d.Queries)
+	if rest == "" {
+		switch r.Method {
+		case http.MethodPost:
+			h.startCheckJob(w, r, db, checks)
+		case http.MethodGet:
+			h.listCheckJobs(w, r, checks)
+		default:
+			methodNotAllowed(w, "GET, POST")
+		}
+		return
+	}
+	h.checkJob(w, r, db, checks, rest)
+}
+
+// listCheckJobs answers the 20 most recent jobs.
+func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, checks *store.Checks) {
+	jobs, err := checks.Jobs(r.Context(), 20, false)
+	if err != nil {
+		failed(w, err, "could not read the check jobs", "listing check jobs")
+		return
+	}
+	var b jsonout.Builder
+	b.Object().Key("jobs").Array()
+	for _, j := range jobs {
+		writeJob(&b, j, h.d.Now())
+	}
+	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+}
+
+// checkJob serves /admin/api/checks/{id}[/resume] (rest: what follows
+// /checks/).
+func (h *Handler) checkJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks, rest string) {
+	ctx := r.Context()
+	idText, action, _ := strings.Cut(rest, "/")
+	id, err := strconv.ParseInt(idText, 10, 64)
+	if err != nil || id <= 0 || (action != "" && action != "resume") {
+		notFound("no admin route " + r.Method + " " + r.URL.Path).write(w)
+		return
+	}
+	j, err := checks.Job(ctx, id)
+	if errors.Is(err, store.ErrJobNotFound) {
+		notFound("no check job " + idText).write(w)
+		return
+	}
+	if err != nil {
+		failed(w, err, "could not read the check job", "reading check job %d", id)
+		return
+	}
+	switch {
+	case action == "resume" && r.Method == http.MethodPost:
+		if j, err = checks.SetJobState(ctx, id, store.JobRunning, h.d.Now().UnixMilli()); err == nil && j.State == store.JobRunning {
+			j = h.advanceOnce(ctx, db, j)
+		}
+	case action == "resume":
+		methodNotAllowed(w, "POST")
+		return
+	case r.Method == http.MethodGet:
+		if j.State == store.JobRunning {
+			j = h.advanceOnce(ctx, db, j)
+		}
+	case r.Method == http.MethodDelete:
+		j, err = checks.SetJobState(ctx, id, store.JobStopped, h.d.Now().UnixMilli())
+	default:
+		methodNotAllowed(w, "GET, DELETE")
+		return
+	}
+	if err != nil {
+		failed(w, err, "could not update the check job", "check job %d", id)
+		return
+	}
+	var b jsonout.Builder
+	writeJob(&b, j, h.d.Now())
+	writeJSON(w, http.StatusOK, b.Bytes())
+}
+
+// advanceOnce advances a job within one admin request's budget
+// (JOB_SUBREQUESTS, default 40 of the free plan's 50; 10 s).
+func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) store.Job {
+	budget := &checkBudget{limit: h.cfg().JobSubrequests, total: h.d.Queries}
+	deadline := h.d.Now().Add(h.cfg().JobTimeBudget)
+	checks := store.NewChecks(db).Counting(budget)
+	if b, err := h.box(); err == nil {
+		checks.Sealing(b)
+	}
+	return h.advanceJob(ctx, db, checks, j, h.settings(ctx, db), budget, deadline)
+}
+
+// startCheckJob reads which keys to check — {"ids":[…]}, {"provider":…,
+// "status":[…]}, or {} for all — and how: {"concurrency":1-6,
+// "interval_ms":…, "jitter_ms":…, "retries":0-5, "retry_interval_ms":…}.
+func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks) {
+	body, ok := h.readBody(w, r)
+	if !ok {
+		return
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
+	}
+	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
+		badRequest(`want a JSON object, e.g. {"provider":"siliconflow","status":["blocked"],"concurrency":3}`, "").write(w)
+		return
+	}
+	in := gjson.ParseBytes(body)
+	filter, bad := jobFilter(in)
+	if bad.Status == 0 {
+		var opts []byte
+		opts, bad = jobOptions(in)
+		if bad.Status == 0 {
+			h.createCheckJob(w, r, db, checks, filter, opts)
+			return
+		}
+	}
+	bad.write(w)
+}
+
+// createCheckJob stores a job and makes its first step at once.
+func (h *Handler) createCheckJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks, filter, opts []byte) {
+	ctx := r.Context()
+	j, err := checks.CreateJob(ctx, string(filter), string(opts), h.d.Now().UnixMilli())
+	if err != nil {
+		failed(w, err, "could not create the check job", "creating a check job")
+		return
+	}
+	if j.State == store.JobRunning {
+		j = h.advanceOnce(ctx, db, j)
+	}
+	var b jsonout.Builder
+	writeJob(&b, j, h.d.Now())
+	writeJSON(w, http.StatusAccepted, b.Bytes())
+}
+
+// jobFilter is which keys a job checks: "ids", "provider", "status"
+// (all when none is given), or the error naming the wrong field.
+func jobFilter(in gjson.Result) ([]byte, apiError) {
+	var filter jsonout.Builder
+	filter.Object()
+	if v := in.Get("ids"); v.Exists() {
+		ids, bad := keyIDs(v, "ids", 0)
+		if bad.Status != 0 {
+			return nil, bad
+		}
+		filter.Key("ids").Raw(jsonout.IntArray(ids))
+	}
+	if v := in.Get("provider"); v.Exists() {
+		if _, known := provider.Lookup(v.String()); v.Type != gjson.String || !known {
+			return nil, badRequest("provider: unknown provider "+v.Raw+"; known: "+strings.Join(provider.Names(), ", "), "provider")
+		}
+		filter.Key("provider").String(v.String())
+	}
+	if v := in.Get("status"); v.Exists() {
+		const want = "(active, blocked, exhausted, disabled)"
+		if !v.IsArray() {
+			return nil, badRequest("status: want an array of statuses "+want, "status")
+		}
+		filter.Key("status").Array()
+		for _, x := range v.Array() {
+			switch x.String() {
+			case rotation.KeyActive, rotation.KeyBlocked, rotation.KeyExhausted, rotation.KeyDisabled:
+				filter.String(x.String())
+			default:
+				return nil, badRequest("status: "+x.Raw+" is not a key status "+want, "status")
+			}
+		}
+		filter.EndArray()
+	}
+	return filter.EndObject().Bytes(), apiError{}
+}
+
+// jobOptions is how a job checks, each option within its range, or the
+// error naming the wrong one.
+func jobOptions(in gjson.Result) ([]byte, apiError) {
+	var opts jsonout.Builder
+	opts.Object()
+	for _, f := range []struct {
+		name   string
+		lo, hi int64
+		deflt  int64
+	}{
+		{"concurrency", 1, 6, int64(defaultCheckOptions.Concurrency)},
+		{"interval_ms", 0, 60000, 0},
+		{"jitter_ms", 0, 60000, 0},
+		{"retries", 0, 5, int64(defaultCheckOptions.Retries)},
+		{"retry_interval_ms", 0, 60000, defaultCheckOptions.RetryIntervalMS},
+	} {
+		n := f.deflt
+		if v := in.Get(f.name); v.Exists() {
+			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < f.lo || v.Int() > f.hi {
+				return nil, badRequest(f.name+": want a whole number from "+strconv.FormatInt(f.lo, 10)+" to "+strconv.FormatInt(f.hi, 10), f.name)
+			}
+			n = v.Int()
+		}
+		opts.Key(f.name).Int(n)
+	}
+	return opts.EndObject().Bytes(), apiError{}
+}
+
+// writeJob writes a job's progress: counts, percent, rate (keys per
+// second of checking) and the estimated time left.
+func writeJob(b *jsonout.Builder, j store.Job, now time.Time) {
+	b.Object().Key("id").Int(j.ID).Key("state").String(j.State).
+		Key("filter").Raw([]byte(j.Filter)).Key("options").Raw([]byte(j.Options)).
+		Key("total").Int(j.Total).Key("done").Int(j.Done).Key("changed").Int(j.Changed).Key("errors").Int(j.Errors)
+	percent := 100.0
+	if j.Total > 0 {
+		percent = float64(j.Done) * 100 / float64(j.Total)
+	}
+	b.Key("percent").Float(float64(int(percent*10)) / 10)
+	b.Key("rate_per_s")
+	if j.RunMS > 0 && j.Done > 0 {
+		rate := float64(j.Done) * 1000 / float64(j.RunMS)
+		b.Float(float64(int(rate*100)) / 100)
+		b.Key("eta_s").Int(int64(float64(j.Total-j.Done) / rate))
+	} else {
+		b.Null().Key("eta_s").Null()
+	}
+	b.Key("changed_keys").Array()
+	for _, c := range gjson.Parse(j.ChangedKeys).Array() {
+		a := c.Array()
+		if len(a) == 3 {
+			b.Object().Key("id").Int(a[0].Int()).Key("from").String(a[1].String()).Key("to").String(a[2].String()).EndObject()
+		}
+	}
+	b.EndArray().Key("created_at").Int(j.CreatedAt).Key("updated_at").Int(j.UpdatedAt).EndObject()
+}
