@@ -16,6 +16,7 @@ import (
 
 	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/handler"
+	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/workerjs"
 )
 
@@ -29,8 +30,8 @@ func main() {
 		Defer:    cloudflare.WaitUntil,
 		Now:      time.Now,
 		Queries:  workerjs.Counter("keypoolD1Queries"),
-		Shared: workerjs.Map{Name: "keypoolShared", CachePrefix: handler.CachePrefix,
-			CacheEntries: handler.CacheEntries, CacheBytes: handler.CacheBytes},
+		Shared: workerjs.Map{Name: "keypoolShared", CachePrefix: pool.CachePrefix,
+			CacheEntries: pool.CacheEntries, CacheBytes: pool.CacheBytes},
 		Memory: workerjs.Memory,
 	})
 	workerjs.Serve(h)

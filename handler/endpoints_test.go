@@ -124,7 +124,7 @@ func TestEndpointScopeQuotaAndUsage(t *testing.T) {
 	refusedEndpoint(t, e, nonInference[0], tok.Token)
 	refusedEndpoint(t, e, nonInference[3], tok.Token)
 	var rejected int64
-	for _, r := range e.h.takeRollups() {
+	for _, r := range e.h.pool.TakeRollups() {
 		if r.TokenID == tok.ID {
 			if r.Model != refusedModel || r.KeyID != 0 {
 				t.Errorf("refused call recorded under model %q key %d", r.Model, r.KeyID)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
@@ -93,7 +94,7 @@ func (h *Handler) attemptRequest(call upstreamCall, set settings, started time.T
 	c := h.cfg()
 	return rotation.Request{
 		Provider: call.prov.Name, Family: call.prov.Family, Model: call.model, Started: started,
-		Storm:       h.storm(call.prov.Name),
+		Storm:       h.pool.Storm(call.prov.Name),
 		Policy:      c.Cooldown,
 		StormPolicy: c.Storm,
 		Limits: rotation.Limits{
@@ -203,7 +204,7 @@ func (h *Handler) freshCandidates(ctx context.Context, keys *store.Keys, prov, m
 	now := h.d.Now().UnixMilli()
 	list, err := keys.Candidates(ctx, prov, model, now, candidateLimit, free)
 	if err == nil && len(list) > 0 {
-		h.d.Shared.Set(candKey(prov, model, free), encodeCands(now, list))
+		h.pool.SetCandidates(prov, model, free, pool.Candidates{Read: now, List: list})
 	}
 	return list, err
 }
@@ -225,10 +226,10 @@ func (h *Handler) applyHot(prov string, eff rotation.Effects) {
 		log.Printf("keypool: %s", n)
 	}
 	if eff.StormChanged {
-		h.setStorm(prov, eff.Storm)
+		h.pool.SetStorm(prov, eff.Storm)
 	}
 	now := h.d.Now()
-	h.countKeyUses(eff.Uses, now)
+	h.pool.CountKeyUses(eff.Uses, now.UnixMilli())
 	h.applyCache(prov, eff.Cache, now)
 	h.holdOutChanged(prov, eff.Changes, now.UnixMilli())
 }

@@ -449,7 +449,7 @@ func TestStorm(t *testing.T) {
 	}
 	e.setNow(t0.Add(11 * time.Second))
 	wantServed(t, e.chat("gpt-4o-mini"), "1")
-	if s := e.h.storm("openai"); s.Since != 0 || s.Until != 0 || len(s.Keys) != 0 {
+	if s := e.h.pool.Storm("openai"); s.Since != 0 || s.Until != 0 || len(s.Keys) != 0 {
 		t.Errorf("storm state after a success: %+v, want calm", s)
 	}
 	noBlocks("after the storm")

@@ -5,7 +5,6 @@ import (
 
 	"github.com/tidwall/gjson"
 
-	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/store"
 )
 
@@ -45,15 +44,5 @@ func TestClientMetadata(t *testing.T) {
 	}
 	if got := ownMetadata(3, "check"); got != `{"keypool_key":3,"keypool_task":"check"}` {
 		t.Errorf("ownMetadata: %s", got)
-	}
-}
-
-// The isolate's token cache keeps the name the gateway metadata sends.
-func TestTokenCacheKeepsName(t *testing.T) {
-	var b jsonout.Builder
-	encodeToken(&b, store.Token{ID: 4, Name: "ops ü", Endpoints: store.EndpointsAll, Providers: []string{"openai"}})
-	got := decodeToken(gjson.ParseBytes(b.Bytes()))
-	if got.ID != 4 || got.Name != "ops ü" || got.Endpoints != store.EndpointsAll || len(got.Providers) != 1 {
-		t.Errorf("round trip: %+v", got)
 	}
 }

@@ -164,7 +164,7 @@ type guestView struct {
 
 // The guest summary's view is cached per isolate for CACHE_SECONDS, up to
 // guestViewMaxBytes: an open status page is not a way to make keypool read
-// the whole pool on every request. Admin changes drop it (clearCands).
+// the whole pool on every request. Admin changes drop it (invalidate).
 const (
 	guestViewKey      = "guest-view"
 	guestViewMaxBytes = 2 << 20

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keypool/keypool/config"
+	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/seal"
 )
 
@@ -44,7 +45,7 @@ type Deps struct {
 	Queries Counter
 	// Shared is memory all Go instances of the isolate see, for the
 	// candidate-key cache; a process-local map when nil.
-	Shared Shared
+	Shared pool.Shared
 	// Memory reports the Go instances of the isolate, their memory in
 	// bytes and the most one instance has held, for /admin/api/debug/stats;
 	// nil where unknown.
@@ -62,7 +63,8 @@ type Counter interface {
 
 // Handler serves every route of the worker.
 type Handler struct {
-	d Deps
+	d    Deps
+	pool *pool.State // the isolate's shared records
 
 	boxMu  sync.Mutex
 	boxFor string    // the KEYPOOL_SECRET boxVal was derived from
@@ -74,13 +76,10 @@ func New(d Deps) *Handler {
 	if d.IntN == nil {
 		d.IntN = rand.IntN
 	}
-	if d.Shared == nil {
-		d.Shared = &localShared{m: map[string]string{}}
-	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Handler{d: d}
+	return &Handler{d: d, pool: pool.New(d.Shared)}
 }
 
 // ServeHTTP routes a request. A panic anywhere below becomes a 500 in the

@@ -43,7 +43,7 @@ func TestTakenOutKeyStaysOutUntilWritten(t *testing.T) {
 					t.Fatalf("request %d: %d %s", i, w.Code, w.Body.String())
 				}
 				// A fresh read every time, as when the cache has expired.
-				h.clearCands()
+				h.pool.ForgetCache()
 			}
 			calls := 0
 			for _, q := range e.up.Requests() {

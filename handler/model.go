@@ -257,20 +257,6 @@ func pathOverBody(m requestModel, rest string) (requestModel, apiError) {
 // it writes them: each request reads and rewrites them all.
 const maxPendingRollups = 256
 
-// flushSoonIfMany makes the pending counts due at once when the rollups
-// hold more than maxPendingRollups groups (many distinct models, tokens
-// or keys within USAGE_FLUSH_SECONDS).
-func (h *Handler) flushSoonIfMany(rollups gjson.Result) {
-	n := 0
-	rollups.ForEach(func(_, _ gjson.Result) bool {
-		n++
-		return n < maxPendingRollups
-	})
-	if n >= maxPendingRollups {
-		h.d.Shared.Delete(flushedKey)
-	}
-}
-
 // refusedModel is the model a request its token's scope refuses is
 // counted under: the model such a client names is not recorded, so that
 // it cannot fill the rollups with names of its choosing.

@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
+	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/provider"
 )
 
@@ -300,56 +301,12 @@ func TestRefusedModelLabel(t *testing.T) {
 	}
 }
 
-// TestSharedCacheBounded: the cache part of Shared keeps at most
-// CacheEntries entries and CacheBytes bytes, dropping the oldest written;
-// state entries are never dropped.
-func TestSharedCacheBounded(t *testing.T) {
-	l := &localShared{m: map[string]string{}}
-	l.Set(usageKey, "[1]")
-	l.Set(rollupKey, "{}")
-	for i := 0; i < 3*CacheEntries; i++ {
-		l.Set(candKey("openai", "m"+strconv.Itoa(i), false), "v")
-	}
-	if n, _ := l.CacheSize(); n != CacheEntries {
-		t.Errorf("%d cache entries, want %d", n, CacheEntries)
-	}
-	if _, ok := l.Get(candKey("openai", "m0", false)); ok {
-		t.Errorf("the oldest entry was kept")
-	}
-	if _, ok := l.Get(candKey("openai", "m"+strconv.Itoa(3*CacheEntries-1), false)); !ok {
-		t.Errorf("the newest entry was dropped")
-	}
-	if v, ok := l.Get(usageKey); !ok || v != "[1]" {
-		t.Errorf("state entry dropped")
-	}
-	// Rewriting an entry makes it the newest.
-	first := candKey("openai", "m"+strconv.Itoa(2*CacheEntries), false)
-	l.Set(first, "w")
-	l.Set(candKey("openai", "new", false), "v")
-	if _, ok := l.Get(first); !ok {
-		t.Errorf("a rewritten entry was dropped as the oldest")
-	}
-	// Bytes: large values push out older ones.
-	big := strings.Repeat("b", CacheBytes/4)
-	for i := 0; i < 10; i++ {
-		l.Set(candKey("openai", "big"+strconv.Itoa(i), false), big)
-	}
-	if _, size := l.CacheSize(); size > CacheBytes {
-		t.Errorf("cache holds %d bytes, want at most %d", size, CacheBytes)
-	}
-	l.Delete(candKey("openai", "big9", false))
-	l.Clear()
-	if n, size := l.CacheSize(); n != 0 || size != 0 {
-		t.Errorf("after Clear: %d entries, %d bytes", n, size)
-	}
-}
-
 // TestCacheBoundedByDistinctModels: served requests for many distinct
 // models leave the cache within its bound, and the counters intact.
 func TestCacheBoundedByDistinctModels(t *testing.T) {
 	e := newEnv(t, "USAGE_FLUSH_SECONDS", "3600", "CACHE_SECONDS", "300")
 	e.addKeys("openai", "sk-bound-key-0000001")
-	n := CacheEntries + 100
+	n := pool.CacheEntries + 100
 	for i := 0; i < n; i++ {
 		wantServed(t, e.chat("gpt-bound-"+strconv.Itoa(i)+strings.Repeat("x", 200)), "1")
 	}
@@ -357,7 +314,7 @@ func TestCacheBoundedByDistinctModels(t *testing.T) {
 	w := e.admin(http.MethodGet, "/admin/api/debug/stats", "")
 	s := gjson.Parse(w.Body.String())
 	entries, size := s.Get("cache_entries").Int(), s.Get("cache_bytes").Int()
-	if !s.Get("cache_entries").Exists() || entries > CacheEntries || size > CacheBytes {
+	if !s.Get("cache_entries").Exists() || entries > pool.CacheEntries || size > pool.CacheBytes {
 		t.Errorf("after %d distinct models: %s", n, w.Body.String())
 	}
 	t.Logf("cache after %d distinct models: %d entries, %d bytes", n, entries, size)

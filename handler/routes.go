@@ -252,7 +252,7 @@ func (h *Handler) debugStats(w http.ResponseWriter) {
 	} else {
 		b.Null()
 	}
-	if c, ok := h.d.Shared.(interface{ CacheSize() (int, int) }); ok {
+	if c, ok := h.pool.Shared().(interface{ CacheSize() (int, int) }); ok {
 		n, size := c.CacheSize()
 		b.Key("cache_entries").Int(int64(n)).Key("cache_bytes").Int(int64(size))
 	}

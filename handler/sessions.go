@@ -67,7 +67,7 @@ func (h *Handler) revokeSessions(ctx context.Context, roles ...string) error {
 		return err
 	}
 	_, err = store.NewSessions(db).Counting(h.d.Queries).Bump(ctx, roles...)
-	h.d.Shared.Delete(sessionGenKey)
+	h.pool.Forget(sessionGenKey)
 	return err
 }
 

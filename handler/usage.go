@@ -9,9 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidwall/gjson"
-
-	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/usage"
@@ -75,59 +72,16 @@ func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, 
 	if u.Estimated {
 		c.Estimated = 1
 	}
-	minute := s.started.UnixMilli() / 60000 * 60000
-	group := strconv.FormatInt(minute, 10) + "\x00" + strconv.FormatInt(s.token, 10) + "\x00" +
-		strconv.FormatInt(s.key, 10) + "\x00" + s.prov + "\x00" + s.model
-	all := gjson.Parse(h.sharedOr(rollupKey, "{}"))
-	var cur store.Counts
-	if a := all.Get(gjsonEscape(group)).Array(); len(a) == 9 {
-		cur = store.Counts{Requests: a[0].Int(), Successes: a[1].Int(), ClientErrors: a[2].Int(), UpstreamErrors: a[3].Int(),
-			Rejected: a[4].Int(), PromptTokens: a[5].Int(), CompletionTokens: a[6].Int(), Estimated: a[7].Int(), LatencyMS: a[8].Int()}
+	groups := h.pool.AddRollup(store.Rollup{Minute: s.started.UnixMilli() / 60000 * 60000, TokenID: s.token,
+		KeyID: s.key, Provider: s.prov, Model: s.model, Counts: c})
+	if groups > maxPendingRollups {
+		// Each request reads and rewrites them all: write them at once.
+		h.pool.FlushSoon()
 	}
-	cur.Add(c)
-	h.d.Shared.Set(rollupKey, setField(all, group, string(jsonout.IntArray(cur.Values()))))
-	h.flushSoonIfMany(all)
 	if s.token > 0 && u.Total() > 0 {
 		now := h.d.Now()
-		h.countToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
+		h.pool.CountToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
 	}
-}
-
-// gjsonEscape escapes a key for a gjson path.
-func gjsonEscape(k string) string {
-	var b strings.Builder
-	for _, r := range k {
-		if strings.ContainsRune(`.*?|#@\!=<>%:"`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// takeRollups returns the pending rollups and resets them.
-func (h *Handler) takeRollups() []store.Rollup {
-	v, ok := h.d.Shared.Get(rollupKey)
-	if !ok {
-		return nil
-	}
-	h.d.Shared.Delete(rollupKey)
-	var out []store.Rollup
-	gjson.Parse(v).ForEach(func(k, x gjson.Result) bool {
-		parts := strings.SplitN(k.String(), "\x00", 5)
-		a := x.Array()
-		if len(parts) != 5 || len(a) != 9 {
-			return true
-		}
-		minute, _ := strconv.ParseInt(parts[0], 10, 64)
-		tok, _ := strconv.ParseInt(parts[1], 10, 64)
-		key, _ := strconv.ParseInt(parts[2], 10, 64)
-		out = append(out, store.Rollup{Minute: minute, TokenID: tok, KeyID: key, Provider: parts[3], Model: parts[4],
-			Counts: store.Counts{Requests: a[0].Int(), Successes: a[1].Int(), ClientErrors: a[2].Int(), UpstreamErrors: a[3].Int(),
-				Rejected: a[4].Int(), PromptTokens: a[5].Int(), CompletionTokens: a[6].Int(), Estimated: a[7].Int(), LatencyMS: a[8].Int()}})
-		return true
-	})
-	return out
 }
 
 // pending is the isolate's coalesced counts, taken to be written.
@@ -144,16 +98,15 @@ func (p pending) empty() bool { return len(p.keys) == 0 && len(p.rollups) == 0 &
 // A zero now takes them whether due or not.
 func (h *Handler) takePending(now time.Time) pending {
 	interval := h.cfg().UsageFlush
-	last, _ := h.d.Shared.Get(flushedKey)
-	if ms, _ := strconv.ParseInt(last, 10, 64); !now.IsZero() && ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
+	if ms := h.pool.Flushed(); !now.IsZero() && ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
 		return pending{}
 	}
 	if now.IsZero() {
 		now = h.d.Now()
 	}
-	p := pending{keys: h.takeKeyUsage(), rollups: h.takeRollups(), tokens: h.takeTokenUsage()}
+	p := pending{keys: h.pool.TakeKeyUsage(), rollups: h.pool.TakeRollups(), tokens: h.pool.TakeTokenUsage()}
 	if !p.empty() {
-		h.d.Shared.Set(flushedKey, strconv.FormatInt(now.UnixMilli(), 10))
+		h.pool.SetFlushed(now.UnixMilli())
 	}
 	return p
 }
@@ -171,7 +124,7 @@ func (h *Handler) writePending(ctx context.Context, db *sql.DB, p pending) {
 	if err != nil {
 		log.Printf("keypool: writing token usage: %v", err)
 	}
-	h.settleTokenUsage(p.tokens, err == nil)
+	h.pool.SettleTokenUsage(p.tokens, err == nil)
 }
 
 // flushDue writes the pending counts when they are due, at once (for work

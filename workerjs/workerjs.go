@@ -253,8 +253,8 @@ func (m Map) Delete(key string) {
 	c.Set(bytesKey, cacheBytes(c)-forget(c, global(m.Name+"Sizes"), js.ValueOf(key)))
 }
 
-func (m Map) Clear() {
-	global(m.Name).Call("clear")
+// ClearCache drops the cache's entries, keeping the others.
+func (m Map) ClearCache() {
 	c := global(m.Name + "Cache")
 	c.Call("clear")
 	global(m.Name + "Sizes").Call("clear")
