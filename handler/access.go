@@ -261,7 +261,7 @@ func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.
 		return "", false
 	}
 	ctx := r.Context()
-	if err := store.NewAudit(db).Counting(h.d.Queries).LoginSuccess(ctx, key); err != nil {
+	if err := store.On(db, h.d.Queries).Audit().LoginSuccess(ctx, key); err != nil {
 		log.Printf("keypool: clearing failed %s logins: %v", role.name, err)
 	}
 	value, csrf, err := h.newSession(ctx, b, role.session, role.boundTo, h.sessionTTL())
@@ -337,7 +337,7 @@ func (h *Handler) audit(r *http.Request, db *sql.DB, actor, action, target, deta
 		actor = "anonymous"
 	}
 	e := store.Entry{At: h.d.Now().UnixMilli(), Actor: actor, IP: clientIP(r), Action: action, Target: target, Detail: detail}
-	if err := store.NewAudit(db).Counting(h.d.Queries).Add(r.Context(), e); err != nil {
+	if err := store.On(db, h.d.Queries).Audit().Add(r.Context(), e); err != nil {
 		log.Printf("keypool: writing the audit log: %v", err)
 	}
 }

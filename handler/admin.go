@@ -39,7 +39,7 @@ func (h *Handler) keys(w http.ResponseWriter) (*store.Keys, bool) {
 	if !ok {
 		return nil, false
 	}
-	return store.NewKeys(db).Counting(h.d.Queries).Sealing(b), true
+	return store.On(db, h.d.Queries).Keys().Sealing(b), true
 }
 
 // db returns the database, or answers 500 saying it is missing.
@@ -400,7 +400,7 @@ func (h *Handler) keyBalance(w http.ResponseWriter, r *http.Request, id int64) {
 		days = 30
 	}
 	since := h.d.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
-	points, err := store.NewChecks(db).Counting(h.d.Queries).BalanceHistory(r.Context(), id, since)
+	points, err := store.On(db, h.d.Queries).Checks().BalanceHistory(r.Context(), id, since)
 	if err != nil {
 		failed(w, err, "could not read the balance history", "reading key %d balance history", id)
 		return
@@ -426,7 +426,7 @@ func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) {
 	if err != nil || limit <= 0 || limit > 500 {
 		limit = 50
 	}
-	entries, err := store.NewAudit(db).Counting(h.d.Queries).Page(r.Context(), before, limit)
+	entries, err := store.On(db, h.d.Queries).Audit().Page(r.Context(), before, limit)
 	if err != nil {
 		failed(w, err, "could not read the audit log", "reading the audit log")
 		return

@@ -169,7 +169,7 @@ func TestAdminImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := store.NewKeys(e.db).Sealing(box)
+	keys := store.On(e.db, nil).Keys().Sealing(box)
 	list, err := keys.List(t.Context(), "openai")
 	if err != nil || len(list) != 3 {
 		t.Fatalf("pool has %d keys (%v), want 3", len(list), err)
@@ -191,7 +191,7 @@ func TestAdminImport(t *testing.T) {
 			t.Errorf("Reveal(%d) = %q, %v; want the key", k.ID, got, err)
 		}
 		other, _ := seal.New("another-keypool-secret-0000")
-		if _, err := store.NewKeys(e.db).Sealing(other).Reveal(t.Context(), k.ID); err == nil {
+		if _, err := store.On(e.db, nil).Keys().Sealing(other).Reveal(t.Context(), k.ID); err == nil {
 			t.Errorf("key %d opened under another KEYPOOL_SECRET", k.ID)
 		}
 	}
@@ -279,7 +279,7 @@ func TestAdminImportErrors(t *testing.T) {
 	if w.Code != http.StatusCreated {
 		t.Errorf("label of %d characters: status %d, want 201", maxLabel, w.Code)
 	}
-	list, _ := store.NewKeys(e.db).List(t.Context(), "")
+	list, _ := store.On(e.db, nil).Keys().List(t.Context(), "")
 	if len(list) != 1 {
 		t.Errorf("pool has %d keys after the failed imports, want 1", len(list))
 	}
@@ -414,7 +414,7 @@ func TestAdminMethodNotAllowed(t *testing.T) {
 		})
 	}
 	// Nothing was changed.
-	if _, err := store.NewKeys(e.db).List(t.Context(), ""); err != nil {
+	if _, err := store.On(e.db, nil).Keys().List(t.Context(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if k, _ := e.key(ids[0]); k.Status != store.StatusActive {

@@ -192,7 +192,7 @@ func (h *Handler) balanceTrend(w http.ResponseWriter, r *http.Request) {
 	if days > 0 {
 		since = h.d.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
 	}
-	points, err := store.NewChecks(db).Counting(h.d.Queries).BalanceTrend(r.Context(), since, r.URL.Query().Get("provider"))
+	points, err := store.On(db, h.d.Queries).Checks().BalanceTrend(r.Context(), since, r.URL.Query().Get("provider"))
 	if err != nil {
 		failed(w, err, "could not read the balance history", "balance trend")
 		return

@@ -318,8 +318,8 @@ func (h *Handler) Scheduled(ctx context.Context) error {
 	}
 	budget := &checkBudget{limit: h.cfg().CheckSubrequests, total: h.d.Queries}
 	deadline := start.Add(h.cfg().CheckTimeBudget)
-	keys := store.NewKeys(db).Counting(budget)
-	checks := store.NewChecks(db).Counting(budget)
+	keys := store.On(db, budget).Keys()
+	checks := store.On(db, budget).Checks()
 	cooled, old := h.cronPrune(ctx, db, keys, checks, budget, start.UnixMilli())
 	box, err := h.box()
 	if err != nil {
@@ -381,11 +381,11 @@ func (h *Handler) cronPrune(ctx context.Context, db *sql.DB, keys *store.Keys, c
 	if err != nil {
 		log.Printf("keypool cron: pruning history: %v", err)
 	}
-	if n, err := store.NewAudit(db).Counting(budget).Prune(ctx, now-days*86400000); err == nil {
+	if n, err := store.On(db, budget).Audit().Prune(ctx, now-days*86400000); err == nil {
 		old += n
 	}
 	// Minute rollups are kept two days; day rollups as long as history.
-	if n, err := store.NewRollups(db).Counting(budget).Prune(ctx, now-2*86400000, now-days*86400000); err == nil {
+	if n, err := store.On(db, budget).Rollups().Prune(ctx, now-2*86400000, now-days*86400000); err == nil {
 		old += n
 	}
 	return cooled, old

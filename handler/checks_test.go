@@ -74,7 +74,7 @@ func newCheckEnv(t *testing.T, vars ...string) *checkEnv {
 	// refresh does not call the upstream with some key in the middle of a
 	// test about checks (TestCronSubrequestBudget removes them).
 	for _, name := range provider.Names() {
-		if err := store.NewModels(e.db).Replace(context.Background(), name, []string{"listed-model"}, t0.Add(365*24*time.Hour).UnixMilli()); err != nil {
+		if err := store.On(e.db, nil).Models().Replace(context.Background(), name, []string{"listed-model"}, t0.Add(365*24*time.Hour).UnixMilli()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -350,7 +350,7 @@ func TestCronAdvancesJobWithinBudget(t *testing.T) {
 	// No key is due and the model lists are fresh: the cron's budget goes
 	// to the job.
 	e.warmCron(t0.Add(time.Hour))
-	j, err := store.NewChecks(e.db).CreateJob(ctx, `{}`, `{"concurrency":6}`, t0.UnixMilli())
+	j, err := store.On(e.db, nil).Checks().CreateJob(ctx, `{}`, `{"concurrency":6}`, t0.UnixMilli())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestCronAdvancesJobWithinBudget(t *testing.T) {
 		if !strings.Contains(r.summary, fmt.Sprintf("advanced job %d", j.ID)) {
 			t.Errorf("run %d: summary does not name job %d: %s", run, j.ID, r.summary)
 		}
-		got, err := store.NewChecks(e.db).Job(ctx, j.ID)
+		got, err := store.On(e.db, nil).Checks().Job(ctx, j.ID)
 		if err != nil {
 			t.Fatal(err)
 		}

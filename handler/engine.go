@@ -65,7 +65,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	// reaches an answer from a key counts as rejected.
 	fin := served{started: started, token: call.client.id(), prov: call.prov.Name, model: call.model,
 		class: classRejected, reqBytes: int64(len(call.body)), textIn: len(call.body) > 0 && isJSON(r.Header.Get("Content-Type"))}
-	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
+	keys := store.On(db, h.d.Queries).Keys().Sealing(b)
 	if !h.admit(w, call.client, call) {
 		h.finish(db, keys, fin, nil)
 		return

@@ -207,7 +207,7 @@ func (e *testEnv) admin(method, target, body string) *httptest.ResponseRecorder 
 // addKeys puts secrets into the pool directly and returns their ids.
 func (e *testEnv) addKeys(prov string, secrets ...string) []int64 {
 	e.t.Helper()
-	added, dups, err := store.NewKeys(e.db).Add(context.Background(), prov, "", secrets, t0.UnixMilli())
+	added, dups, err := store.On(e.db, nil).Keys().Add(context.Background(), prov, "", secrets, t0.UnixMilli())
 	if err != nil || len(dups) > 0 || len(added) != len(secrets) {
 		e.t.Fatalf("adding keys: added %d of %d, duplicates %v, err %v", len(added), len(secrets), dups, err)
 	}
@@ -221,7 +221,7 @@ func (e *testEnv) addKeys(prov string, secrets ...string) []int64 {
 // key reads a key and its events from the store.
 func (e *testEnv) key(id int64) (store.Key, []store.Event) {
 	e.t.Helper()
-	k, evs, err := store.NewKeys(e.db).Get(context.Background(), id, 50)
+	k, evs, err := store.On(e.db, nil).Keys().Get(context.Background(), id, 50)
 	if err != nil {
 		e.t.Fatalf("reading key %d: %v", id, err)
 	}

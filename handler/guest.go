@@ -92,7 +92,7 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	keys := store.NewKeys(db).Counting(h.d.Queries).Sealing(b)
+	keys := store.On(db, h.d.Queries).Keys().Sealing(b)
 	reveal := set.guestRevealKeys && !admin
 	var view guestView
 	var err error

@@ -101,7 +101,7 @@ func parseJobOptions(s string) checkOptions {
 //	DELETE /admin/api/checks/{id}        stop it
 //	POST   /admin/api/checks/{id}/resume go on from where it stopped
 func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB, rest string) {
-	checks := store.NewChecks(db).Counting(h.d.Queries)
+	checks := store.On(db, h.d.Queries).Checks()
 	if rest == "" {
 		switch r.Method {
 		case http.MethodPost:
@@ -182,7 +182,7 @@ func (h *Handler) checkJob(w http.ResponseWriter, r *http.Request, db *sql.DB, c
 func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) store.Job {
 	budget := &checkBudget{limit: h.cfg().JobSubrequests, total: h.d.Queries}
 	deadline := h.d.Now().Add(h.cfg().JobTimeBudget)
-	checks := store.NewChecks(db).Counting(budget)
+	checks := store.On(db, budget).Checks()
 	if b, err := h.box(); err == nil {
 		checks.Sealing(b)
 	}

@@ -32,7 +32,7 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB,
 	message, doing := "", ""
 	body, _, err := h.readThrough(modelsKey, false, func() (string, bool, error) {
 		ctx := r.Context()
-		models := store.NewModels(db).Counting(h.d.Queries)
+		models := store.On(db, h.d.Queries).Models()
 		servable, err := models.Servable(ctx)
 		if err != nil {
 			message, doing = "keypool could not read its key pool", "reading providers with keys"
@@ -146,7 +146,7 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 		return nil, false
 	}
 	now := h.d.Now()
-	keys := store.NewKeys(db).Counting(queries)
+	keys := store.On(db, queries).Keys()
 	if b, err := h.box(); err == nil {
 		keys.Sealing(b)
 	}
@@ -176,7 +176,7 @@ func (h *Handler) refreshModels(ctx context.Context, db *sql.DB, name string, qu
 		if len(list) == 0 {
 			return nil, false
 		}
-		if err := store.NewModels(db).Counting(queries).Replace(ctx, name, list, now.UnixMilli()); err != nil {
+		if err := store.On(db, queries).Models().Replace(ctx, name, list, now.UnixMilli()); err != nil {
 			log.Printf("keypool: storing %s models: %v", name, err)
 		}
 		return list, true
@@ -234,7 +234,7 @@ func parseModelList(body []byte) []string {
 // providers with usable keys, at most limit of them (each costs a
 // subrequest). Used by the cron task.
 func (h *Handler) refreshStaleModels(ctx context.Context, db *sql.DB, limit int, budget *checkBudget) int {
-	models := store.NewModels(db).Counting(budget)
+	models := store.On(db, budget).Models()
 	servable, err := models.Servable(ctx)
 	if err != nil {
 		log.Printf("keypool cron: reading providers: %v", err)

@@ -17,7 +17,7 @@ func TestModelsScopedToToken(t *testing.T) {
 	e := newEnv(t, "CACHE_SECONDS", "60")
 	e.addKeys("openai", "sk-scope-openai-000001")
 	e.addKeys("groq", "gsk_scope_groq_0000001")
-	models := store.NewModels(e.db)
+	models := store.On(e.db, nil).Models()
 	if err := models.Replace(t.Context(), "openai", []string{"gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo"}, t0.UnixMilli()); err != nil {
 		t.Fatal(err)
 	}

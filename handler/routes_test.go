@@ -320,7 +320,7 @@ func TestListModels(t *testing.T) {
 	if _, err := e.db.Exec(`UPDATE keys SET status = 'exhausted' WHERE id = ?`, exhausted[0]); err != nil {
 		t.Fatal(err)
 	}
-	models := store.NewModels(e.db)
+	models := store.On(e.db, nil).Models()
 	if err := models.Replace(ctx, "groq", []string{"llama-3.1-8b-instant", "whisper-large-v3"}, t0.UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
@@ -662,7 +662,7 @@ func TestModelListsRefreshed(t *testing.T) {
 	ctx := t.Context()
 	e.addKeys("openai", "sk-openai-key-0000001")
 	e.addKeys("groq", "gsk_groq_key_00000001")
-	models := store.NewModels(e.db)
+	models := store.On(e.db, nil).Models()
 	if err := models.Replace(ctx, "openai", []string{"old-model"}, t0.Add(-25*time.Hour).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}

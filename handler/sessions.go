@@ -28,7 +28,7 @@ func (h *Handler) sessionGeneration(ctx context.Context, role string, fresh bool
 		if err != nil {
 			return "", false, err
 		}
-		gens, err := store.NewSessions(db).Counting(h.d.Queries).Generations(ctx)
+		gens, err := store.On(db, h.d.Queries).Sessions().Generations(ctx)
 		if err != nil {
 			return "", false, err
 		}
@@ -66,7 +66,7 @@ func (h *Handler) revokeSessions(ctx context.Context, roles ...string) error {
 	if err != nil {
 		return err
 	}
-	_, err = store.NewSessions(db).Counting(h.d.Queries).Bump(ctx, roles...)
+	_, err = store.On(db, h.d.Queries).Sessions().Bump(ctx, roles...)
 	h.pool.Forget(sessionGenKey)
 	return err
 }

@@ -333,7 +333,7 @@ func (h *Handler) settingsCounted(ctx context.Context, db *sql.DB, queries store
 	var m map[string]string
 	v, hit, err := h.readThrough(settingsKey, false, func() (string, bool, error) {
 		var err error
-		if m, err = store.NewSettings(db).Counting(queries).All(ctx); err != nil {
+		if m, err = store.On(db, queries).Settings().All(ctx); err != nil {
 			return "", false, err
 		}
 		var b jsonout.Builder

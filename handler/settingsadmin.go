@@ -48,7 +48,7 @@ func stringMap(r gjson.Result) map[string]string {
 // object of the settings to change (null resets one to its default) and
 // names the field that is wrong, changing nothing, when one is.
 func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.DB) {
-	st := store.NewSettings(db).Counting(h.d.Queries)
+	st := store.On(db, h.d.Queries).Settings()
 	ctx := r.Context()
 	switch r.Method {
 	case http.MethodGet:

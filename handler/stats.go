@@ -99,7 +99,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.flushNow() // what this isolate still holds counts too
-	points, err := store.NewRollups(db).Counting(h.d.Queries).Series(r.Context(), s.granularity, s.from, s.to, s.filter, s.group)
+	points, err := store.On(db, h.d.Queries).Rollups().Series(r.Context(), s.granularity, s.from, s.to, s.filter, s.group)
 	if err != nil {
 		failed(w, err, "could not read the usage statistics", "reading usage rollups")
 		return
@@ -214,7 +214,7 @@ func (h *Handler) statsNow(w http.ResponseWriter, r *http.Request) {
 	now := h.d.Now().UnixMilli()
 	minute := now/60000*60000 - 60000
 	day := now / 86400000 * 86400000
-	rollups := store.NewRollups(db).Counting(h.d.Queries)
+	rollups := store.On(db, h.d.Queries).Rollups()
 	sum := func(gran string, from, to int64) (store.Counts, error) {
 		points, err := rollups.Series(r.Context(), gran, from, to, s.filter, "")
 		var c store.Counts

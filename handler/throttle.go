@@ -74,7 +74,7 @@ func (h *Handler) passwordAttemptCounted(r *http.Request, key string, right bool
 	}
 	now := h.d.Now().UnixMilli()
 	window := loginWindow.Milliseconds()
-	n, since, err := store.NewAudit(db).Counting(queries).LoginAttempt(r.Context(), key, !right, now, window)
+	n, since, err := store.On(db, queries).Audit().LoginAttempt(r.Context(), key, !right, now, window)
 	if err != nil {
 		log.Printf("keypool: login throttle: %v", err)
 		return attemptUnchecked, 0

@@ -129,7 +129,7 @@ func (h *Handler) tokens(w http.ResponseWriter) (*store.Tokens, bool) {
 	if !ok {
 		return nil, false
 	}
-	return store.NewTokens(db).Counting(h.d.Queries), true
+	return store.On(db, h.d.Queries).Tokens(), true
 }
 
 func jsonObject(w http.ResponseWriter, h *Handler, r *http.Request) (gjson.Result, bool) {

@@ -80,7 +80,7 @@ func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
 		if err != nil {
 			return "", false, err
 		}
-		tok, err = store.NewTokens(db).Counting(h.d.Queries).ByHash(ctx, hash)
+		tok, err = store.On(db, h.d.Queries).Tokens().ByHash(ctx, hash)
 		switch {
 		case errors.Is(err, store.ErrTokenNotFound):
 			return "", true, nil // no such token, remembered too

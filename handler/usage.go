@@ -114,13 +114,13 @@ func (h *Handler) takePending(now time.Time) pending {
 // write writes the counts, one statement per kind, and settles the token
 // use it carried.
 func (h *Handler) writePending(ctx context.Context, db *sql.DB, p pending) {
-	if err := store.NewKeys(db).Counting(h.d.Queries).AddUsage(ctx, p.keys); err != nil {
+	if err := store.On(db, h.d.Queries).Keys().AddUsage(ctx, p.keys); err != nil {
 		log.Printf("keypool: writing key usage: %v", err)
 	}
-	if err := store.NewRollups(db).Counting(h.d.Queries).Add(ctx, p.rollups); err != nil {
+	if err := store.On(db, h.d.Queries).Rollups().Add(ctx, p.rollups); err != nil {
 		log.Printf("keypool: writing usage rollups: %v", err)
 	}
-	err := store.NewTokens(db).Counting(h.d.Queries).AddUsage(ctx, p.tokens)
+	err := store.On(db, h.d.Queries).Tokens().AddUsage(ctx, p.tokens)
 	if err != nil {
 		log.Printf("keypool: writing token usage: %v", err)
 	}

@@ -694,7 +694,7 @@ func TestStatsCSV(t *testing.T) {
 	}
 
 	// Quoting: group values with commas and quotes, and formulas defused.
-	if err := store.NewRollups(e.db).Add(context.Background(), []store.Rollup{
+	if err := store.On(e.db, nil).Rollups().Add(context.Background(), []store.Rollup{
 		{Minute: minute0, Provider: "openai", Model: `gpt,"4"`, Counts: store.Counts{Requests: 1}},
 		{Minute: minute0, Provider: "=HYPERLINK(\"http://x\")", Model: "m", Counts: store.Counts{Requests: 1}},
 		{Minute: minute0, Provider: "+1", Model: "m\r\nx", Counts: store.Counts{Requests: 1}},

@@ -25,15 +25,6 @@ func (c *Checks) Sealing(s Sealer) *Checks {
 	return c
 }
 
-// NewChecks returns the check state stored in db.
-func NewChecks(db *sql.DB) *Checks { return &Checks{db: countingDB{db: db}} }
-
-// Counting makes c count each database round trip in queries.
-func (c *Checks) Counting(queries Counter) *Checks {
-	c.db.n = queries
-	return c
-}
-
 // CheckKey is a key to check.
 type CheckKey struct {
 	ID       int64

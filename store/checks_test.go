@@ -18,7 +18,7 @@ import (
 func openChecks(t *testing.T) (*store.Checks, *store.Keys, *sql.DB) {
 	t.Helper()
 	db := sqlitetest.Open(t)
-	return store.NewChecks(db), store.NewKeys(db), db
+	return store.On(db, nil).Checks(), store.On(db, nil).Keys(), db
 }
 
 // setCheckState puts a key in a state for the health checks.
@@ -122,7 +122,7 @@ func TestDue(t *testing.T) {
 	}
 
 	var n atomic.Int64
-	c.Counting(&n)
+	c = store.On(db, &n).Checks()
 	got, err := c.Due(ctx, now, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func TestRecordChecksRoundTrips(t *testing.T) {
 		recs = append(recs, store.CheckRecord{Key: store.CheckKey{ID: id, Status: "active"}, Result: r, Next: next})
 	}
 	var n atomic.Int64
-	c.Counting(&n)
+	c = store.On(db, &n).Checks()
 	if err := c.RecordChecks(ctx, recs, t0); err != nil {
 		t.Fatal(err)
 	}
@@ -909,7 +909,7 @@ func TestJobs(t *testing.T) {
 			t.Errorf("Jobs row %+v differs from Job %+v", j, one)
 		}
 	}
-	empty, err := store.NewChecks(sqlitetest.Open(t)).Jobs(ctx, 10, false)
+	empty, err := store.On(sqlitetest.Open(t), nil).Checks().Jobs(ctx, 10, false)
 	if err != nil || len(empty) != 0 {
 		t.Errorf("Jobs of none = %v, %v", empty, err)
 	}

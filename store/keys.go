@@ -80,42 +80,6 @@ type Counter interface {
 	Add(delta int64) int64
 }
 
-// NewKeys returns the pool stored in db.
-func NewKeys(db *sql.DB) *Keys { return &Keys{db: countingDB{db: db}} }
-
-// Counting makes k count each database round trip in queries (nil: none).
-func (k *Keys) Counting(queries Counter) *Keys {
-	k.db.n = queries
-	return k
-}
-
-// countingDB is the part of *sql.DB the store uses, with each call counted.
-type countingDB struct {
-	db *sql.DB
-	n  Counter
-}
-
-func (c countingDB) count() {
-	if c.n != nil {
-		c.n.Add(1)
-	}
-}
-
-func (c countingDB) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	c.count()
-	return c.db.QueryContext(ctx, q, args...)
-}
-
-func (c countingDB) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
-	c.count()
-	return c.db.QueryRowContext(ctx, q, args...)
-}
-
-func (c countingDB) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	c.count()
-	return c.db.ExecContext(ctx, q, args...)
-}
-
 // ErrNotFound is returned for a key id that does not exist.
 var ErrNotFound = errors.New("key not found")
 

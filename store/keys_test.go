@@ -21,7 +21,7 @@ var ctx = context.Background()
 func open(t *testing.T) (*store.Keys, *sql.DB) {
 	t.Helper()
 	db := sqlitetest.Open(t)
-	return store.NewKeys(db), db
+	return store.On(db, nil).Keys(), db
 }
 
 func secrets(prefix string, n int) []string {

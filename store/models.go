@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/keypool/keypool/jsonout"
 )
@@ -11,15 +10,6 @@ import (
 // them, and which providers the pool can serve at all.
 type Models struct {
 	db countingDB
-}
-
-// NewModels returns the model lists stored in db.
-func NewModels(db *sql.DB) *Models { return &Models{db: countingDB{db: db}} }
-
-// Counting makes m count each database round trip in queries.
-func (m *Models) Counting(queries Counter) *Models {
-	m.db.n = queries
-	return m
 }
 
 // Replace makes models the model list of prov.

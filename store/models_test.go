@@ -24,7 +24,7 @@ func renderModels(all map[string]store.ProviderModels) string {
 
 func TestModelsReplace(t *testing.T) {
 	db := sqlitetest.Open(t)
-	m := store.NewModels(db)
+	m := store.On(db, nil).Models()
 	steps := []struct {
 		name   string
 		prov   string
@@ -62,7 +62,7 @@ func TestModelsReplace(t *testing.T) {
 }
 
 func TestModelsAllEmpty(t *testing.T) {
-	m := store.NewModels(sqlitetest.Open(t))
+	m := store.On(sqlitetest.Open(t), nil).Models()
 	all, err := m.All(ctx)
 	if err != nil || all == nil || len(all) != 0 {
 		t.Errorf("All on an empty table = %v, %v; want an empty map", all, err)
@@ -90,7 +90,7 @@ func TestServable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			db := sqlitetest.Open(t)
-			k := store.NewKeys(db)
+			k := store.On(db, nil).Keys()
 			for prov, statuses := range tt.keys {
 				for i, st := range statuses {
 					ids := mustAdd(t, k, prov, fmt.Sprintf("sk-%s-%d-000000", prov, i))
@@ -98,10 +98,10 @@ func TestServable(t *testing.T) {
 				}
 			}
 			// The model lists do not matter.
-			if err := store.NewModels(db).Replace(ctx, "mistral", []string{"mistral-large"}, t0); err != nil {
+			if err := store.On(db, nil).Models().Replace(ctx, "mistral", []string{"mistral-large"}, t0); err != nil {
 				t.Fatal(err)
 			}
-			got, err := store.NewModels(db).Servable(ctx)
+			got, err := store.On(db, nil).Models().Servable(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func TestServable(t *testing.T) {
 func TestModelsRoundTrips(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	m := store.NewModels(db).Counting(&n)
+	m := store.On(db, &n).Models()
 	if err := m.Replace(ctx, "openai", []string{"a", "b"}, t0); err != nil {
 		t.Fatal(err)
 	}

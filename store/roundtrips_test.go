@@ -16,7 +16,7 @@ import (
 func TestRoundTrips(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	k := store.NewKeys(db).Counting(&n)
+	k := store.On(db, &n).Keys()
 	ids := mustAdd(t, k, "openai", secrets("sk-rt-", 1203)...) // 3 chunks
 	if got := n.Swap(0); got != 3 {
 		t.Errorf("Add of 1203 keys: %d round trips, want 3 (one per chunk of 500)", got)

@@ -13,15 +13,6 @@ type Sessions struct {
 	db countingDB
 }
 
-// NewSessions returns the session generations stored in db.
-func NewSessions(db *sql.DB) *Sessions { return &Sessions{db: countingDB{db: db}} }
-
-// Counting makes s count each database round trip in queries.
-func (s *Sessions) Counting(queries Counter) *Sessions {
-	s.db.n = queries
-	return s
-}
-
 // Generations returns every role's current generation.
 func (s *Sessions) Generations(ctx context.Context) (map[string]int64, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT role, generation FROM session_generations`)

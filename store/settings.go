@@ -2,21 +2,11 @@ package store
 
 import (
 	"context"
-	"database/sql"
 )
 
 // Settings are the admin's settings, one value (JSON or text) per name.
 type Settings struct {
 	db countingDB
-}
-
-// NewSettings returns the settings stored in db.
-func NewSettings(db *sql.DB) *Settings { return &Settings{db: countingDB{db: db}} }
-
-// Counting makes s count each database round trip in queries.
-func (s *Settings) Counting(queries Counter) *Settings {
-	s.db.n = queries
-	return s
 }
 
 // All returns every stored setting by name.

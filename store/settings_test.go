@@ -32,7 +32,7 @@ func settingRows(t *testing.T, s *store.Settings) string {
 
 func TestSettings(t *testing.T) {
 	db := sqlitetest.Open(t)
-	s := store.NewSettings(db)
+	s := store.On(db, nil).Settings()
 	steps := []struct {
 		name    string
 		at      int64 // relative to t0
@@ -84,7 +84,7 @@ func TestSettings(t *testing.T) {
 func TestSettingsRoundTrips(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	s := store.NewSettings(db).Counting(&n)
+	s := store.On(db, &n).Settings()
 	if err := s.Set(ctx, map[string]string{"a": "1"}, t0); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // lets exactly limit of them through.
 func TestLoginAttemptParallel(t *testing.T) {
 	db := sqlitetest.Open(t)
-	a := store.NewAudit(db)
+	a := store.On(db, nil).Audit()
 	const n, window = 60, 15 * 60_000
 	got := make([]int64, n)
 	var wg sync.WaitGroup
@@ -44,7 +44,7 @@ func TestLoginAttemptParallel(t *testing.T) {
 func TestSessionGenerations(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var q countQueries
-	s := store.NewSessions(db).Counting(&q)
+	s := store.On(db, &q).Sessions()
 	g, err := s.Generations(ctx)
 	if err != nil || g["a"] != 1 || g["g"] != 1 || len(g) != 2 {
 		t.Fatalf("Generations at first = %v, %v; want a 1, g 1", g, err)

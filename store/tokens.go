@@ -60,15 +60,6 @@ type Tokens struct {
 	db countingDB
 }
 
-// NewTokens returns the tokens stored in db.
-func NewTokens(db *sql.DB) *Tokens { return &Tokens{db: countingDB{db: db}} }
-
-// Counting makes t count each database round trip in queries.
-func (t *Tokens) Counting(queries Counter) *Tokens {
-	t.db.n = queries
-	return t
-}
-
 // ErrTokenNotFound is returned for a token that does not exist.
 var ErrTokenNotFound = errors.New("token not found")
 
@@ -228,15 +219,6 @@ func (t *Tokens) addUsage(ctx context.Context, usage []TokenUsage) error {
 // Audit is the admin audit log.
 type Audit struct {
 	db countingDB
-}
-
-// NewAudit returns the audit log stored in db.
-func NewAudit(db *sql.DB) *Audit { return &Audit{db: countingDB{db: db}} }
-
-// Counting makes a count each database round trip in queries.
-func (a *Audit) Counting(queries Counter) *Audit {
-	a.db.n = queries
-	return a
 }
 
 // Entry is one audit log entry.

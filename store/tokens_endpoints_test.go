@@ -11,7 +11,7 @@ import (
 // pass-through, kept by Update, and the only two values D1 accepts.
 func TestTokenEndpoints(t *testing.T) {
 	db := sqlitetest.Open(t)
-	st := store.NewTokens(db)
+	st := store.On(db, nil).Tokens()
 
 	def, err := st.Create(ctx, store.Token{Name: "default", Prefix: "kp-Dddd"}, "hash-d", t0)
 	if err != nil || def.Endpoints != store.EndpointsInference || def.AllEndpoints() {

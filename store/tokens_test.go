@@ -24,7 +24,7 @@ func sampleToken(name string) store.Token {
 
 func TestTokensCRUD(t *testing.T) {
 	db := sqlitetest.Open(t)
-	st := store.NewTokens(db)
+	st := store.On(db, nil).Tokens()
 
 	a, err := st.Create(ctx, sampleToken("alpha"), "hash-a", t0)
 	if err != nil || a.ID <= 0 || a.CreatedAt != t0 || a.UpdatedAt != t0 {
@@ -109,7 +109,7 @@ func TestTokensCRUD(t *testing.T) {
 }
 
 func TestTokensListEmpty(t *testing.T) {
-	list, err := store.NewTokens(sqlitetest.Open(t)).List(ctx)
+	list, err := store.On(sqlitetest.Open(t), nil).Tokens().List(ctx)
 	if err != nil || len(list) != 0 {
 		t.Errorf("List = %v, %v; want none", list, err)
 	}
@@ -118,7 +118,7 @@ func TestTokensListEmpty(t *testing.T) {
 func TestTokenAddUsage(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	st := store.NewTokens(db).Counting(&n)
+	st := store.On(db, &n).Tokens()
 	var ids []int64
 	for i := 0; i < 5; i++ {
 		x, err := st.Create(ctx, store.Token{Name: fmt.Sprint("t", i), Prefix: "kp-x"}, fmt.Sprint("h", i), t0)
@@ -238,7 +238,7 @@ func TestTokenAddUsage(t *testing.T) {
 func TestAudit(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	a := store.NewAudit(db).Counting(&n)
+	a := store.On(db, &n).Audit()
 	for i := 1; i <= 7; i++ {
 		e := store.Entry{At: t0 + int64(i)*1000, Actor: "password", IP: fmt.Sprint("10.0.0.", i),
 			Action: fmt.Sprint("POST /admin/api/keys#", i), Target: fmt.Sprint("keys/", i), Detail: "status 201"}
@@ -294,7 +294,7 @@ func TestAudit(t *testing.T) {
 
 func TestLoginFailures(t *testing.T) {
 	db := sqlitetest.Open(t)
-	a := store.NewAudit(db)
+	a := store.On(db, nil).Audit()
 	const window = 15 * 60_000
 	steps := []struct {
 		name      string
@@ -353,7 +353,7 @@ func boxes(t *testing.T) (*seal.Box, *seal.Box) {
 func TestSealedAdd(t *testing.T) {
 	box, _ := boxes(t)
 	db := sqlitetest.Open(t)
-	k := store.NewKeys(db).Sealing(box)
+	k := store.On(db, nil).Keys().Sealing(box)
 	ss := []string{"sk-sealed-aaaa-0000000", "sk-sealed-bbbb-0000000"}
 	added, dups, err := k.Add(ctx, "openai", "lbl", ss, t0)
 	if err != nil || len(added) != 2 || len(dups) != 0 {
@@ -439,7 +439,7 @@ func TestSealedAdd(t *testing.T) {
 		t.Errorf("Reveal(unknown) = %v, want ErrNotFound", err)
 	}
 	// Without a Sealer a sealed key does not open.
-	if _, err := store.NewKeys(db).Reveal(ctx, added[1].ID); !errors.Is(err, seal.ErrOpen) {
+	if _, err := store.On(db, nil).Keys().Reveal(ctx, added[1].ID); !errors.Is(err, seal.ErrOpen) {
 		t.Errorf("Reveal without a Sealer = %v, want ErrOpen", err)
 	}
 }
@@ -447,7 +447,7 @@ func TestSealedAdd(t *testing.T) {
 func TestSealedKeyMovedToAnotherProvider(t *testing.T) {
 	box, _ := boxes(t)
 	db := sqlitetest.Open(t)
-	k := store.NewKeys(db).Sealing(box)
+	k := store.On(db, nil).Keys().Sealing(box)
 	ids := mustAdd(t, k, "openai", "sk-moved-key-000000000")
 	// The sealed value is bound to its provider: copied into another
 	// provider's row it does not open.
@@ -463,10 +463,10 @@ func TestSealedKeyMovedToAnotherProvider(t *testing.T) {
 func TestCandidatesSkipOtherSecret(t *testing.T) {
 	box, other := boxes(t)
 	db := sqlitetest.Open(t)
-	mine := mustAdd(t, store.NewKeys(db).Sealing(box), "openai", "sk-mine-00000000000")
-	theirs := mustAdd(t, store.NewKeys(db).Sealing(other), "openai", "sk-theirs-0000000000")
-	plain := mustAdd(t, store.NewKeys(db), "openai", "sk-plain-0000000000")
-	k := store.NewKeys(db).Sealing(box)
+	mine := mustAdd(t, store.On(db, nil).Keys().Sealing(box), "openai", "sk-mine-00000000000")
+	theirs := mustAdd(t, store.On(db, nil).Keys().Sealing(other), "openai", "sk-theirs-0000000000")
+	plain := mustAdd(t, store.On(db, nil).Keys(), "openai", "sk-plain-0000000000")
+	k := store.On(db, nil).Keys().Sealing(box)
 	cs, err := k.Candidates(ctx, "openai", "m", t0, 10, false)
 	if err != nil {
 		t.Fatal(err)
@@ -490,7 +490,7 @@ func TestCandidatesSkipOtherSecret(t *testing.T) {
 func TestSealLegacy(t *testing.T) {
 	box, _ := boxes(t)
 	db := sqlitetest.Open(t)
-	plainKeys := store.NewKeys(db)
+	plainKeys := store.On(db, nil).Keys()
 	legacy := []string{"sk-legacy-000000001", "sk-legacy-000000002", "sk-legacy-000000003", "sk-legacy-000000004"}
 	ids := mustAdd(t, plainKeys, "openai", legacy...)
 	gid := mustAdd(t, plainKeys, "groq", "gsk_legacy-000000001")
@@ -502,7 +502,7 @@ func TestSealLegacy(t *testing.T) {
 	mustExec(t, db, `UPDATE keys SET status = 'exhausted', requests = 9 WHERE id = ?`, ids[1])
 	mustExec(t, db, `INSERT INTO key_models (key_id, model, state, until, reason, streak, updated_at) VALUES (?, 'm', 'blocked', 0, '', 0, ?)`, ids[1], t0)
 
-	k := store.NewKeys(db).Sealing(box)
+	k := store.On(db, nil).Keys().Sealing(box)
 	// The last legacy key was added again since, sealed: its plain row is
 	// a duplicate and goes.
 	dupOf := mustAdd(t, k, "openai", legacy[3])
@@ -604,7 +604,7 @@ func TestSealVerifiedBeforeWrite(t *testing.T) {
 		db := sqlitetest.Open(t)
 		// The 600th key is in the import's second chunk: the first is not
 		// written either.
-		k := store.NewKeys(db).Sealing(&corruptSealer{Box: box, n: 600, fp: fp})
+		k := store.On(db, nil).Keys().Sealing(&corruptSealer{Box: box, n: 600, fp: fp})
 		added, _, err := k.Add(ctx, "openai", "", secrets("sk-verify-", 700), t0)
 		if !errors.Is(err, store.ErrIntegrity) || len(added) != 0 {
 			t.Fatalf("fingerprint corrupted %v: Add = %d added, err %v; want ErrIntegrity and nothing added", fp, len(added), err)
@@ -616,8 +616,8 @@ func TestSealVerifiedBeforeWrite(t *testing.T) {
 	}
 
 	db := sqlitetest.Open(t)
-	mustAdd(t, store.NewKeys(db), "openai", secrets("sk-legacy-", 4)...) // stored plain
-	k := store.NewKeys(db).Sealing(&corruptSealer{Box: box, n: 2})
+	mustAdd(t, store.On(db, nil).Keys(), "openai", secrets("sk-legacy-", 4)...) // stored plain
+	k := store.On(db, nil).Keys().Sealing(&corruptSealer{Box: box, n: 2})
 	if n, err := k.SealLegacy(ctx, 10); !errors.Is(err, store.ErrIntegrity) || n != 0 {
 		t.Fatalf("SealLegacy with a corrupting sealer = %d, %v; want 0 and ErrIntegrity", n, err)
 	}

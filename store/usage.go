@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"strconv"
 	"strings"
 
@@ -12,15 +11,6 @@ import (
 // Usage rollups: what the pool served, per minute and per day.
 type Rollups struct {
 	db countingDB
-}
-
-// NewRollups returns the usage rollups stored in db.
-func NewRollups(db *sql.DB) *Rollups { return &Rollups{db: countingDB{db: db}} }
-
-// Counting makes u count each database round trip in queries.
-func (u *Rollups) Counting(queries Counter) *Rollups {
-	u.db.n = queries
-	return u
 }
 
 // Rollup is the counts of one group in one minute.

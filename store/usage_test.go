@@ -68,7 +68,7 @@ func TestCountsAddValues(t *testing.T) {
 func TestRollupsAddMerges(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	u := store.NewRollups(db).Counting(&n)
+	u := store.On(db, &n).Rollups()
 	r := store.Rollup{Minute: usageMin, TokenID: 3, KeyID: 7, Provider: "openai", Model: "gpt-4o-mini",
 		Counts: store.Counts{Requests: 1, Successes: 1, PromptTokens: 19, CompletionTokens: 10, LatencyMS: 250}}
 	if err := u.Add(ctx, []store.Rollup{r}); err != nil {
@@ -95,7 +95,7 @@ func TestRollupsAddMerges(t *testing.T) {
 func TestRollupsAddOneStatement(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	u := store.NewRollups(db).Counting(&n)
+	u := store.On(db, &n).Rollups()
 	if err := u.Add(ctx, nil); err != nil || n.Load() != 0 {
 		t.Fatalf("Add(nil) = %v with %d statements, want none", err, n.Load())
 	}
@@ -164,7 +164,7 @@ func TestRollupsAddOneStatement(t *testing.T) {
 
 func TestRollupsDayAddsMinutes(t *testing.T) {
 	db := sqlitetest.Open(t)
-	u := store.NewRollups(db)
+	u := store.On(db, nil).Rollups()
 	base := store.Rollup{TokenID: 0, KeyID: 1, Provider: "anthropic", Model: "claude-3-5-haiku-latest"}
 	for i, m := range []int64{usageDay, usageMin, usageMin + 60_000, usageDay + dayMS - 60_000} {
 		r := base
@@ -187,7 +187,7 @@ func TestRollupsDayAddsMinutes(t *testing.T) {
 func seriesFixture(t *testing.T) *store.Rollups {
 	t.Helper()
 	db := sqlitetest.Open(t)
-	u := store.NewRollups(db)
+	u := store.On(db, nil).Rollups()
 	rows := []store.Rollup{
 		{Minute: usageMin, TokenID: 0, KeyID: 1, Provider: "openai", Model: "gpt-4o-mini", Counts: served(1, 10, 1, 100)},
 		{Minute: usageMin, TokenID: 2, KeyID: 1, Provider: "openai", Model: "gpt-4o-mini", Counts: served(2, 20, 2, 200)},
@@ -315,7 +315,7 @@ func TestRollupsSeries(t *testing.T) {
 func TestRollupsSeriesOneQuery(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	u := store.NewRollups(db).Counting(&n)
+	u := store.On(db, &n).Rollups()
 	if _, err := u.Series(ctx, "m", 0, usageDay, store.Filter{HasToken: true, KeyID: 1, Provider: "p", Model: "m"}, "model"); err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestRollupsSeriesOneQuery(t *testing.T) {
 func TestRollupsPrune(t *testing.T) {
 	db := sqlitetest.Open(t)
 	var n atomic.Int64
-	u := store.NewRollups(db).Counting(&n)
+	u := store.On(db, &n).Rollups()
 	var rows []store.Rollup
 	for d := int64(0); d < 4; d++ {
 		rows = append(rows, store.Rollup{Minute: usageMin + d*dayMS, Provider: "openai", Model: "m", Counts: served(1, 1, 1, 1)})
@@ -381,7 +381,7 @@ func itoa64(n int64) string {
 // unicode and SQL are stored as given.
 func TestRollupsNames(t *testing.T) {
 	db := sqlitetest.Open(t)
-	u := store.NewRollups(db)
+	u := store.On(db, nil).Rollups()
 	names := []string{`a"b`, "c,d", "日本語 ✓", "x'); DROP TABLE usage_rollups; --", "@cf/meta/llama-3.1-8b-instruct", ""}
 	var rows []store.Rollup
 	for i, m := range names {
