@@ -93,32 +93,21 @@ func parseJobOptions(s string) checkOptions {
 	return o
 }
 
-// adminChecks serves /admin/api/checks[/{id}[/resume]]:
+// The check-job routes:
 //
 //	POST   /admin/api/checks             start a job (body: which keys, pacing)
 //	GET    /admin/api/checks             recent jobs
 //	GET    /admin/api/checks/{id}        advance a running job one chunk, then its progress
 //	DELETE /admin/api/checks/{id}        stop it
 //	POST   /admin/api/checks/{id}/resume go on from where it stopped
-func (h *Handler) adminChecks(w http.ResponseWriter, r *http.Request, db *sql.DB, rest string) {
-	checks := store.On(db, h.d.Queries).Checks()
-	if rest == "" {
-		switch r.Method {
-		case http.MethodPost:
-			h.startCheckJob(w, r, db, checks)
-		case http.MethodGet:
-			h.listCheckJobs(w, r, checks)
-		default:
-			methodNotAllowed(w, "GET, POST")
-		}
-		return
-	}
-	h.checkJob(w, r, db, checks, rest)
-}
 
 // listCheckJobs answers the 20 most recent jobs.
-func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, checks *store.Checks) {
-	jobs, err := checks.Jobs(r.Context(), 20, false)
+func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, _ adminCall) {
+	db, ok := h.db(w)
+	if !ok {
+		return
+	}
+	jobs, err := store.On(db, h.d.Queries).Checks().Jobs(r.Context(), 20, false)
 	if err != nil {
 		failed(w, err, "could not read the check jobs", "listing check jobs")
 		return
@@ -131,44 +120,54 @@ func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, checks *
 	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
 }
 
-// checkJob serves /admin/api/checks/{id}[/resume] (rest: what follows
-// /checks/).
-func (h *Handler) checkJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks, rest string) {
-	ctx := r.Context()
-	idText, action, _ := strings.Cut(rest, "/")
-	id, err := strconv.ParseInt(idText, 10, 64)
-	if err != nil || id <= 0 || (action != "" && action != "resume") {
-		notFound("no admin route " + r.Method + " " + r.URL.Path).write(w)
+// showCheckJob advances a running job one chunk and answers its progress.
+func (h *Handler) showCheckJob(w http.ResponseWriter, r *http.Request, a adminCall) {
+	h.withCheckJob(w, r, a.id, func(db *sql.DB, checks *store.Checks, j store.Job) (store.Job, error) {
+		if j.State == store.JobRunning {
+			j = h.advanceOnce(r.Context(), db, j)
+		}
+		return j, nil
+	})
+}
+
+// stopCheckJob stops a job where it is.
+func (h *Handler) stopCheckJob(w http.ResponseWriter, r *http.Request, a adminCall) {
+	h.withCheckJob(w, r, a.id, func(_ *sql.DB, checks *store.Checks, j store.Job) (store.Job, error) {
+		return checks.SetJobState(r.Context(), j.ID, store.JobStopped, h.d.Now().UnixMilli())
+	})
+}
+
+// resumeCheckJob sets a stopped job running again and advances it a
+// chunk.
+func (h *Handler) resumeCheckJob(w http.ResponseWriter, r *http.Request, a adminCall) {
+	h.withCheckJob(w, r, a.id, func(db *sql.DB, checks *store.Checks, j store.Job) (store.Job, error) {
+		j, err := checks.SetJobState(r.Context(), j.ID, store.JobRunning, h.d.Now().UnixMilli())
+		if err == nil && j.State == store.JobRunning {
+			j = h.advanceOnce(r.Context(), db, j)
+		}
+		return j, err
+	})
+}
+
+// withCheckJob reads job id, applies change to it and answers the job as
+// change left it (404 for no such job).
+func (h *Handler) withCheckJob(w http.ResponseWriter, r *http.Request, id int64,
+	change func(*sql.DB, *store.Checks, store.Job) (store.Job, error)) {
+	db, ok := h.db(w)
+	if !ok {
 		return
 	}
-	j, err := checks.Job(ctx, id)
+	checks := store.On(db, h.d.Queries).Checks()
+	j, err := checks.Job(r.Context(), id)
 	if errors.Is(err, store.ErrJobNotFound) {
-		notFound("no check job " + idText).write(w)
+		notFound("no check job " + strconv.FormatInt(id, 10)).write(w)
 		return
 	}
 	if err != nil {
 		failed(w, err, "could not read the check job", "reading check job %d", id)
 		return
 	}
-	switch {
-	case action == "resume" && r.Method == http.MethodPost:
-		if j, err = checks.SetJobState(ctx, id, store.JobRunning, h.d.Now().UnixMilli()); err == nil && j.State == store.JobRunning {
-			j = h.advanceOnce(ctx, db, j)
-		}
-	case action == "resume":
-		methodNotAllowed(w, "POST")
-		return
-	case r.Method == http.MethodGet:
-		if j.State == store.JobRunning {
-			j = h.advanceOnce(ctx, db, j)
-		}
-	case r.Method == http.MethodDelete:
-		j, err = checks.SetJobState(ctx, id, store.JobStopped, h.d.Now().UnixMilli())
-	default:
-		methodNotAllowed(w, "GET, DELETE")
-		return
-	}
-	if err != nil {
+	if j, err = change(db, checks, j); err != nil {
 		failed(w, err, "could not update the check job", "check job %d", id)
 		return
 	}
@@ -192,7 +191,12 @@ func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) stor
 // startCheckJob reads which keys to check — {"ids":[…]}, {"provider":…,
 // "status":[…]}, or {} for all — and how: {"concurrency":1-6,
 // "interval_ms":…, "jitter_ms":…, "retries":0-5, "retry_interval_ms":…}.
-func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, db *sql.DB, checks *store.Checks) {
+func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, _ adminCall) {
+	db, ok := h.db(w)
+	if !ok {
+		return
+	}
+	checks := store.On(db, h.d.Queries).Checks()
 	body, ok := h.readBody(w, r)
 	if !ok {
 		return

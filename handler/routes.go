@@ -55,11 +55,11 @@ var adminRoutes = []adminRoute{
 	{"GET", "/settings", false, (*Handler).settingsRoute},
 	{"PUT", "/settings", false, (*Handler).settingsRoute},
 	{"PATCH", "/settings", false, (*Handler).settingsRoute},
-	{"GET", "/checks", false, (*Handler).checksRoute},
-	{"POST", "/checks", false, (*Handler).checksRoute},
-	{"GET", "/checks/{id}", false, (*Handler).checksRoute},
-	{"DELETE", "/checks/{id}", false, (*Handler).checksRoute},
-	{"POST", "/checks/{id}/resume", false, (*Handler).checksRoute},
+	{"GET", "/checks", false, (*Handler).listCheckJobs},
+	{"POST", "/checks", false, (*Handler).startCheckJob},
+	{"GET", "/checks/{id}", false, (*Handler).showCheckJob},
+	{"DELETE", "/checks/{id}", false, (*Handler).stopCheckJob},
+	{"POST", "/checks/{id}/resume", false, (*Handler).resumeCheckJob},
 	{"GET", "/tokens", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.listTokens(w, r) }},
 	{"POST", "/tokens", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.createToken(w, r) }},
 	{"GET", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.getToken(w, r, a.id) }},
@@ -218,13 +218,6 @@ func auditNote(w http.ResponseWriter, note string) {
 func (h *Handler) settingsRoute(w http.ResponseWriter, r *http.Request, _ adminCall) {
 	if db, ok := h.db(w); ok {
 		h.adminSettings(w, r, db)
-	}
-}
-
-func (h *Handler) checksRoute(w http.ResponseWriter, r *http.Request, _ adminCall) {
-	if db, ok := h.db(w); ok {
-		p := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/admin/api"), "/")
-		h.adminChecks(w, r, db, strings.TrimPrefix(strings.TrimPrefix(p, "/checks"), "/"))
 	}
 }
 
