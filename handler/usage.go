@@ -86,7 +86,7 @@ func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, 
 
 // pending is the isolate's coalesced counts, taken to be written.
 type pending struct {
-	keys    []store.Usage
+	keys    []store.KeyUsage
 	rollups []store.Rollup
 	tokens  []store.TokenUsage
 }

@@ -10,7 +10,7 @@ import (
 // Counters of the whole isolate, coalesced here and written to D1 in one
 // statement per kind every USAGE_FLUSH_SECONDS (the handler decides when).
 const (
-	keyUsageKey  = "usage"           // []store.Usage
+	keyUsageKey  = "usage"           // []store.KeyUsage
 	rollupKey    = "rollup"          // []store.Rollup
 	flushedKey   = "usage-flushed"   // unix ms of the last write
 	tokenKey     = "tusage"          // []TokenPending
@@ -19,7 +19,7 @@ const (
 	rateWindowMS = 60000
 )
 
-func keyUsageFields(u *store.Usage, f *Fields) {
+func keyUsageFields(u *store.KeyUsage, f *Fields) {
 	f.Int(&u.KeyID)
 	f.Int(&u.Requests)
 	f.Int(&u.Successes)
@@ -34,13 +34,13 @@ func (st *State) CountKeyUses(uses []rotation.KeyUse, ms int64) {
 	}
 	list := readList(st.s, keyUsageKey, keyUsageFields)
 	for _, use := range uses {
-		entry(&list, func(u *store.Usage) bool { return u.KeyID == use.Key }, store.Usage{}).Add(use, ms)
+		entry(&list, func(u *store.KeyUsage) bool { return u.KeyID == use.Key }, store.KeyUsage{}).Add(use, ms)
 	}
 	writeList(st.s, keyUsageKey, list, keyUsageFields)
 }
 
 // TakeKeyUsage returns the key counters and resets them.
-func (st *State) TakeKeyUsage() []store.Usage {
+func (st *State) TakeKeyUsage() []store.KeyUsage {
 	list := readList(st.s, keyUsageKey, keyUsageFields)
 	st.s.Delete(keyUsageKey)
 	return list

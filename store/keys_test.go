@@ -61,11 +61,11 @@ type record struct {
 // AddUsage, then the state changes in one Apply.
 func mustRecord(t *testing.T, k *store.Keys, now int64, rs ...record) {
 	t.Helper()
-	usage := map[int64]*store.Usage{}
+	usage := map[int64]*store.KeyUsage{}
 	var changes []rotation.Change
 	for _, r := range rs {
 		if usage[r.use.Key] == nil {
-			usage[r.use.Key] = &store.Usage{}
+			usage[r.use.Key] = &store.KeyUsage{}
 		}
 		usage[r.use.Key].Add(r.use, now)
 		if r.change.Kind != 0 {
@@ -76,7 +76,7 @@ func mustRecord(t *testing.T, k *store.Keys, now int64, rs ...record) {
 			changes = append(changes, c)
 		}
 	}
-	var list []store.Usage
+	var list []store.KeyUsage
 	for _, u := range usage {
 		list = append(list, *u)
 	}

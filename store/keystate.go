@@ -70,8 +70,8 @@ func (k *Keys) NextCoolingEnd(ctx context.Context, prov, model string, now int64
 	return until.Int64, nil
 }
 
-// Usage is the coalesced traffic of one key since the last write.
-type Usage struct {
+// KeyUsage is the coalesced traffic of one key since the last write.
+type KeyUsage struct {
 	KeyID     int64
 	Requests  int64
 	Successes int64
@@ -80,7 +80,7 @@ type Usage struct {
 }
 
 // Add counts one attempt into u.
-func (u *Usage) Add(use rotation.KeyUse, now int64) {
+func (u *KeyUsage) Add(use rotation.KeyUse, now int64) {
 	u.KeyID = use.Key
 	u.Requests++
 	if use.Served {
@@ -94,7 +94,7 @@ func (u *Usage) Add(use rotation.KeyUse, now int64) {
 // AddUsage adds the counters of many keys in one statement: one D1 round
 // trip however many keys a busy instance has used. Each key appears once
 // in usage (the handler merges per key).
-func (k *Keys) AddUsage(ctx context.Context, usage []Usage) error {
+func (k *Keys) AddUsage(ctx context.Context, usage []KeyUsage) error {
 	if len(usage) == 0 {
 		return nil
 	}

@@ -25,9 +25,9 @@ func TestRoundTrips(t *testing.T) {
 	for _, id := range ids[:50] {
 		insertModel(t, db, id, "m", "cooling", t0-10, 2, t0-100)
 	}
-	usage := make([]store.Usage, 0, 100)
+	usage := make([]store.KeyUsage, 0, 100)
 	for _, id := range ids[:100] {
-		usage = append(usage, store.Usage{KeyID: id, Requests: 1, Successes: 1, LastUsed: t0})
+		usage = append(usage, store.KeyUsage{KeyID: id, Requests: 1, Successes: 1, LastUsed: t0})
 	}
 
 	apply := func(c rotation.Change) error { return k.Apply(ctx, []rotation.Change{c}, t0) }

@@ -723,7 +723,7 @@ func TestNextCoolingEndWithExhausted(t *testing.T) {
 func TestAddUsage(t *testing.T) {
 	k, _ := open(t)
 	ids := mustAdd(t, k, "openai", "sk-use-a0000000", "sk-use-b0000000", "sk-use-c0000000")
-	if err := k.AddUsage(ctx, []store.Usage{
+	if err := k.AddUsage(ctx, []store.KeyUsage{
 		{KeyID: ids[0], Requests: 3, Successes: 2, Failures: 1, LastUsed: t0 + 50},
 		{KeyID: ids[1], Requests: 1, Failures: 1, LastUsed: t0 + 20},
 		{KeyID: 999, Requests: 7, LastUsed: t0}, // deleted meanwhile
@@ -732,7 +732,7 @@ func TestAddUsage(t *testing.T) {
 	}
 	// A later flush of usage that is older (another isolate) does not move
 	// last_used_at back.
-	if err := k.AddUsage(ctx, []store.Usage{{KeyID: ids[0], Requests: 1, Successes: 1, LastUsed: t0 + 10}}); err != nil {
+	if err := k.AddUsage(ctx, []store.KeyUsage{{KeyID: ids[0], Requests: 1, Successes: 1, LastUsed: t0 + 10}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.AddUsage(ctx, nil); err != nil {
@@ -748,12 +748,12 @@ func TestAddUsage(t *testing.T) {
 }
 
 func TestUsageAdd(t *testing.T) {
-	var u store.Usage
+	var u store.KeyUsage
 	for i, served := range []bool{true, true, false, false, false, false, false, false} {
 		u.Add(rotation.KeyUse{Key: 7, Served: served}, t0+int64(10-i))
 	}
 	u.Add(rotation.KeyUse{Key: 7}, t0)
-	if u != (store.Usage{KeyID: 7, Requests: 9, Successes: 2, Failures: 7, LastUsed: t0 + 10}) {
-		t.Errorf("Usage = %+v", u)
+	if u != (store.KeyUsage{KeyID: 7, Requests: 9, Successes: 2, Failures: 7, LastUsed: t0 + 10}) {
+		t.Errorf("KeyUsage = %+v", u)
 	}
 }
