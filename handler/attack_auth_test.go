@@ -1,8 +1,6 @@
 package handler
 
 import (
-	"github.com/tidwall/gjson"
-
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -11,6 +9,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/settings"
 )
 
 // Password guessing, session revocation and the guest summary under
@@ -312,7 +314,7 @@ func TestRevealRefusedWhenOpen(t *testing.T) {
 		}
 		w := e.admin(http.MethodPut, "/admin/api/settings", steps[len(steps)-1])
 		er := wantError(t, w, http.StatusBadRequest, "invalid_request")
-		if er.Error.Param == nil || *er.Error.Param != settingGuestReveal || !strings.Contains(er.Error.Message, "guest_reveal_keys") {
+		if er.Error.Param == nil || *er.Error.Param != settings.GuestReveal || !strings.Contains(er.Error.Message, "guest_reveal_keys") {
 			t.Errorf("%v: %+v, want the error to name guest_reveal_keys", steps, er.Error)
 		}
 		// Nothing changed; the two can be set apart in the other order.

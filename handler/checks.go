@@ -13,6 +13,7 @@ import (
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
 
@@ -100,7 +101,7 @@ func checkCost(prov string, opts checkOptions) int64 {
 // runChecks checks keys, in order, opts.Concurrency at a time, as long as
 // the budget (keeping keep subrequests for the writes after) and the
 // deadline allow. The keys checked are always a prefix of keys.
-func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set settings, opts checkOptions, budget *checkBudget, keep int64, deadline time.Time) []store.CheckRecord {
+func (h *Handler) runChecks(ctx context.Context, keys []store.CheckKey, set settings.Settings, opts checkOptions, budget *checkBudget, keep int64, deadline time.Time) []store.CheckRecord {
 	policy := h.healthPolicy()
 	conc := max(1, min(opts.Concurrency, 6))
 	recs := make([]store.CheckRecord, len(keys))
@@ -195,7 +196,7 @@ func (c *checkRun) finished() {
 // The balance is read from the provider itself, the calls after it go
 // through AI Gateway when the proxied requests do (provider.BalanceURL).
 // It reports the fetches it made.
-func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, opts checkOptions) (rotation.CheckResult, int) {
+func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings.Settings, opts checkOptions) (rotation.CheckResult, int) {
 	prov, ok := provider.Lookup(k.Provider)
 	if !ok {
 		return rotation.CheckResult{Outcome: rotation.CheckInconclusive, Detail: "unknown provider"}, 0
@@ -223,7 +224,7 @@ func (h *Handler) checkKey(ctx context.Context, k store.CheckKey, set settings, 
 		}
 	}
 	base, viaGateway := prov.OpenAIBase(t)
-	if model := set.checkModels[prov.Name]; model != "" && !prov.NoOpenAI {
+	if model := set.CheckModels[prov.Name]; model != "" && !prov.NoOpenAI {
 		body := []byte(`{"model":` + string(jsonout.AppendString(nil, model)) + `,"messages":[{"role":"user","content":"hi"}],"max_tokens":1}`)
 		r, _, _ := c.do(http.MethodPost, base+"/chat/completions", viaGateway, body, true)
 		return r, c.fetches
@@ -393,7 +394,7 @@ func (h *Handler) cronPrune(ctx context.Context, db *sql.DB, keys *store.Keys, c
 
 // cronCheckDue checks the keys that are due, most urgent first, as many
 // as the budget leaves room for, and records what it found.
-func (h *Handler) cronCheckDue(ctx context.Context, checks *store.Checks, set settings, budget *checkBudget, deadline time.Time, now int64) []store.CheckRecord {
+func (h *Handler) cronCheckDue(ctx context.Context, checks *store.Checks, set settings.Settings, budget *checkBudget, deadline time.Time, now int64) []store.CheckRecord {
 	left := budget.limit - budget.Load() - cronWrites
 	if left <= 1 {
 		return nil

@@ -1136,7 +1136,7 @@ func TestCheckJobPacing(t *testing.T) {
 				t.Errorf("the upstream saw up to %d requests at once, want %d", hu.maxIn, tc.wantMaxIn)
 			}
 			// The starts are stamped where the fetch is made, not where the
-			// job decided to wait: allow a few ms of scheduling either side
+			// job decided to Wait: allow a few ms of scheduling either side
 			// (unpaced starts are under 1 ms apart).
 			slack := min(tc.minInterval, 5*time.Millisecond)
 			for i := 1; i < len(hu.fetchStarts); i++ {

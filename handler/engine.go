@@ -14,6 +14,7 @@ import (
 	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/usage"
 )
@@ -49,7 +50,7 @@ type attemptAnswer struct {
 
 // forward serves a proxied request through the attempt machine. Retries
 // happen only before any byte reaches the client.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, call upstreamCall) {
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, call upstreamCall) {
 	if _, err := url.Parse(call.url); err != nil {
 		apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_upstream_url",
 			Message: "keypool's upstream URL for " + call.prov.Name + " is not valid: check " + call.prov.BaseURLVar() +
@@ -70,7 +71,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 		h.finish(db, keys, fin, nil)
 		return
 	}
-	call.headers = set.forwardRule(call.prov.Family, call.viaGateway)
+	call.headers = ruleFor(set, call.prov.Family, call.viaGateway)
 	// An OpenAI-compatible chat stream is asked for its usage, where the
 	// provider accepts the option; when the client did not ask, the extra
 	// chunk is taken out of what it sees.
@@ -78,7 +79,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	if call.openAIRoute && call.prov.StreamUsage && strings.HasSuffix(strings.SplitN(call.url, "?", 2)[0], "/chat/completions") {
 		call.body, strip = usage.AskForUsage(call.body)
 	}
-	run := &proxyRun{h: h, r: r, call: call, keys: keys, free: set.isFree(call.prov.Name, call.model), started: started,
+	run := &proxyRun{h: h, r: r, call: call, keys: keys, free: set.IsFree(call.prov.Name, call.model), started: started,
 		timeout: h.cfg().UpstreamTimeout}
 	m := rotation.Start(h.attemptRequest(call, set, started))
 	held := run.drive(m)
@@ -90,7 +91,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 }
 
 // attemptRequest is what the attempt machine knows of call when it starts.
-func (h *Handler) attemptRequest(call upstreamCall, set settings, started time.Time) rotation.Request {
+func (h *Handler) attemptRequest(call upstreamCall, set settings.Settings, started time.Time) rotation.Request {
 	c := h.cfg()
 	return rotation.Request{
 		Provider: call.prov.Name, Family: call.prov.Family, Model: call.model, Started: started,
@@ -101,7 +102,7 @@ func (h *Handler) attemptRequest(call upstreamCall, set settings, started time.T
 			MaxAttempts: c.MaxAttempts,
 			MaxKeys:     candidateLimit,
 			Budget:      c.RetryBudget,
-			Wait:        time.Duration(set.wait) * time.Second,
+			Wait:        time.Duration(set.Wait) * time.Second,
 		},
 		IntN: h.d.IntN,
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/settings"
 )
 
 // FuzzMultipartField: multipartField never panics on any body and
@@ -116,9 +117,9 @@ func FuzzRequestModel(f *testing.F) {
 	f.Add("", []byte("{\"model\":\"openai/\xff\"}"), false)
 	f.Add("multipart/form-data; boundary=\"a b\"", []byte("--a b\r\nContent-Disposition: form-data; name=model\r\n\r\ngroq/x\r\n--a b--"), true)
 	h := New(Deps{Config: fixedConfig(nil)})
-	set := settings{
-		aliases:    map[string]string{"fast": "groq/llama-3.1-8b-instant", "w": "openai/whisper-1"},
-		freeModels: []string{"openai/free-*"},
+	set := settings.Settings{
+		Aliases:    map[string]string{"fast": "groq/llama-3.1-8b-instant", "w": "openai/whisper-1"},
+		FreeModels: []string{"openai/free-*"},
 	}
 	f.Fuzz(func(t *testing.T, contentType string, body []byte, compat bool) {
 		orig := append([]byte(nil), body...)
@@ -157,7 +158,7 @@ func FuzzRequestModel(f *testing.F) {
 				t.Errorf("rewritten body has model %q, want %q", got, want)
 			}
 		}
-		if strings.Contains(m.model, "\x00") && !strings.Contains(m.name, "\x00") && !strings.Contains(set.aliases[m.name], "\x00") {
+		if strings.Contains(m.model, "\x00") && !strings.Contains(m.name, "\x00") && !strings.Contains(set.Aliases[m.name], "\x00") {
 			t.Errorf("model %q invented", m.model)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
 
@@ -19,12 +20,6 @@ import (
 // the guest password), "private" (admins only, the default). Guests see
 // counts, balances and masked keys; full keys only when the admin turns
 // on guest_reveal_keys. The guest API is read-only.
-
-const (
-	modeOpen       = "open"
-	modeRestricted = "restricted"
-	modePrivate    = "private"
-)
 
 // guestLogin serves POST /guest/login {"password"}: a guest session when
 // the page is restricted. Failures are throttled like admin logins.
@@ -43,15 +38,15 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	set := h.settings(ctx, db)
-	if set.accessMode != modeRestricted || set.guestPassword == "" {
+	if set.AccessMode != settings.AccessRestricted || set.GuestPassword == "" {
 		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "guest_login_off",
 			Message: "guest login is only used when access_mode is \"restricted\" and a guest password is set"}.write(w)
 		return
 	}
 	_, ok = h.passwordLogin(w, r, b, db, loginRole{
 		name: "guest", session: "g", cookie: guestCookie, throttle: "guest:", failAction: "guest.login.fail",
-		wrongCode: "invalid_guest_password", boundTo: set.guestPassword,
-		right: func(got string) bool { return secretEqual(b.Fingerprint(got, "guest"), set.guestPassword) },
+		wrongCode: "invalid_guest_password", boundTo: set.GuestPassword,
+		right: func(got string) bool { return secretEqual(b.Fingerprint(got, "guest"), set.GuestPassword) },
 	})
 	if !ok {
 		return
@@ -76,9 +71,9 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 	set := h.settings(ctx, db)
 	admin := h.isAdmin(r)
 	switch {
-	case admin || set.accessMode == modeOpen:
-	case set.accessMode == modeRestricted:
-		if _, ok := h.readSession(r, guestCookie, "g", set.guestPassword); !ok {
+	case admin || set.AccessMode == settings.AccessOpen:
+	case set.AccessMode == settings.AccessRestricted:
+		if _, ok := h.readSession(r, guestCookie, "g", set.GuestPassword); !ok {
 			apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "guest_login_required",
 				Message: "this keypool's status page needs the guest password: POST /guest/login"}.write(w)
 			return
@@ -93,7 +88,7 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	keys := store.On(db, h.d.Queries).Keys().Sealing(b)
-	reveal := set.guestRevealKeys && !admin
+	reveal := set.GuestRevealKeys && !admin
 	var view guestView
 	var err error
 	if reveal {
@@ -105,7 +100,7 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 		failed(w, err, "could not read the pool", "guest summary")
 		return
 	}
-	page, size := guestPaging(r.URL.Query(), set.pageSize)
+	page, size := guestPaging(r.URL.Query(), set.PageSize)
 	var out jsonout.Builder
 	out.Object()
 	gjson.Parse(view.head).ForEach(func(k, v gjson.Result) bool {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/settings"
 )
 
 // Request headers go upstream only from an allow-list: the provider acts
@@ -66,32 +67,6 @@ func defaultForwarded(cn string, fam provider.Family) bool {
 	return false
 }
 
-// neverForwardWords mark header names no setting may allow: credentials,
-// sessions and account or project selectors, in any provider's spelling.
-var neverForwardWords = []string{"auth", "key", "token", "secret", "cookie", "session", "organization",
-	"organisation", "project", "account", "user", "forwarded", "proxy"}
-
-// neverForward reports whether a header name (any case) must never go
-// upstream whatever the settings say: the words above, hop-by-hop and
-// runtime headers, client addresses and Cloudflare's own cf-* headers.
-func neverForward(name string) bool {
-	cn := http.CanonicalHeaderKey(name)
-	if neverForwardHeaders[cn] || strings.HasPrefix(cn, "Cf-") || strings.HasPrefix(cn, "Sec-") {
-		return true
-	}
-	lower := strings.ToLower(cn)
-	for _, w := range neverForwardWords {
-		if strings.Contains(lower, w) {
-			return true
-		}
-	}
-	return false
-}
-
-var neverForwardHeaders = headerSet("Connection", "Keep-Alive", "Expect", "Te", "Trailer", "Transfer-Encoding",
-	"Upgrade", "Host", "Content-Length", "Accept-Encoding", "Content-Encoding", "X-Real-Ip", "True-Client-Ip",
-	"Via", "Origin", "Referer")
-
 // Response headers go back to the client from an allow-list too: the
 // body's own description, caching, rate limits and request ids. Those
 // naming the account behind a key (openai-organization, openai-project,
@@ -145,4 +120,18 @@ func headerSet(names ...string) map[string]bool {
 		m[http.CanonicalHeaderKey(n)] = true
 	}
 	return m
+}
+
+// ruleFor is the header rule of a call to a provider of fam.
+func ruleFor(s settings.Settings, fam provider.Family, gateway bool) forwardRule {
+	r := forwardRule{family: fam, gateway: gateway, extra: map[string]bool{}}
+	for _, n := range s.ForwardHeaders {
+		r.extra[n] = true
+	}
+	if gateway {
+		for _, n := range s.GatewayHeaders {
+			r.extra[n] = true
+		}
+	}
+	return r
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/settings"
 )
 
 // requestHeaderCases: which client headers reach a provider of each
@@ -135,9 +136,9 @@ func TestUpstreamHeadersGateway(t *testing.T) {
 		{"direct: no cf-aig-* at all", forwardRule{}, []string{"Content-Type"}},
 		{"gateway: the cache controls", forwardRule{gateway: true},
 			[]string{"Cf-Aig-Cache-Ttl", "Cf-Aig-Skip-Cache", "Content-Type"}},
-		{"gateway with gateway_headers", settings{gatewayHeaders: []string{"Cf-Aig-Metadata"}}.forwardRule(provider.FamilyOpenAI, true),
+		{"gateway with gateway_headers", ruleFor(settings.Settings{GatewayHeaders: []string{"Cf-Aig-Metadata"}}, provider.FamilyOpenAI, true),
 			[]string{"Cf-Aig-Cache-Ttl", "Cf-Aig-Metadata", "Cf-Aig-Skip-Cache", "Content-Type"}},
-		{"gateway_headers mean nothing on a direct call", settings{gatewayHeaders: []string{"Cf-Aig-Metadata"}}.forwardRule(provider.FamilyOpenAI, false),
+		{"gateway_headers mean nothing on a direct call", ruleFor(settings.Settings{GatewayHeaders: []string{"Cf-Aig-Metadata"}}, provider.FamilyOpenAI, false),
 			[]string{"Content-Type"}},
 	}
 	for _, tc := range tests {
@@ -148,49 +149,10 @@ func TestUpstreamHeadersGateway(t *testing.T) {
 }
 
 func TestForwardHeadersSetting(t *testing.T) {
-	s := parseSettings(map[string]string{settingForwardHeaders: `["x-test-id","X-My-Tenant-Tag"]`})
+	s := settings.Parse(map[string]string{settings.ForwardHeaders: `["x-test-id","X-My-Tenant-Tag"]`})
 	in := http.Header{"X-Test-Id": {"a"}, "X-My-Tenant-Tag": {"b"}, "X-Other": {"c"}}
-	if got := names(upstreamHeaders(in, s.forwardRule(provider.FamilyGemini, false))); strings.Join(got, ",") != "X-My-Tenant-Tag,X-Test-Id" {
+	if got := names(upstreamHeaders(in, ruleFor(s, provider.FamilyGemini, false))); strings.Join(got, ",") != "X-My-Tenant-Tag,X-Test-Id" {
 		t.Errorf("with forward_headers: forwarded %v", got)
-	}
-}
-
-func TestParseHeaderNames(t *testing.T) {
-	tests := []struct {
-		value   string
-		gateway bool
-		ok      bool
-	}{
-		{`["X-Test-Id","x-my-tag"]`, false, true},
-		{`[]`, false, true},
-		{`"X-Test-Id"`, false, false},
-		{`[1]`, false, false},
-		{`["bad header"]`, false, false},
-		{`["X-Evil\r\nHost"]`, false, false},
-		{`[""]`, false, false},
-		{`["OpenAI-Organization"]`, false, false},
-		{`["OpenAI-Project"]`, false, false},
-		{`["x-goog-user-project"]`, false, false},
-		{`["ChatGPT-Account-Id"]`, false, false},
-		{`["Authorization"]`, false, false},
-		{`["x-api-key"]`, false, false},
-		{`["Cookie"]`, false, false},
-		{`["X-Forwarded-For"]`, false, false},
-		{`["Proxy-Authorization"]`, false, false},
-		{`["Connection"]`, false, false},
-		{`["Host"]`, false, false},
-		{`["cf-connecting-ip"]`, false, false},
-		{`["cf-aig-metadata"]`, false, false}, // gateway options go in gateway_headers
-		{`["cf-aig-metadata","CF-AIG-COLLECT-LOG"]`, true, true},
-		{`["cf-aig-authorization"]`, true, false},
-		{`["cf-aig-byok-alias"]`, true, false},
-		{`["x-custom"]`, true, false},
-	}
-	for _, tc := range tests {
-		_, msg := parseHeaderNames(tc.value, tc.gateway)
-		if (msg == "") != tc.ok {
-			t.Errorf("parseHeaderNames(%s, gateway %v): %q, want ok %v", tc.value, tc.gateway, msg, tc.ok)
-		}
 	}
 }
 

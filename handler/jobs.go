@@ -16,6 +16,7 @@ import (
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
 
@@ -24,7 +25,7 @@ const jobChunk = 200
 
 // advanceJob checks the next chunk of a job within budget and deadline.
 // A job another advancer holds is left alone.
-func (h *Handler) advanceJob(ctx context.Context, db *sql.DB, checks *store.Checks, j store.Job, set settings, budget *checkBudget, deadline time.Time) store.Job {
+func (h *Handler) advanceJob(ctx context.Context, db *sql.DB, checks *store.Checks, j store.Job, set settings.Settings, budget *checkBudget, deadline time.Time) store.Job {
 	now := h.d.Now()
 	if ok, err := checks.Claim(ctx, j.ID, now.UnixMilli(), now.Add(2*time.Minute).UnixMilli()); err != nil || !ok {
 		return j

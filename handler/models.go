@@ -15,6 +15,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
 
@@ -28,7 +29,7 @@ const modelsKey = "models"
 // OpenAI's list format. Ids are "provider/model" for every provider with a
 // usable key, bare for the default provider, plus the aliases. The lists
 // come from D1; a provider whose list was never fetched is asked once here.
-func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings, c client) {
+func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, c client) {
 	message, doing := "", ""
 	body, _, err := h.readThrough(modelsKey, false, func() (string, bool, error) {
 		ctx := r.Context()
@@ -60,7 +61,7 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB,
 }
 
 // scopeModels keeps the models of a list that the client's token may use.
-func scopeModels(body []byte, c client, set settings, defaultProv string) []byte {
+func scopeModels(body []byte, c client, set settings.Settings, defaultProv string) []byte {
 	t := c.tok
 	if t == nil || len(t.Providers) == 0 && len(t.Models) == 0 {
 		return body
@@ -70,7 +71,7 @@ func scopeModels(body []byte, c client, set settings, defaultProv string) []byte
 	for _, m := range gjson.GetBytes(body, "data").Array() {
 		id := m.Get("id").String()
 		prov, model := defaultProv, id
-		if target, ok := set.aliases[id]; ok {
+		if target, ok := set.Aliases[id]; ok {
 			id = target
 		}
 		if pre, bare, ok := strings.Cut(id, "/"); ok {
@@ -87,7 +88,7 @@ func scopeModels(body []byte, c client, set settings, defaultProv string) []byte
 }
 
 // modelList builds the /v1/models answer.
-func modelList(servable []string, lists map[string]store.ProviderModels, set settings, defaultProv string) []byte {
+func modelList(servable []string, lists map[string]store.ProviderModels, set settings.Settings, defaultProv string) []byte {
 	owner := map[string]string{}
 	add := func(id, prov string) {
 		if _, dup := owner[id]; !dup && id != "" {
@@ -100,7 +101,7 @@ func modelList(servable []string, lists map[string]store.ProviderModels, set set
 	}
 	for _, p := range servable {
 		names := append([]string(nil), lists[p].Models...)
-		for _, f := range set.freeModels {
+		for _, f := range set.FreeModels {
 			// Whitelisted models are listed when they name one model.
 			if pre, m, ok := strings.Cut(f, "/"); ok && pre == p && !strings.Contains(m, "*") {
 				names = append(names, m)
@@ -113,7 +114,7 @@ func modelList(servable []string, lists map[string]store.ProviderModels, set set
 			}
 		}
 	}
-	for name, target := range set.aliases {
+	for name, target := range set.Aliases {
 		if p, _, _ := strings.Cut(target, "/"); can[p] {
 			add(name, p)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/usage"
 )
 
@@ -155,7 +156,7 @@ type requestModel struct {
 // it: an alias first, then a "provider/model" prefix, else the default
 // provider. When compat is set the model must name its provider. The body
 // is rewritten only where the model changes; every other byte is kept.
-func (h *Handler) requestModel(contentType string, body []byte, set settings, compat bool) (requestModel, apiError) {
+func (h *Handler) requestModel(contentType string, body []byte, set settings.Settings, compat bool) (requestModel, apiError) {
 	m := requestModel{prov: h.defaultProvider(), body: body}
 	fields, bad := readBodyModels(contentType, body)
 	if bad.Status != 0 {
@@ -164,7 +165,7 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings, co
 	m.name = fields.model.value
 	m.model = m.name
 	target := m.name
-	if a, ok := set.aliases[m.name]; ok {
+	if a, ok := set.Aliases[m.name]; ok {
 		target = a
 	}
 	if pre, bare, found := strings.Cut(target, "/"); found {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/seal"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
 
@@ -224,7 +225,7 @@ func (h *Handler) rateRefusal(t *store.Token, now time.Time) apiError {
 // ("gemini-*") or with a provider ("groq/llama-*").
 func modelAllowed(patterns []string, prov, model string) bool {
 	for _, p := range patterns {
-		if globMatch(p, model) || globMatch(p, prov+"/"+model) {
+		if settings.GlobMatch(p, model) || settings.GlobMatch(p, prov+"/"+model) {
 			return true
 		}
 	}
