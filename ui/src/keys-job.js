@@ -7,7 +7,9 @@ import { duration, num } from "./format.js";
 import { t } from "./i18n.js";
 import { toast } from "./toast.js";
 
-export function jobPanel(ctx, onFinished) {
+// jobView is the panel's elements and how a job shows in them (none:
+// hidden).
+function jobView() {
   const title = h("h2", { class: "job-title" });
   const state = h("span", { class: "badge", testid: "job-state", "aria-live": "polite" });
   const bar = h("div", { class: "progress-bar" });
@@ -27,12 +29,7 @@ export function jobPanel(ctx, onFinished) {
     h("div", { class: "job-bar" }, progress, pct),
     h("p", { class: "job-figures muted" }, counts, " · ", rate, " · ", eta));
 
-  let job = null;
-  let timer = null;
-  let inflight = false;
-  let gen = 0; // bumped by stop/resume/start: older poll answers are dropped
-
-  function render() {
+  function render(job) {
     if (!job) {
       el.hidden = true;
       return;
@@ -54,6 +51,17 @@ export function jobPanel(ctx, onFinished) {
     resume.hidden = job.state !== "stopped";
     dismiss.hidden = job.state === "running";
   }
+
+  return { el, stop, resume, dismiss, render };
+}
+
+export function jobPanel(ctx, onFinished) {
+  const { el, stop, resume, dismiss, render: show } = jobView();
+  let job = null;
+  let timer = null;
+  let inflight = false;
+  let gen = 0; // bumped by stop/resume/start: older poll answers are dropped
+  const render = () => show(job);
 
   function schedule() {
     clearTimeout(timer);

@@ -547,6 +547,46 @@ test("a key label with HTML renders as text", async (t) => {
   });
 });
 
+test("the key drawer reveals, relabels, disables, enables and deletes a key", async (t) => {
+  const key = "uidrawer" + hex(12);
+  await importKeys("mistral", [key], "drawer-before");
+  const [mine] = await listKeys("mistral").then((l) => l.filter((k) => k.label === "drawer-before"));
+  await withPage(t, {}, async (page) => {
+    await loginOK(page);
+    await go(page, "keys");
+    await byId(page, "provider-tab-mistral").click();
+    await byId(page, "keys-search").fill("#" + mine.id);
+    await waitRows(page, 1, "the drawer's key");
+    await byId(page, "key-row").first().click();
+    const drawer = byId(page, "key-drawer");
+    await drawer.waitFor();
+    assert.equal(await drawer.getAttribute("data-id"), String(mine.id), "the drawer is the clicked key's");
+    assert.notEqual((await byId(page, "drawer-key").textContent()).trim(), key, "the key is masked until revealed");
+    await byId(page, "drawer-reveal").click();
+    await eventually("the revealed key", async () => (await byId(page, "drawer-key-full").textContent()).trim() === key);
+
+    await byId(page, "drawer-label").fill("drawer-after");
+    await byId(page, "drawer-label-save").click();
+    await eventually("the new label in the table", async () =>
+      (await byId(page, "key-row").first().getByTestId("key-label").textContent()) === "drawer-after");
+    await eventually("the new label in the store", async () => (await admin("GET", "/keys/" + mine.id)).label === "drawer-after");
+
+    await byId(page, "drawer-disable").click();
+    await eventually("drawer-status disabled", async () => (await byId(page, "drawer-status").getAttribute("class")).includes("badge-disabled"));
+    assert.equal((await admin("GET", "/keys/" + mine.id)).status, "disabled", "the store has the key disabled");
+    await eventually("the change in the key's history", async () => (await byId(page, "drawer-event").count()) >= 1);
+    await byId(page, "drawer-enable").click();
+    await eventually("drawer-status active", async () => (await byId(page, "drawer-status").getAttribute("class")).includes("badge-active"));
+    assert.equal((await admin("GET", "/keys/" + mine.id)).status, "active", "the store has the key active again");
+
+    await byId(page, "drawer-delete").click();
+    await byId(page, "confirm-ok").click();
+    await eventually("the drawer closes", async () => (await drawer.count()) === 0 || !(await drawer.isVisible()));
+    await waitRows(page, 0, "the deleted key");
+    assert.equal((await listKeys("mistral")).filter((k) => k.id === mine.id).length, 0, "the key is gone from the store");
+  });
+});
+
 test("the language switch to Chinese sticks across a reload", async (t) => {
   await withPage(t, {}, async (page) => {
     await loginOK(page);
