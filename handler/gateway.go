@@ -88,12 +88,6 @@ func clientMetadata(c client, keyID int64, theirs string) string {
 	return string(append(b, '}'))
 }
 
-// ownMetadata is the cf-aig-metadata of a request keypool makes for
-// itself with a key: task is "check" or "models".
-func ownMetadata(keyID int64, task string) string {
-	return `{"keypool_key":` + strconv.FormatInt(keyID, 10) + `,"keypool_task":"` + task + `"}`
-}
-
 // appendASCIIString appends s as a JSON string of printable ASCII only:
 // a header value the runtime's fetch accepts whatever the admin named a
 // token.

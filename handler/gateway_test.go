@@ -42,7 +42,4 @@ func TestClientMetadata(t *testing.T) {
 	if got := gjson.Get(clientMetadata(named, 12, ""), "keypool_token_name").String(); got != named.tok.Name {
 		t.Errorf("name reads back as %q", got)
 	}
-	if got := ownMetadata(3, "check"); got != `{"keypool_key":3,"keypool_task":"check"}` {
-		t.Errorf("ownMetadata: %s", got)
-	}
 }

@@ -1,12 +1,14 @@
 // Package handler is keypool's HTTP surface: the proxy routes clients call
 // (/v1/*, /api/<provider>/*), the admin API (/admin/api/*) and the cron
-// task. Everything it touches from the outside world (configuration, D1,
-// outbound fetch, the clock, work after the response) comes in through
-// Deps, so tests drive it with SQLite, an httptest upstream and a fixed
+// task (run by package checks). The isolate's shared state is package
+// pool's, the run-time settings package settings'. Everything it touches
+// from the outside world (configuration, D1, outbound fetch, the clock,
+// work after the response) comes in through Deps, so tests drive it with SQLite, an httptest upstream and a fixed
 // clock, and main.go binds it to the Workers runtime.
 package handler
 
 import (
+	"context"
 	"database/sql"
 	"log"
 	"math/rand/v2"
@@ -15,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keypool/keypool/checks"
 	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/seal"
@@ -137,6 +140,16 @@ func (t *trackingWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController and io.Copy find the runtime's
 // writer, which can take an upstream body without copying it through Go.
 func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// Scheduled is the cron task (checks.Checker.Scheduled).
+func (h *Handler) Scheduled(ctx context.Context) error { return h.checks().Scheduled(ctx) }
+
+// checks is the health checking (check jobs, the cron run, model lists)
+// on the handler's connections.
+func (h *Handler) checks() *checks.Checker {
+	return &checks.Checker{Config: h.d.Config, DB: h.d.DB, Fetch: h.d.Fetch, Now: h.d.Now, IntN: h.d.IntN, Queries: h.d.Queries,
+		Box: h.box, Settings: h.settingsCounted, Invalidate: h.invalidate, Target: h.target, GatewayHeaders: h.setGatewayHeaders}
+}
 
 // cfg is the configuration in force.
 func (h *Handler) cfg() *config.Config { return h.d.Config() }

@@ -2,10 +2,8 @@ package handler
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"errors"
-	"log"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,86 +11,12 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/checks"
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
 	"github.com/keypool/keypool/rotation"
-	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
-
-// jobChunk bounds the keys one advance of a job reads.
-const jobChunk = 200
-
-// advanceJob checks the next chunk of a job within budget and deadline.
-// A job another advancer holds is left alone.
-func (h *Handler) advanceJob(ctx context.Context, db *sql.DB, checks *store.Checks, j store.Job, set settings.Settings, budget *checkBudget, deadline time.Time) store.Job {
-	now := h.d.Now()
-	if ok, err := checks.Claim(ctx, j.ID, now.UnixMilli(), now.Add(2*time.Minute).UnixMilli()); err != nil || !ok {
-		return j
-	}
-	// Another advancer may have moved the job on since j was read.
-	if fresh, err := checks.Job(ctx, j.ID); err == nil {
-		j = fresh
-	}
-	opts := parseJobOptions(j.Options)
-	n := int(min(int64(jobChunk), max(budget.limit-budget.Load(), 1)))
-	keys, err := checks.JobKeys(ctx, j, n)
-	if err != nil {
-		log.Printf("keypool: check job %d: reading keys: %v", j.ID, err)
-		checks.Advance(ctx, j, j.Cursor, 0, 0, 0, nil, 0, h.d.Now().UnixMilli(), false)
-		return j
-	}
-	// Keep what follows the checks: their three writes, the progress
-	// saved and the job read back.
-	recs := h.runChecks(ctx, keys, set, opts, budget, cronWrites+2, deadline)
-	if err := checks.RecordChecks(ctx, recs, h.d.Now().UnixMilli()); err != nil {
-		log.Printf("keypool: check job %d: recording: %v", j.ID, err)
-		recs = nil
-	}
-	cursor := j.Cursor
-	var changes []store.JobChange
-	errs := int64(0)
-	for _, r := range recs {
-		cursor = r.Key.ID
-		if r.Key.Status != r.Next.Status {
-			changes = append(changes, store.JobChange{ID: r.Key.ID, From: r.Key.Status, To: r.Next.Status})
-		}
-		if r.Result.Outcome == rotation.CheckError {
-			errs++
-		}
-	}
-	if len(changes) > 0 {
-		h.invalidate()
-	}
-	finished := len(recs) == len(keys) && len(keys) < n
-	spent := h.d.Now().Sub(now).Milliseconds()
-	if err := checks.Advance(ctx, j, cursor, int64(len(recs)), int64(len(changes)), errs, changes, spent, h.d.Now().UnixMilli(), finished); err != nil {
-		log.Printf("keypool: check job %d: saving progress: %v", j.ID, err)
-	}
-	if got, err := checks.Job(ctx, j.ID); err == nil {
-		return got
-	}
-	return j
-}
-
-// parseJobOptions reads a stored job's options; they were validated when
-// the job was created.
-func parseJobOptions(s string) checkOptions {
-	o := defaultCheckOptions
-	r := gjson.Parse(s)
-	if v := r.Get("concurrency"); v.Exists() {
-		o.Concurrency = int(v.Int())
-	}
-	o.IntervalMS = r.Get("interval_ms").Int()
-	o.JitterMS = r.Get("jitter_ms").Int()
-	if v := r.Get("retries"); v.Exists() {
-		o.Retries = int(v.Int())
-	}
-	if v := r.Get("retry_interval_ms"); v.Exists() {
-		o.RetryIntervalMS = v.Int()
-	}
-	return o
-}
 
 // The check-job routes:
 //
@@ -125,7 +49,7 @@ func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, _ adminC
 func (h *Handler) showCheckJob(w http.ResponseWriter, r *http.Request, a adminCall) {
 	h.withCheckJob(w, r, a.id, func(db *sql.DB, checks *store.Checks, j store.Job) (store.Job, error) {
 		if j.State == store.JobRunning {
-			j = h.advanceOnce(r.Context(), db, j)
+			j = h.checks().AdvanceJob(r.Context(), db, j)
 		}
 		return j, nil
 	})
@@ -144,7 +68,7 @@ func (h *Handler) resumeCheckJob(w http.ResponseWriter, r *http.Request, a admin
 	h.withCheckJob(w, r, a.id, func(db *sql.DB, checks *store.Checks, j store.Job) (store.Job, error) {
 		j, err := checks.SetJobState(r.Context(), j.ID, store.JobRunning, h.d.Now().UnixMilli())
 		if err == nil && j.State == store.JobRunning {
-			j = h.advanceOnce(r.Context(), db, j)
+			j = h.checks().AdvanceJob(r.Context(), db, j)
 		}
 		return j, err
 	})
@@ -175,18 +99,6 @@ func (h *Handler) withCheckJob(w http.ResponseWriter, r *http.Request, id int64,
 	var b jsonout.Builder
 	writeJob(&b, j, h.d.Now())
 	writeJSON(w, http.StatusOK, b.Bytes())
-}
-
-// advanceOnce advances a job within one admin request's budget
-// (JOB_SUBREQUESTS, default 40 of the free plan's 50; 10 s).
-func (h *Handler) advanceOnce(ctx context.Context, db *sql.DB, j store.Job) store.Job {
-	budget := &checkBudget{limit: h.cfg().JobSubrequests, total: h.d.Queries}
-	deadline := h.d.Now().Add(h.cfg().JobTimeBudget)
-	checks := store.On(db, budget).Checks()
-	if b, err := h.box(); err == nil {
-		checks.Sealing(b)
-	}
-	return h.advanceJob(ctx, db, checks, j, h.settings(ctx, db), budget, deadline)
 }
 
 // startCheckJob reads which keys to check — {"ids":[…]}, {"provider":…,
@@ -231,7 +143,7 @@ func (h *Handler) createCheckJob(w http.ResponseWriter, r *http.Request, db *sql
 		return
 	}
 	if j.State == store.JobRunning {
-		j = h.advanceOnce(ctx, db, j)
+		j = h.checks().AdvanceJob(ctx, db, j)
 	}
 	var b jsonout.Builder
 	writeJob(&b, j, h.d.Now())
@@ -285,11 +197,11 @@ func jobOptions(in gjson.Result) ([]byte, apiError) {
 		lo, hi int64
 		deflt  int64
 	}{
-		{"concurrency", 1, 6, int64(defaultCheckOptions.Concurrency)},
+		{"concurrency", 1, 6, int64(checks.DefaultOptions.Concurrency)},
 		{"interval_ms", 0, 60000, 0},
 		{"jitter_ms", 0, 60000, 0},
-		{"retries", 0, 5, int64(defaultCheckOptions.Retries)},
-		{"retry_interval_ms", 0, 60000, defaultCheckOptions.RetryIntervalMS},
+		{"retries", 0, 5, int64(checks.DefaultOptions.Retries)},
+		{"retry_interval_ms", 0, 60000, checks.DefaultOptions.RetryIntervalMS},
 	} {
 		n := f.deflt
 		if v := in.Get(f.name); v.Exists() {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/checks"
 	"github.com/keypool/keypool/e2e/fakeupstream"
 	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/provider"
@@ -388,8 +389,8 @@ func TestModelListRefreshTriesAnotherKey(t *testing.T) {
 		}
 		e.addKeys("anthropic", secrets...)
 		e.proxy(http.MethodGet, "/v1/models", "")
-		if n := e.fetches.Load(); n != modelListTries {
-			t.Errorf("%d fetches with every key overloaded, want %d", n, modelListTries)
+		if n := e.fetches.Load(); n != checks.ModelListTries {
+			t.Errorf("%d fetches with every key overloaded, want %d", n, checks.ModelListTries)
 		}
 	})
 }
