@@ -3,8 +3,9 @@
 // task (run by package checks). The isolate's shared state is package
 // pool's, the run-time settings package settings'. Everything it touches
 // from the outside world (configuration, D1, outbound fetch, the clock,
-// work after the response) comes in through Deps, so tests drive it with SQLite, an httptest upstream and a fixed
-// clock, and main.go binds it to the Workers runtime.
+// work after the response) comes in through Deps, so tests drive it with
+// SQLite, an httptest upstream and a fixed clock, and main.go binds it to
+// the Workers runtime.
 package handler
 
 import (
