@@ -2,19 +2,15 @@ package handler
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"log"
-	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/seal"
 	"github.com/keypool/keypool/store"
@@ -66,92 +62,33 @@ func (h *Handler) needBox(w http.ResponseWriter) (*seal.Box, bool) {
 	return b, true
 }
 
-// clientIP is the address the request came from, as Cloudflare saw it.
-func clientIP(r *http.Request) string {
-	if ip := strings.TrimSpace(r.Header.Get("Cf-Connecting-Ip")); ip != "" {
-		return ip
-	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return host
-	}
-	return r.RemoteAddr
-}
-
-// session is a verified session cookie.
-type session struct {
-	role string // "a" admin, "g" guest
-	exp  int64  // unix s
-	gen  int64  // the role's session generation it was made in
-	csrf string
-}
-
-// newSession signs a session for role. The signature also covers the
-// current password of that role, so changing it ends every session; the
-// role's current generation (read afresh) lets a logout end it.
+// newSession signs a session for role (access.NewSession) in the role's
+// current generation, read afresh, so that a logout can end it.
 func (h *Handler) newSession(ctx context.Context, b *seal.Box, role, password string, ttl time.Duration) (value, csrf string, err error) {
 	gen, err := h.sessionGeneration(ctx, role, true)
 	if err != nil {
 		return "", "", err
 	}
-	raw := make([]byte, 16)
-	rand.Read(raw)
-	csrf = hex.EncodeToString(raw)
-	payload := sessionPayload(role, h.d.Now().Add(ttl).Unix(), gen, csrf)
-	return sessionValue(b, payload, password), csrf, nil
-}
-
-func sessionValue(b *seal.Box, payload, password string) string {
-	pw := sha256.Sum256([]byte(password))
-	signed := b.Sign(payload + "~" + hex.EncodeToString(pw[:]))
-	return payload + signed[strings.LastIndexByte(signed, '.'):]
+	value, csrf = access.NewSession(b, role, password, h.d.Now().Add(ttl).Unix(), gen)
+	return value, csrf, nil
 }
 
 // readSession verifies the cookie name: signature, role, password, expiry
-// and generation.
-func (h *Handler) readSession(r *http.Request, name, role, password string) (session, bool) {
+// (access.ReadSession) and generation.
+func (h *Handler) readSession(r *http.Request, name, role, password string) (access.Session, bool) {
 	c, err := r.Cookie(name)
-	if err != nil || password == "" {
-		return session{}, false
+	if err != nil {
+		return access.Session{}, false
 	}
 	b, err := h.box()
 	if err != nil {
-		return session{}, false
+		return access.Session{}, false
 	}
-	i := strings.LastIndexByte(c.Value, '.')
-	if i < 0 {
-		return session{}, false
+	s, ok := access.ReadSession(b, c.Value, role, password, h.d.Now().Unix())
+	if !ok || !h.currentGeneration(r.Context(), role, s.Gen) {
+		return access.Session{}, false
 	}
-	payload := c.Value[:i]
-	if !secretEqual(c.Value, sessionValue(b, payload, password)) {
-		return session{}, false
-	}
-	parts := strings.Split(payload, "~")
-	if len(parts) != 4 || parts[0] != role {
-		return session{}, false
-	}
-	exp, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || h.d.Now().Unix() >= exp {
-		return session{}, false
-	}
-	gen, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil || !h.currentGeneration(r.Context(), role, gen) {
-		return session{}, false
-	}
-	return session{role: role, exp: exp, gen: gen, csrf: parts[3]}, true
-}
-
-// sessionCookie is the Set-Cookie for a session: HttpOnly, SameSite
-// Strict, Secure except on localhost (plain-HTTP development).
-func sessionCookie(r *http.Request, name, value string, maxAge int) string {
-	c := name + "=" + value + "; Path=/; HttpOnly; SameSite=Strict; Max-Age=" + strconv.Itoa(maxAge)
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if host != "localhost" && host != "127.0.0.1" && host != "::1" {
-		c += "; Secure"
-	}
-	return c
+	return s, true
 }
 
 // adminActor authenticates an admin request and names who made it:
@@ -173,7 +110,7 @@ func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request, queries sto
 			return "", false
 		}
 	} else if s, ok := h.readSession(r, adminCookie, "a", want); ok {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead && !secretEqual(r.Header.Get(csrfHeader), s.csrf) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !access.SecretEqual(r.Header.Get(csrfHeader), s.CSRF) {
 			apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "csrf",
 				Message: "a change made with an admin session needs its CSRF token in the X-Keypool-CSRF header (from POST /admin/login)"}.write(w)
 			return "", false
@@ -217,7 +154,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	csrf, ok := h.passwordLogin(w, r, b, db, loginRole{
 		name: "admin", session: "a", cookie: adminCookie, failAction: "login.fail",
 		wrongCode: "invalid_admin_password", boundTo: want,
-		right: func(got string) bool { return secretEqual(got, want) },
+		right: func(got string) bool { return access.SecretEqual(got, want) },
 	})
 	if !ok {
 		return
@@ -244,7 +181,7 @@ type loginRole struct {
 // the throttle, and on success sets the session cookie and returns the
 // session's CSRF token. Otherwise it has answered.
 func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.Box, db *sql.DB, role loginRole) (csrf string, ok bool) {
-	key := role.throttle + throttleKey(r)
+	key := role.throttle + access.ThrottleKey(r)
 	body, ok := h.readLoginBody(w, r, key, role.failAction)
 	if !ok {
 		return "", false
@@ -269,7 +206,7 @@ func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.
 		failed(w, err, "could not start a session", "making a %s session", role.name)
 		return "", false
 	}
-	w.Header().Add("Set-Cookie", sessionCookie(r, role.cookie, value, int(h.sessionTTL().Seconds())))
+	w.Header().Add("Set-Cookie", access.SessionCookie(r, role.cookie, value, int(h.sessionTTL().Seconds())))
 	return csrf, true
 }
 
@@ -323,8 +260,8 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, "", 0))
-	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, "", 0))
+	w.Header().Add("Set-Cookie", access.SessionCookie(r, adminCookie, "", 0))
+	w.Header().Add("Set-Cookie", access.SessionCookie(r, guestCookie, "", 0))
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("logged_out").Bool(true).Key("sessions_ended").Bool(ended).EndObject().Bytes())
 }
@@ -336,7 +273,7 @@ func (h *Handler) audit(r *http.Request, db *sql.DB, actor, action, target, deta
 	if actor == "" {
 		actor = "anonymous"
 	}
-	e := store.Entry{At: h.d.Now().UnixMilli(), Actor: actor, IP: clientIP(r), Action: action, Target: target, Detail: detail}
+	e := store.Entry{At: h.d.Now().UnixMilli(), Actor: actor, IP: access.ClientIP(r), Action: action, Target: target, Detail: detail}
 	if err := store.On(db, h.d.Queries).Audit().Add(r.Context(), e); err != nil {
 		log.Printf("keypool: writing the audit log: %v", err)
 	}

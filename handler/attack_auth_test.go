@@ -40,26 +40,6 @@ func TestParallelWrongLoginsAllThrottled(t *testing.T) {
 	}
 }
 
-func TestThrottleKey(t *testing.T) {
-	for _, tc := range []struct{ ip, want string }{
-		{"203.0.113.7", "203.0.113.7"},
-		{"::ffff:203.0.113.7", "203.0.113.7"},
-		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
-		{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
-		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
-		{"fe80::1:2:3:4", "fe80::/64"},
-		{"fe80::1%eth0", "fe80::1%eth0"}, // not an address Cloudflare sends: counted as given
-		{"not an address", "not an address"},
-		{strings.Repeat("x", 300), strings.Repeat("x", 64)},
-	} {
-		r := httptest.NewRequest(http.MethodGet, "/", nil)
-		r.Header.Set("Cf-Connecting-Ip", tc.ip)
-		if got := throttleKey(r); got != tc.want {
-			t.Errorf("throttleKey(%q) = %q, want %q", tc.ip, got, tc.want)
-		}
-	}
-}
-
 // An IPv6 client cannot rotate its address within its /64 to escape.
 func TestThrottleIPv6Slash64(t *testing.T) {
 	e := newEnv(t)

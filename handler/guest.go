@@ -9,6 +9,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/settings"
@@ -46,7 +47,7 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 	_, ok = h.passwordLogin(w, r, b, db, loginRole{
 		name: "guest", session: "g", cookie: guestCookie, throttle: "guest:", failAction: "guest.login.fail",
 		wrongCode: "invalid_guest_password", boundTo: set.GuestPassword,
-		right: func(got string) bool { return secretEqual(b.Fingerprint(got, "guest"), set.GuestPassword) },
+		right: func(got string) bool { return access.SecretEqual(b.Fingerprint(got, "guest"), set.GuestPassword) },
 	})
 	if !ok {
 		return

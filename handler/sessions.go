@@ -4,10 +4,10 @@ import (
 	"context"
 	"log"
 	"net/http"
-	"strconv"
 
 	"github.com/tidwall/gjson"
 
+	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/store"
 )
@@ -78,13 +78,8 @@ func (h *Handler) revokeAllSessions(w http.ResponseWriter, r *http.Request) {
 		failed(w, err, "could not end the sessions", "ending every session")
 		return
 	}
-	w.Header().Add("Set-Cookie", sessionCookie(r, adminCookie, "", 0))
-	w.Header().Add("Set-Cookie", sessionCookie(r, guestCookie, "", 0))
+	w.Header().Add("Set-Cookie", access.SessionCookie(r, adminCookie, "", 0))
+	w.Header().Add("Set-Cookie", access.SessionCookie(r, guestCookie, "", 0))
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("revoked").Array().String("admin").String("guest").EndArray().EndObject().Bytes())
-}
-
-// sessionPayload is the signed part of a session cookie.
-func sessionPayload(role string, exp, gen int64, csrf string) string {
-	return role + "~" + strconv.FormatInt(exp, 10) + "~" + strconv.FormatInt(gen, 10) + "~" + csrf
 }

@@ -2,13 +2,13 @@ package handler
 
 import (
 	"log"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/store"
 )
 
@@ -36,24 +36,6 @@ const (
 	attemptThrottled                // the address is throttled
 	attemptUnchecked                // the throttle could not be read: refuse
 )
-
-// throttleKey is the throttle's name for r's address: an IPv4 address as
-// is, an IPv6 address as its /64. (Package net, which keypool already
-// builds with under TinyGo, rather than adding net/netip.)
-func throttleKey(r *http.Request) string {
-	s := clientIP(r)
-	ip := net.ParseIP(s)
-	switch {
-	case ip == nil:
-		if len(s) > 64 {
-			s = s[:64] // not an address: bounded, still counted
-		}
-		return s
-	case ip.To4() != nil:
-		return ip.To4().String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
-}
 
 // passwordAttempt counts one attempt at a password under key (failures
 // only; right reports whether the password was right) and audits a
@@ -115,8 +97,8 @@ func (h *Handler) bearerAttempt(r *http.Request, header, want string, queries st
 	if len(header) > 7 && strings.EqualFold(header[:7], "bearer ") {
 		got = strings.TrimSpace(header[7:])
 	}
-	right := got != "" && secretEqual(got, want)
-	return h.passwordAttemptCounted(r, throttleKey(r), right, "admin.auth.fail", "bearer "+r.Method+" "+auditPath(r.URL.Path), queries)
+	right := got != "" && access.SecretEqual(got, want)
+	return h.passwordAttemptCounted(r, access.ThrottleKey(r), right, "admin.auth.fail", "bearer "+r.Method+" "+auditPath(r.URL.Path), queries)
 }
 
 // auditPath bounds a request path kept in the audit log.

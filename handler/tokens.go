@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/seal"
 	"github.com/keypool/keypool/settings"
@@ -35,13 +36,13 @@ func (c client) id() int64 {
 // checkClient identifies the caller of a proxy route, answering 401 when
 // it cannot.
 func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, bool) {
-	got := clientCredential(r)
+	got := access.Credential(r)
 	if got == "" {
 		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
 			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.write(w)
 		return client{}, false
 	}
-	if want := h.cfg().AuthKey; want != "" && secretEqual(got, want) {
+	if want := h.cfg().AuthKey; want != "" && access.SecretEqual(got, want) {
 		return client{}, true
 	}
 	invalid := apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
