@@ -135,19 +135,11 @@ const loginBodyLimit = 4 << 10
 // CSRF token. Wrong passwords and oversized bodies count in the login
 // throttle.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST")
-		return
-	}
-	b, ok := h.needBox(w)
+	b, db, ok := h.loginRequest(w, r)
 	if !ok {
 		return
 	}
 	want, ok := h.adminPassword(w)
-	if !ok {
-		return
-	}
-	db, ok := h.db(w)
 	if !ok {
 		return
 	}
@@ -163,6 +155,21 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	var out jsonout.Builder
 	writeJSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
 		Key("expires_at").Int(h.d.Now().Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
+}
+
+// loginRequest checks what a login needs: a POST, KEYPOOL_SECRET (to
+// sign the session) and the database; false: answered.
+func (h *Handler) loginRequest(w http.ResponseWriter, r *http.Request) (*seal.Box, *sql.DB, bool) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, "POST")
+		return nil, nil, false
+	}
+	b, ok := h.needBox(w)
+	if !ok {
+		return nil, nil, false
+	}
+	db, ok := h.db(w)
+	return b, db, ok
 }
 
 // loginRole is what differs between the admin and the guest login.

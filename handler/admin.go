@@ -42,6 +42,17 @@ func (h *Handler) keys(w http.ResponseWriter) (*store.Keys, bool) {
 	return store.On(db, h.d.Queries).Keys().Sealing(b), true
 }
 
+// keysChange is the key pool and the request's JSON object, for a change
+// to keys; false: answered.
+func (h *Handler) keysChange(w http.ResponseWriter, r *http.Request) (*store.Keys, gjson.Result, bool) {
+	keys, ok := h.keys(w)
+	if !ok {
+		return nil, gjson.Result{}, false
+	}
+	in, ok := jsonObject(w, h, r)
+	return keys, in, ok
+}
+
 // db returns the database, or answers 500 saying it is missing.
 func (h *Handler) db(w http.ResponseWriter) (*sql.DB, bool) {
 	db, err := h.d.DB()

@@ -52,11 +52,7 @@ func keyIDs(v gjson.Result, field string, max int) ([]int64, apiError) {
 // bulkKeys serves POST /admin/api/keys/bulk {"ids":[…], "action":
 // "enable" | "disable" | "delete" | "clear_models"}.
 func (h *Handler) bulkKeys(w http.ResponseWriter, r *http.Request) {
-	keys, ok := h.keys(w)
-	if !ok {
-		return
-	}
-	in, ok := jsonObject(w, h, r)
+	keys, in, ok := h.keysChange(w, r)
 	if !ok {
 		return
 	}
@@ -90,11 +86,7 @@ func (h *Handler) bulkKeys(w http.ResponseWriter, r *http.Request) {
 // balance, where separator2 is a tab unless the separator is one. The
 // export is audited.
 func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
-	keys, ok := h.keys(w)
-	if !ok {
-		return
-	}
-	in, ok := jsonObject(w, h, r)
+	keys, in, ok := h.keysChange(w, r)
 	if !ok {
 		return
 	}

@@ -25,15 +25,7 @@ import (
 // guestLogin serves POST /guest/login {"password"}: a guest session when
 // the page is restricted. Failures are throttled like admin logins.
 func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST")
-		return
-	}
-	b, ok := h.needBox(w)
-	if !ok {
-		return
-	}
-	db, ok := h.db(w)
+	b, db, ok := h.loginRequest(w, r)
 	if !ok {
 		return
 	}

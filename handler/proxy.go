@@ -3,6 +3,7 @@ package handler
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"io"
 	"log"
 	"net/http"
@@ -45,6 +46,16 @@ type upstreamCall struct {
 	client client
 	// headers picks the client headers that go upstream (set by forward).
 	headers forwardRule
+}
+
+// dbAndBody is the database and the request's body; false: answered.
+func (h *Handler) dbAndBody(w http.ResponseWriter, r *http.Request) (*sql.DB, []byte, bool) {
+	db, ok := h.db(w)
+	if !ok {
+		return nil, nil, false
+	}
+	body, ok := h.readBody(w, r)
+	return db, body, ok
 }
 
 // readBody buffers the request body (so that retries can replay it) up to
@@ -212,11 +223,7 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	db, ok := h.db(w)
-	if !ok {
-		return
-	}
-	body, ok := h.readBody(w, r)
+	db, body, ok := h.dbAndBody(w, r)
 	if !ok {
 		return
 	}
@@ -245,11 +252,7 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 // serve there (or no gateway) gets the bare model at its OpenAI-compatible
 // API, through the gateway when the gateway knows it.
 func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest string, c client) {
-	db, ok := h.db(w)
-	if !ok {
-		return
-	}
-	body, ok := h.readBody(w, r)
+	db, body, ok := h.dbAndBody(w, r)
 	if !ok {
 		return
 	}

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"database/sql"
 	"log"
 	"net/http"
 	"strconv"
@@ -22,6 +23,17 @@ type statsQuery struct {
 	filter      store.Filter
 	group       string
 	csv         bool
+}
+
+// statsRequest is a stats route's query (parseStats) and the database;
+// false: answered.
+func (h *Handler) statsRequest(w http.ResponseWriter, r *http.Request) (statsQuery, *sql.DB, bool) {
+	s, ok := h.parseStats(w, r)
+	if !ok {
+		return s, nil, false
+	}
+	db, ok := h.db(w)
+	return s, db, ok
 }
 
 // parseStats reads ?granularity=minute|day&from=&to= (unix ms; default
@@ -90,11 +102,7 @@ func (h *Handler) parseStats(w http.ResponseWriter, r *http.Request) (statsQuery
 
 // stats serves GET /admin/api/stats.
 func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
-	s, ok := h.parseStats(w, r)
-	if !ok {
-		return
-	}
-	db, ok := h.db(w)
+	s, db, ok := h.statsRequest(w, r)
 	if !ok {
 		return
 	}
@@ -202,11 +210,7 @@ func csvField(s string) string {
 // last complete minute (RPM, TPM) and so far today, UTC (RPD, TPD), with
 // the same filters as /admin/api/stats.
 func (h *Handler) statsNow(w http.ResponseWriter, r *http.Request) {
-	s, ok := h.parseStats(w, r)
-	if !ok {
-		return
-	}
-	db, ok := h.db(w)
+	s, db, ok := h.statsRequest(w, r)
 	if !ok {
 		return
 	}

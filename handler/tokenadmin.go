@@ -132,6 +132,17 @@ func (h *Handler) tokens(w http.ResponseWriter) (*store.Tokens, bool) {
 	return store.On(db, h.d.Queries).Tokens(), true
 }
 
+// tokensChange is the tokens and the request's JSON object, for a change
+// to a token; false: answered.
+func (h *Handler) tokensChange(w http.ResponseWriter, r *http.Request) (*store.Tokens, gjson.Result, bool) {
+	st, ok := h.tokens(w)
+	if !ok {
+		return nil, gjson.Result{}, false
+	}
+	in, ok := jsonObject(w, h, r)
+	return st, in, ok
+}
+
 func jsonObject(w http.ResponseWriter, h *Handler, r *http.Request) (gjson.Result, bool) {
 	body, ok := h.readBody(w, r)
 	if !ok {
@@ -147,11 +158,7 @@ func jsonObject(w http.ResponseWriter, h *Handler, r *http.Request) (gjson.Resul
 // createToken serves POST /admin/api/tokens: the new token's secret is in
 // the answer, once; D1 keeps only its hash.
 func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
-	st, ok := h.tokens(w)
-	if !ok {
-		return
-	}
-	in, ok := jsonObject(w, h, r)
+	st, in, ok := h.tokensChange(w, r)
 	if !ok {
 		return
 	}
@@ -210,11 +217,7 @@ func (h *Handler) getToken(w http.ResponseWriter, r *http.Request, id int64) {
 // patchToken serves PATCH /admin/api/tokens/{id}; a change applies at
 // once (the token cache is dropped).
 func (h *Handler) patchToken(w http.ResponseWriter, r *http.Request, id int64) {
-	st, ok := h.tokens(w)
-	if !ok {
-		return
-	}
-	in, ok := jsonObject(w, h, r)
+	st, in, ok := h.tokensChange(w, r)
 	if !ok {
 		return
 	}
