@@ -12,6 +12,7 @@ import (
 
 	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/seal"
 	"github.com/keypool/keypool/store"
 )
@@ -55,8 +56,8 @@ func (h *Handler) box() (*seal.Box, error) {
 func (h *Handler) needBox(w http.ResponseWriter) (*seal.Box, bool) {
 	b, err := h.box()
 	if err != nil {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "keypool will not serve keys without KEYPOOL_SECRET: " + err.Error()}.write(w)
+		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+			Message: "keypool will not serve keys without KEYPOOL_SECRET: " + err.Error()}.Write(w)
 		return nil, false
 	}
 	return b, true
@@ -111,15 +112,15 @@ func (h *Handler) adminActor(w http.ResponseWriter, r *http.Request, queries sto
 		}
 	} else if s, ok := h.readSession(r, adminCookie, "a", want); ok {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead && !access.SecretEqual(r.Header.Get(csrfHeader), s.CSRF) {
-			apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "csrf",
-				Message: "a change made with an admin session needs its CSRF token in the X-Keypool-CSRF header (from POST /admin/login)"}.write(w)
+			reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "csrf",
+				Message: "a change made with an admin session needs its CSRF token in the X-Keypool-CSRF header (from POST /admin/login)"}.Write(w)
 			return "", false
 		}
 		return "session", true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="keypool admin"`)
-	apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
-		Message: "admin routes need an admin session (POST /admin/login) or the admin password as Authorization: Bearer <ADMIN_PASSWORD>"}.write(w)
+	reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_admin_password",
+		Message: "admin routes need an admin session (POST /admin/login) or the admin password as Authorization: Bearer <ADMIN_PASSWORD>"}.Write(w)
 	return "", false
 }
 
@@ -153,7 +154,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	h.audit(r, db, "session", "login", "", "")
 	var out jsonout.Builder
-	writeJSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
+	reply.JSON(w, http.StatusOK, out.Object().Key("csrf").String(csrf).
 		Key("expires_at").Int(h.d.Now().Add(h.sessionTTL()).UnixMilli()).EndObject().Bytes())
 }
 
@@ -161,7 +162,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 // sign the session) and the database; false: answered.
 func (h *Handler) loginRequest(w http.ResponseWriter, r *http.Request) (*seal.Box, *sql.DB, bool) {
 	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST")
+		reply.MethodNotAllowed(w, "POST")
 		return nil, nil, false
 	}
 	b, ok := h.needBox(w)
@@ -197,8 +198,8 @@ func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.
 	right := got != "" && role.right(got)
 	switch a, retry := h.passwordAttempt(r, key, right, role.failAction, ""); a {
 	case attemptWrong:
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: role.wrongCode,
-			Message: "wrong " + role.name + " password"}.write(w)
+		reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: role.wrongCode,
+			Message: "wrong " + role.name + " password"}.Write(w)
 		return "", false
 	case attemptThrottled, attemptUnchecked:
 		writeThrottled(w, a, retry)
@@ -210,7 +211,7 @@ func (h *Handler) passwordLogin(w http.ResponseWriter, r *http.Request, b *seal.
 	}
 	value, csrf, err := h.newSession(ctx, b, role.session, role.boundTo, h.sessionTTL())
 	if err != nil {
-		failed(w, err, "could not start a session", "making a %s session", role.name)
+		reply.Failed(w, err, "could not start a session", "making a %s session", role.name)
 		return "", false
 	}
 	w.Header().Add("Set-Cookie", access.SessionCookie(r, role.cookie, value, int(h.sessionTTL().Seconds())))
@@ -230,7 +231,7 @@ func (h *Handler) readLoginBody(w http.ResponseWriter, r *http.Request, key, act
 	}
 	body, ok, err := read(r, loginBodyLimit)
 	if err != nil {
-		badRequest("could not read the request body: "+err.Error(), "").write(w)
+		reply.BadRequest("could not read the request body: "+err.Error(), "").Write(w)
 		return nil, false
 	}
 	if ok {
@@ -240,8 +241,8 @@ func (h *Handler) readLoginBody(w http.ResponseWriter, r *http.Request, key, act
 		writeThrottled(w, a, retry)
 		return nil, false
 	}
-	apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-		Message: "a login body is at most " + strconv.Itoa(loginBodyLimit) + " bytes"}.write(w)
+	reply.Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+		Message: "a login body is at most " + strconv.Itoa(loginBodyLimit) + " bytes"}.Write(w)
 	return nil, false
 }
 
@@ -251,14 +252,14 @@ func (h *Handler) readLoginBody(w http.ResponseWriter, r *http.Request, key, act
 // record of each). A guest's logout ends no other guest's session.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST")
+		reply.MethodNotAllowed(w, "POST")
 		return
 	}
 	ended := false
 	if want := h.cfg().AdminPassword; adminPasswordLongEnough(want) {
 		if _, ok := h.readSession(r, adminCookie, "a", want); ok {
 			if err := h.revokeSessions(r.Context(), "a"); err != nil {
-				failed(w, err, "could not end the admin session; try again", "ending the admin sessions")
+				reply.Failed(w, err, "could not end the admin session; try again", "ending the admin sessions")
 				return
 			}
 			ended = true
@@ -270,7 +271,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	w.Header().Add("Set-Cookie", access.SessionCookie(r, adminCookie, "", 0))
 	w.Header().Add("Set-Cookie", access.SessionCookie(r, guestCookie, "", 0))
 	var out jsonout.Builder
-	writeJSON(w, http.StatusOK, out.Object().Key("logged_out").Bool(true).Key("sessions_ended").Bool(ended).EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, out.Object().Key("logged_out").Bool(true).Key("sessions_ended").Bool(ended).EndObject().Bytes())
 }
 
 // audit records an admin action (actor "" for anonymous ones such as a

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/store"
 )
 
@@ -21,12 +22,6 @@ const maxAdminBody = 16 << 20
 
 // maxLabel bounds a key label.
 const maxLabel = 200
-
-func methodNotAllowed(w http.ResponseWriter, allow string) {
-	w.Header().Set("Allow", allow)
-	apiError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
-		Message: "method not allowed; use " + allow}.write(w)
-}
 
 // keys returns the key store, sealing with KEYPOOL_SECRET; it answers
 // 503 itself when the secret or the database is missing.
@@ -57,7 +52,7 @@ func (h *Handler) keysChange(w http.ResponseWriter, r *http.Request) (*store.Key
 func (h *Handler) db(w http.ResponseWriter) (*sql.DB, bool) {
 	db, err := h.d.DB()
 	if err != nil {
-		failed(w, err, "keypool's database is not available (is the D1 binding DB configured?)", "database unavailable")
+		reply.Failed(w, err, "keypool's database is not available (is the D1 binding DB configured?)", "database unavailable")
 		return nil, false
 	}
 	return db, true
@@ -83,14 +78,14 @@ func (h *Handler) addKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		// Keys added before the failure stay added; say so.
-		failed(w, err, "the import stopped after "+strconv.Itoa(len(added))+" keys were added: database error; send the list again to add the rest (keys already added count as duplicates)", "importing keys")
+		reply.Failed(w, err, "the import stopped after "+strconv.Itoa(len(added))+" keys were added: database error; send the list again to add the rest (keys already added count as duplicates)", "importing keys")
 		return
 	}
 	status := http.StatusOK
 	if len(added) > 0 {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, importResult(in.prov.Name, added, dups, parsed))
+	reply.JSON(w, status, importResult(in.prov.Name, added, dups, parsed))
 }
 
 // importRequest is a POST /admin/api/keys body, checked.
@@ -105,31 +100,31 @@ type importRequest struct {
 func readImport(w http.ResponseWriter, r *http.Request) (importRequest, bool) {
 	var in importRequest
 	if r.Body == nil {
-		badRequest(`send a JSON body: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").write(w)
+		reply.BadRequest(`send a JSON body: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").Write(w)
 		return in, false
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
 	if err != nil {
-		badRequest("could not read the request body: "+err.Error(), "").write(w)
+		reply.BadRequest("could not read the request body: "+err.Error(), "").Write(w)
 		return in, false
 	}
 	if len(body) > maxAdminBody {
-		apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-			Message: "import at most " + strconv.Itoa(maxAdminBody>>20) + " MiB at a time; split the list"}.write(w)
+		reply.Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+			Message: "import at most " + strconv.Itoa(maxAdminBody>>20) + " MiB at a time; split the list"}.Write(w)
 		return in, false
 	}
 	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-		badRequest(`body must be a JSON object: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").write(w)
+		reply.BadRequest(`body must be a JSON object: {"provider": "openai", "keys": "sk-...\nsk-..."}`, "").Write(w)
 		return in, false
 	}
 	pv := gjson.GetBytes(body, "provider")
 	if pv.Type != gjson.String || pv.String() == "" {
-		badRequest("provider is required; one of: "+strings.Join(provider.Names(), ", "), "provider").write(w)
+		reply.BadRequest("provider is required; one of: "+strings.Join(provider.Names(), ", "), "provider").Write(w)
 		return in, false
 	}
 	var ok bool
 	if in.prov, ok = provider.Lookup(pv.String()); !ok {
-		badRequest("unknown provider "+strconv.Quote(pv.String())+"; one of: "+strings.Join(provider.Names(), ", "), "provider").write(w)
+		reply.BadRequest("unknown provider "+strconv.Quote(pv.String())+"; one of: "+strings.Join(provider.Names(), ", "), "provider").Write(w)
 		return in, false
 	}
 	if in.text, ok = importText(w, gjson.GetBytes(body, "keys")); !ok {
@@ -137,12 +132,12 @@ func readImport(w http.ResponseWriter, r *http.Request) (importRequest, bool) {
 	}
 	if lv := gjson.GetBytes(body, "label"); lv.Exists() {
 		if lv.Type != gjson.String {
-			badRequest("label must be a string", "label").write(w)
+			reply.BadRequest("label must be a string", "label").Write(w)
 			return in, false
 		}
 		in.label = strings.TrimSpace(lv.String())
 		if len([]rune(in.label)) > maxLabel {
-			badRequest("label is longer than "+strconv.Itoa(maxLabel)+" characters", "label").write(w)
+			reply.BadRequest("label is longer than "+strconv.Itoa(maxLabel)+" characters", "label").Write(w)
 			return in, false
 		}
 	}
@@ -159,14 +154,14 @@ func importText(w http.ResponseWriter, kv gjson.Result) (string, bool) {
 		var lines []string
 		for i, e := range kv.Array() {
 			if e.Type != gjson.String {
-				badRequest("keys["+strconv.Itoa(i)+"] is not a string", "keys").write(w)
+				reply.BadRequest("keys["+strconv.Itoa(i)+"] is not a string", "keys").Write(w)
 				return "", false
 			}
 			lines = append(lines, e.String())
 		}
 		return strings.Join(lines, "\n"), true
 	}
-	badRequest("keys is required: a string of keys separated by newlines, commas, spaces, semicolons or tabs, or an array of strings", "keys").write(w)
+	reply.BadRequest("keys is required: a string of keys separated by newlines, commas, spaces, semicolons or tabs, or an array of strings", "keys").Write(w)
 	return "", false
 }
 
@@ -200,7 +195,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) {
 	prov := r.URL.Query().Get("provider")
 	if prov != "" {
 		if _, ok := provider.Lookup(prov); !ok {
-			badRequest("unknown provider "+strconv.Quote(prov), "provider").write(w)
+			reply.BadRequest("unknown provider "+strconv.Quote(prov), "provider").Write(w)
 			return
 		}
 	}
@@ -210,7 +205,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := keys.List(r.Context(), prov)
 	if err != nil {
-		failed(w, err, "could not read the key pool", "listing keys")
+		reply.Failed(w, err, "could not read the key pool", "listing keys")
 		return
 	}
 	now := h.d.Now().UnixMilli()
@@ -221,7 +216,7 @@ func (h *Handler) listKeys(w http.ResponseWriter, r *http.Request) {
 		b.EndObject()
 	}
 	b.EndArray().EndObject()
-	writeJSON(w, http.StatusOK, b.Bytes())
+	reply.JSON(w, http.StatusOK, b.Bytes())
 }
 
 func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, id int64) {
@@ -231,11 +226,11 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, id int64) {
 	}
 	k, events, err := keys.Get(r.Context(), id, 50)
 	if errors.Is(err, store.ErrNotFound) {
-		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
+		reply.NotFound("no key with id " + strconv.FormatInt(id, 10)).Write(w)
 		return
 	}
 	if err != nil {
-		failed(w, err, "could not read the key", "reading key %d", id)
+		reply.Failed(w, err, "could not read the key", "reading key %d", id)
 		return
 	}
 	var b jsonout.Builder
@@ -248,7 +243,7 @@ func (h *Handler) getKey(w http.ResponseWriter, r *http.Request, id int64) {
 			Key("excerpt").String(e.Excerpt).EndObject()
 	}
 	b.EndArray().EndObject()
-	writeJSON(w, http.StatusOK, b.Bytes())
+	reply.JSON(w, http.StatusOK, b.Bytes())
 }
 
 // writeKey writes a key as an open JSON object (the caller closes it), its
@@ -288,16 +283,16 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, id int64) {
 	err := keys.Delete(r.Context(), id)
 	h.invalidate()
 	if errors.Is(err, store.ErrNotFound) {
-		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
+		reply.NotFound("no key with id " + strconv.FormatInt(id, 10)).Write(w)
 		return
 	}
 	if err != nil {
-		failed(w, err, "could not delete the key", "deleting key %d", id)
+		reply.Failed(w, err, "could not delete the key", "deleting key %d", id)
 		return
 	}
 	var b jsonout.Builder
 	b.Object().Key("deleted").Int(id).EndObject()
-	writeJSON(w, http.StatusOK, b.Bytes())
+	reply.JSON(w, http.StatusOK, b.Bytes())
 }
 
 // listProviders serves GET /admin/api/providers: each provider's origin
@@ -329,7 +324,7 @@ func (h *Handler) listProviders(w http.ResponseWriter) {
 		b.EndObject()
 	}
 	b.EndArray().EndObject()
-	writeJSON(w, http.StatusOK, b.Bytes())
+	reply.JSON(w, http.StatusOK, b.Bytes())
 }
 
 // patchKey serves PATCH /admin/api/keys/{id}: {"status": "active" |
@@ -344,7 +339,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-		badRequest(`want a JSON object, e.g. {"status":"disabled"}`, "").write(w)
+		reply.BadRequest(`want a JSON object, e.g. {"status":"disabled"}`, "").Write(w)
 		return
 	}
 	in := gjson.ParseBytes(body)
@@ -352,7 +347,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, id int64) {
 	if v := in.Get("status"); v.Exists() {
 		status = v.String()
 		if v.Type != gjson.String || status != store.StatusActive && status != store.StatusDisabled {
-			badRequest(`status: "active" or "disabled" (blocked and exhausted are set by keypool)`, "status").write(w)
+			reply.BadRequest(`status: "active" or "disabled" (blocked and exhausted are set by keypool)`, "status").Write(w)
 			return
 		}
 	}
@@ -360,7 +355,7 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, id int64) {
 	if v := in.Get("label"); v.Exists() {
 		l := strings.TrimSpace(v.String())
 		if v.Type != gjson.String || len(l) > maxLabel {
-			badRequest("label: a string of at most "+strconv.Itoa(maxLabel)+" bytes", "label").write(w)
+			reply.BadRequest("label: a string of at most "+strconv.Itoa(maxLabel)+" bytes", "label").Write(w)
 			return
 		}
 		label = &l
@@ -368,11 +363,11 @@ func (h *Handler) patchKey(w http.ResponseWriter, r *http.Request, id int64) {
 	err := keys.AdminUpdate(r.Context(), id, status, label, in.Get("clear_models").Bool(), h.d.Now().UnixMilli())
 	h.invalidate()
 	if errors.Is(err, store.ErrNotFound) {
-		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
+		reply.NotFound("no key with id " + strconv.FormatInt(id, 10)).Write(w)
 		return
 	}
 	if err != nil {
-		failed(w, err, "could not update the key", "updating key %d", id)
+		reply.Failed(w, err, "could not update the key", "updating key %d", id)
 		return
 	}
 	h.getKey(w, r, id)
@@ -387,16 +382,16 @@ func (h *Handler) revealKey(w http.ResponseWriter, r *http.Request, id int64) {
 	}
 	secret, err := keys.Reveal(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
-		notFound("no key with id " + strconv.FormatInt(id, 10)).write(w)
+		reply.NotFound("no key with id " + strconv.FormatInt(id, 10)).Write(w)
 		return
 	}
 	if err != nil {
-		failed(w, err, "could not open the key (was KEYPOOL_SECRET changed?)", "revealing key %d", id)
+		reply.Failed(w, err, "could not open the key (was KEYPOOL_SECRET changed?)", "revealing key %d", id)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	var b jsonout.Builder
-	writeJSON(w, http.StatusOK, b.Object().Key("id").Int(id).Key("key").String(secret).EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.Object().Key("id").Int(id).Key("key").String(secret).EndObject().Bytes())
 }
 
 // keyBalance serves GET /admin/api/keys/{id}/balance?days=30: the key's
@@ -413,7 +408,7 @@ func (h *Handler) keyBalance(w http.ResponseWriter, r *http.Request, id int64) {
 	since := h.d.Now().Add(-time.Duration(days) * 24 * time.Hour).UnixMilli()
 	points, err := store.On(db, h.d.Queries).Checks().BalanceHistory(r.Context(), id, since)
 	if err != nil {
-		failed(w, err, "could not read the balance history", "reading key %d balance history", id)
+		reply.Failed(w, err, "could not read the balance history", "reading key %d balance history", id)
 		return
 	}
 	var b jsonout.Builder
@@ -421,7 +416,7 @@ func (h *Handler) keyBalance(w http.ResponseWriter, r *http.Request, id int64) {
 	for _, p := range points {
 		b.Array().Int(p.At).Float(p.Balance).EndArray()
 	}
-	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
 }
 
 // listAudit serves GET /admin/api/audit?before=<id>&limit=: the audit
@@ -439,7 +434,7 @@ func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := store.On(db, h.d.Queries).Audit().Page(r.Context(), before, limit)
 	if err != nil {
-		failed(w, err, "could not read the audit log", "reading the audit log")
+		reply.Failed(w, err, "could not read the audit log", "reading the audit log")
 		return
 	}
 	var b jsonout.Builder
@@ -454,5 +449,5 @@ func (h *Handler) listAudit(w http.ResponseWriter, r *http.Request) {
 	} else {
 		b.Null()
 	}
-	writeJSON(w, http.StatusOK, b.EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndObject().Bytes())
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/store"
 )
 
@@ -24,7 +25,7 @@ func readIDs(w http.ResponseWriter, in gjson.Result, field string, required bool
 	}
 	ids, bad := keyIDs(v, field, maxBulk)
 	if bad.Status != 0 {
-		bad.write(w)
+		bad.Write(w)
 		return nil, false
 	}
 	return ids, true
@@ -32,21 +33,21 @@ func readIDs(w http.ResponseWriter, in gjson.Result, field string, required bool
 
 // keyIDs reads field's value v, an array of at most max key ids (0: any
 // number), or the error naming it.
-func keyIDs(v gjson.Result, field string, max int) ([]int64, apiError) {
+func keyIDs(v gjson.Result, field string, max int) ([]int64, reply.Error) {
 	if !v.IsArray() || max > 0 && len(v.Array()) > max {
 		if max > 0 {
-			return nil, badRequest(field+": want an array of at most "+strconv.Itoa(max)+" key ids", field)
+			return nil, reply.BadRequest(field+": want an array of at most "+strconv.Itoa(max)+" key ids", field)
 		}
-		return nil, badRequest(field+": want an array of key ids", field)
+		return nil, reply.BadRequest(field+": want an array of key ids", field)
 	}
 	var ids []int64
 	for _, x := range v.Array() {
 		if x.Type != gjson.Number || x.Int() <= 0 || x.Float() != float64(x.Int()) {
-			return nil, badRequest(field+": "+x.Raw+" is not a key id", field)
+			return nil, reply.BadRequest(field+": "+x.Raw+" is not a key id", field)
 		}
 		ids = append(ids, x.Int())
 	}
-	return ids, apiError{}
+	return ids, reply.Error{}
 }
 
 // bulkKeys serves POST /admin/api/keys/bulk {"ids":[…], "action":
@@ -64,18 +65,18 @@ func (h *Handler) bulkKeys(w http.ResponseWriter, r *http.Request) {
 	switch action {
 	case "enable", "disable", "delete", "clear_models":
 	default:
-		badRequest("action: enable, disable, delete or clear_models", "action").write(w)
+		reply.BadRequest("action: enable, disable, delete or clear_models", "action").Write(w)
 		return
 	}
 	n, err := keys.Bulk(r.Context(), ids, action, h.d.Now().UnixMilli())
 	h.invalidate()
 	if err != nil {
-		failed(w, err, "could not apply the bulk action", "bulk %s", action)
+		reply.Failed(w, err, "could not apply the bulk action", "bulk %s", action)
 		return
 	}
 	auditNote(w, action+" "+strconv.Itoa(len(ids))+" keys")
 	var b jsonout.Builder
-	writeJSON(w, http.StatusOK, b.Object().Key("action").String(action).Key("requested").Int(int64(len(ids))).
+	reply.JSON(w, http.StatusOK, b.Object().Key("action").String(action).Key("requested").Int(int64(len(ids))).
 		Key("changed").Int(n).EndObject().Bytes())
 }
 
@@ -96,12 +97,12 @@ func (h *Handler) exportKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	q, bad := readExport(in)
 	if bad.Status != 0 {
-		bad.write(w)
+		bad.Write(w)
 		return
 	}
 	list, err := keys.Export(r.Context(), ids, q.provider, q.validOnly, q.hasMin, q.minBalance)
 	if err != nil {
-		failed(w, err, "could not export the keys", "export")
+		reply.Failed(w, err, "could not export the keys", "export")
 		return
 	}
 	inner := "\t" // between a key and its balance
@@ -139,11 +140,11 @@ type exportQuery struct {
 }
 
 // readExport checks an export's fields, naming the wrong one.
-func readExport(in gjson.Result) (exportQuery, apiError) {
+func readExport(in gjson.Result) (exportQuery, reply.Error) {
 	q := exportQuery{provider: in.Get("provider").String(), sep: "\n", withBalance: in.Get("with_balance").Bool()}
 	if q.provider != "" {
 		if _, known := provider.Lookup(q.provider); !known {
-			return q, badRequest("provider: unknown provider "+strconv.Quote(q.provider), "provider")
+			return q, reply.BadRequest("provider: unknown provider "+strconv.Quote(q.provider), "provider")
 		}
 	}
 	switch in.Get("only").String() {
@@ -153,19 +154,19 @@ func readExport(in gjson.Result) (exportQuery, apiError) {
 	case "balance":
 		v := in.Get("min_balance")
 		if v.Type != gjson.Number {
-			return q, badRequest("min_balance: a number, with only \"balance\"", "min_balance")
+			return q, reply.BadRequest("min_balance: a number, with only \"balance\"", "min_balance")
 		}
 		q.hasMin, q.minBalance = true, v.Float()
 	default:
-		return q, badRequest(`only: "all", "valid" or "balance"`, "only")
+		return q, reply.BadRequest(`only: "all", "valid" or "balance"`, "only")
 	}
 	if v := in.Get("separator"); v.Exists() {
 		q.sep = v.String()
 		if v.Type != gjson.String || q.sep == "" || len(q.sep) > 10 {
-			return q, badRequest("separator: a string of 1 to 10 characters", "separator")
+			return q, reply.BadRequest("separator: a string of 1 to 10 characters", "separator")
 		}
 	}
-	return q, apiError{}
+	return q, reply.Error{}
 }
 
 // balanceTrend serves GET /admin/api/balance/trend?days=7|30|0 (0: all)
@@ -186,7 +187,7 @@ func (h *Handler) balanceTrend(w http.ResponseWriter, r *http.Request) {
 	}
 	points, err := store.On(db, h.d.Queries).Checks().BalanceTrend(r.Context(), since, r.URL.Query().Get("provider"))
 	if err != nil {
-		failed(w, err, "could not read the balance history", "balance trend")
+		reply.Failed(w, err, "could not read the balance history", "balance trend")
 		return
 	}
 	var b jsonout.Builder
@@ -198,5 +199,5 @@ func (h *Handler) balanceTrend(w http.ResponseWriter, r *http.Request) {
 		}
 		b.EndArray().EndObject()
 	}
-	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
 }

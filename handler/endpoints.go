@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/usage"
 )
@@ -64,9 +65,9 @@ func (h *Handler) endpointAllowed(w http.ResponseWriter, r *http.Request, c clie
 	if c.tok == nil {
 		who, how = "AUTH_KEY", "AUTH_KEY_PASSTHROUGH=1"
 	}
-	apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "endpoint_not_allowed",
+	reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "endpoint_not_allowed",
 		Message: who + " may not call " + shown + ": it may call the inference endpoints keypool knows " +
 			"(chat, completions, embeddings, images, audio, rerank, responses, models; Gemini generateContent…; " +
-			"Anthropic messages…); other provider endpoints need " + how}.write(w)
+			"Anthropic messages…); other provider endpoints need " + how}.Write(w)
 	return false
 }

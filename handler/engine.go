@@ -13,6 +13,7 @@ import (
 
 	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
@@ -52,9 +53,9 @@ type attemptAnswer struct {
 // happen only before any byte reaches the client.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, call upstreamCall) {
 	if _, err := url.Parse(call.url); err != nil {
-		apiError{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_upstream_url",
+		reply.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_upstream_url",
 			Message: "keypool's upstream URL for " + call.prov.Name + " is not valid: check " + call.prov.BaseURLVar() +
-				" and AI_GATEWAY_URL"}.write(w)
+				" and AI_GATEWAY_URL"}.Write(w)
 		return
 	}
 	b, ok := h.needBox(w)
@@ -250,7 +251,7 @@ func (h *Handler) reply(w http.ResponseWriter, call upstreamCall, eff rotation.E
 	case rotation.ReplyStorm:
 		stormAnswer(w, call, rep)
 	case rotation.ReplyStoreError:
-		internalError("keypool could not read its key pool").write(w)
+		reply.Internal("keypool could not read its key pool").Write(w)
 	default:
 		noKeyLeft(w, call, rep)
 	}
@@ -295,15 +296,15 @@ func noKeyLeft(w http.ResponseWriter, call upstreamCall, rep rotation.Reply) {
 		} else {
 			msg += " (last: network error or timeout)"
 		}
-		apiError{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_error", Message: msg}.write(w)
+		reply.Error{Status: http.StatusBadGateway, Type: "upstream_error", Code: "upstream_error", Message: msg}.Write(w)
 	case rotation.ReplyRateLimited:
 		// Waiting helps: a key that is only cooling comes back.
 		retry := strconv.FormatInt(rep.RetryAfter, 10)
-		apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: rep.RetryAfter,
-			Message: "every usable " + what + " is rate limited; retry after " + retry + "s"}.write(w)
+		reply.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: rep.RetryAfter,
+			Message: "every usable " + what + " is rate limited; retry after " + retry + "s"}.Write(w)
 	default:
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_available_key",
-			Message: "no usable " + what + ": every key is blocked, disabled, exhausted or cooling down; add keys or wait"}.write(w)
+		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_available_key",
+			Message: "no usable " + what + ": every key is blocked, disabled, exhausted or cooling down; add keys or wait"}.Write(w)
 	}
 }
 
@@ -311,7 +312,7 @@ func noKeyLeft(w http.ResponseWriter, call upstreamCall, rep rotation.Reply) {
 // at once, and when to come back.
 func stormAnswer(w http.ResponseWriter, call upstreamCall, rep rotation.Reply) {
 	w.Header().Set("X-Keypool-Attempts", strconv.Itoa(rep.Attempts))
-	e := apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_storm", RetryAfter: rep.RetryAfter}
+	e := reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "upstream_storm", RetryAfter: rep.RetryAfter}
 	what := "failing"
 	if rep.Rate {
 		e.Status, e.Type, what = http.StatusTooManyRequests, "rate_limit_error", "rate limiting"
@@ -319,5 +320,5 @@ func stormAnswer(w http.ResponseWriter, call upstreamCall, rep rotation.Reply) {
 	e.Message = "upstream " + call.prov.Name + " is " + what + " " + strconv.Itoa(rep.StormKeys) +
 		" keys at once, which points at the provider or a limit on keypool's IP or account rather than at the keys; " +
 		"keypool pauses calls to it and blames no key; retry after " + strconv.FormatInt(rep.RetryAfter, 10) + "s"
-	e.write(w)
+	e.Write(w)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
@@ -32,8 +33,8 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	set := h.settings(ctx, db)
 	if set.AccessMode != settings.AccessRestricted || set.GuestPassword == "" {
-		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "guest_login_off",
-			Message: "guest login is only used when access_mode is \"restricted\" and a guest password is set"}.write(w)
+		reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "guest_login_off",
+			Message: "guest login is only used when access_mode is \"restricted\" and a guest password is set"}.Write(w)
 		return
 	}
 	_, ok = h.passwordLogin(w, r, b, db, loginRole{
@@ -45,7 +46,7 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out jsonout.Builder
-	writeJSON(w, http.StatusOK, out.Object().Key("guest").Bool(true).EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, out.Object().Key("guest").Bool(true).EndObject().Bytes())
 }
 
 // guestSummary serves GET /guest/api/summary: key counts by status and
@@ -53,7 +54,7 @@ func (h *Handler) guestLogin(w http.ResponseWriter, r *http.Request) {
 // guest_reveal_keys is on), ?page= and ?page_size= at a time.
 func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		methodNotAllowed(w, "GET")
+		reply.MethodNotAllowed(w, "GET")
 		return
 	}
 	db, ok := h.db(w)
@@ -67,13 +68,13 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 	case admin || set.AccessMode == settings.AccessOpen:
 	case set.AccessMode == settings.AccessRestricted:
 		if _, ok := h.readSession(r, guestCookie, "g", set.GuestPassword); !ok {
-			apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "guest_login_required",
-				Message: "this keypool's status page needs the guest password: POST /guest/login"}.write(w)
+			reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "guest_login_required",
+				Message: "this keypool's status page needs the guest password: POST /guest/login"}.Write(w)
 			return
 		}
 	default:
-		apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "guest_page_private",
-			Message: "this keypool's status page is private"}.write(w)
+		reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "guest_page_private",
+			Message: "this keypool's status page is private"}.Write(w)
 		return
 	}
 	b, ok := h.needBox(w)
@@ -90,7 +91,7 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 		view, err = h.cachedGuestView(ctx, keys)
 	}
 	if err != nil {
-		failed(w, err, "could not read the pool", "guest summary")
+		reply.Failed(w, err, "could not read the pool", "guest summary")
 		return
 	}
 	page, size := guestPaging(r.URL.Query(), set.PageSize)
@@ -102,7 +103,7 @@ func (h *Handler) guestSummary(w http.ResponseWriter, r *http.Request) {
 	})
 	out.Key("page").Int(page).Key("page_size").Int(size).Key("keys").Array()
 	h.writeGuestPage(ctx, &out, view, keys, reveal, page, size)
-	writeJSON(w, http.StatusOK, out.EndArray().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, out.EndArray().EndObject().Bytes())
 }
 
 // writeGuestPage writes the keys of one page (none past the last page),

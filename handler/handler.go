@@ -21,6 +21,7 @@ import (
 	"github.com/keypool/keypool/checks"
 	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/pool"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/seal"
 )
 
@@ -94,7 +95,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			log.Printf("keypool: panic serving %s %s: %v", r.Method, r.URL.Path, v)
 			if !tw.wrote {
-				internalError("internal error in keypool; the request was not completed").write(tw)
+				reply.Internal("internal error in keypool; the request was not completed").Write(tw)
 			}
 		}
 	}()
@@ -117,7 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/guest/api/summary":
 		h.guestSummary(tw, r)
 	default:
-		notFound("no route for " + r.Method + " " + p + "; keypool serves /v1/*, /api/<provider>/*, /admin/api/* and /guest/api/*").write(tw)
+		reply.NotFound("no route for " + r.Method + " " + p + "; keypool serves /v1/*, /api/<provider>/*, /admin/api/* and /guest/api/*").Write(tw)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/keypool/keypool/checks"
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 )
@@ -34,7 +35,7 @@ func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, _ adminC
 	}
 	jobs, err := store.On(db, h.d.Queries).Checks().Jobs(r.Context(), 20, false)
 	if err != nil {
-		failed(w, err, "could not read the check jobs", "listing check jobs")
+		reply.Failed(w, err, "could not read the check jobs", "listing check jobs")
 		return
 	}
 	var b jsonout.Builder
@@ -42,7 +43,7 @@ func (h *Handler) listCheckJobs(w http.ResponseWriter, r *http.Request, _ adminC
 	for _, j := range jobs {
 		writeJob(&b, j, h.d.Now())
 	}
-	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
 }
 
 // showCheckJob advances a running job one chunk and answers its progress.
@@ -85,20 +86,20 @@ func (h *Handler) withCheckJob(w http.ResponseWriter, r *http.Request, id int64,
 	checks := store.On(db, h.d.Queries).Checks()
 	j, err := checks.Job(r.Context(), id)
 	if errors.Is(err, store.ErrJobNotFound) {
-		notFound("no check job " + strconv.FormatInt(id, 10)).write(w)
+		reply.NotFound("no check job " + strconv.FormatInt(id, 10)).Write(w)
 		return
 	}
 	if err != nil {
-		failed(w, err, "could not read the check job", "reading check job %d", id)
+		reply.Failed(w, err, "could not read the check job", "reading check job %d", id)
 		return
 	}
 	if j, err = change(db, checks, j); err != nil {
-		failed(w, err, "could not update the check job", "check job %d", id)
+		reply.Failed(w, err, "could not update the check job", "check job %d", id)
 		return
 	}
 	var b jsonout.Builder
 	writeJob(&b, j, h.d.Now())
-	writeJSON(w, http.StatusOK, b.Bytes())
+	reply.JSON(w, http.StatusOK, b.Bytes())
 }
 
 // startCheckJob reads which keys to check — {"ids":[…]}, {"provider":…,
@@ -118,7 +119,7 @@ func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, _ adminC
 		body = []byte("{}")
 	}
 	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-		badRequest(`want a JSON object, e.g. {"provider":"siliconflow","status":["blocked"],"concurrency":3}`, "").write(w)
+		reply.BadRequest(`want a JSON object, e.g. {"provider":"siliconflow","status":["blocked"],"concurrency":3}`, "").Write(w)
 		return
 	}
 	in := gjson.ParseBytes(body)
@@ -131,7 +132,7 @@ func (h *Handler) startCheckJob(w http.ResponseWriter, r *http.Request, _ adminC
 			return
 		}
 	}
-	bad.write(w)
+	bad.Write(w)
 }
 
 // createCheckJob stores a job and makes its first step at once.
@@ -139,7 +140,7 @@ func (h *Handler) createCheckJob(w http.ResponseWriter, r *http.Request, db *sql
 	ctx := r.Context()
 	j, err := checks.CreateJob(ctx, string(filter), string(opts), h.d.Now().UnixMilli())
 	if err != nil {
-		failed(w, err, "could not create the check job", "creating a check job")
+		reply.Failed(w, err, "could not create the check job", "creating a check job")
 		return
 	}
 	if j.State == store.JobRunning {
@@ -147,12 +148,12 @@ func (h *Handler) createCheckJob(w http.ResponseWriter, r *http.Request, db *sql
 	}
 	var b jsonout.Builder
 	writeJob(&b, j, h.d.Now())
-	writeJSON(w, http.StatusAccepted, b.Bytes())
+	reply.JSON(w, http.StatusAccepted, b.Bytes())
 }
 
 // jobFilter is which keys a job checks: "ids", "provider", "status"
 // (all when none is given), or the error naming the wrong field.
-func jobFilter(in gjson.Result) ([]byte, apiError) {
+func jobFilter(in gjson.Result) ([]byte, reply.Error) {
 	var filter jsonout.Builder
 	filter.Object()
 	if v := in.Get("ids"); v.Exists() {
@@ -164,14 +165,14 @@ func jobFilter(in gjson.Result) ([]byte, apiError) {
 	}
 	if v := in.Get("provider"); v.Exists() {
 		if _, known := provider.Lookup(v.String()); v.Type != gjson.String || !known {
-			return nil, badRequest("provider: unknown provider "+v.Raw+"; known: "+strings.Join(provider.Names(), ", "), "provider")
+			return nil, reply.BadRequest("provider: unknown provider "+v.Raw+"; known: "+strings.Join(provider.Names(), ", "), "provider")
 		}
 		filter.Key("provider").String(v.String())
 	}
 	if v := in.Get("status"); v.Exists() {
 		const want = "(active, blocked, exhausted, disabled)"
 		if !v.IsArray() {
-			return nil, badRequest("status: want an array of statuses "+want, "status")
+			return nil, reply.BadRequest("status: want an array of statuses "+want, "status")
 		}
 		filter.Key("status").Array()
 		for _, x := range v.Array() {
@@ -179,17 +180,17 @@ func jobFilter(in gjson.Result) ([]byte, apiError) {
 			case rotation.KeyActive, rotation.KeyBlocked, rotation.KeyExhausted, rotation.KeyDisabled:
 				filter.String(x.String())
 			default:
-				return nil, badRequest("status: "+x.Raw+" is not a key status "+want, "status")
+				return nil, reply.BadRequest("status: "+x.Raw+" is not a key status "+want, "status")
 			}
 		}
 		filter.EndArray()
 	}
-	return filter.EndObject().Bytes(), apiError{}
+	return filter.EndObject().Bytes(), reply.Error{}
 }
 
 // jobOptions is how a job checks, each option within its range, or the
 // error naming the wrong one.
-func jobOptions(in gjson.Result) ([]byte, apiError) {
+func jobOptions(in gjson.Result) ([]byte, reply.Error) {
 	var opts jsonout.Builder
 	opts.Object()
 	for _, f := range []struct {
@@ -206,13 +207,13 @@ func jobOptions(in gjson.Result) ([]byte, apiError) {
 		n := f.deflt
 		if v := in.Get(f.name); v.Exists() {
 			if v.Type != gjson.Number || v.Float() != float64(v.Int()) || v.Int() < f.lo || v.Int() > f.hi {
-				return nil, badRequest(f.name+": want a whole number from "+strconv.FormatInt(f.lo, 10)+" to "+strconv.FormatInt(f.hi, 10), f.name)
+				return nil, reply.BadRequest(f.name+": want a whole number from "+strconv.FormatInt(f.lo, 10)+" to "+strconv.FormatInt(f.hi, 10), f.name)
 			}
 			n = v.Int()
 		}
 		opts.Key(f.name).Int(n)
 	}
-	return opts.EndObject().Bytes(), apiError{}
+	return opts.EndObject().Bytes(), reply.Error{}
 }
 
 // writeJob writes a job's progress: counts, percent, rate (keys per

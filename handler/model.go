@@ -13,6 +13,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/usage"
 )
 
@@ -52,9 +53,9 @@ type bodyModels struct {
 // readBodyModels finds the model fields of a JSON or multipart body,
 // refusing (400, naming the field) a repeated one, an unusual spelling,
 // a value that is not a string and a model over maxModelBytes.
-func readBodyModels(contentType string, body []byte) (bodyModels, apiError) {
+func readBodyModels(contentType string, body []byte) (bodyModels, reply.Error) {
 	var m bodyModels
-	var bad apiError
+	var bad reply.Error
 	switch boundary := multipartBoundary(contentType); {
 	case len(body) == 0:
 	case boundary != "":
@@ -102,19 +103,19 @@ func modelFieldOf(key string) (name string, unusual bool) {
 // jsonModels reads the top-level model fields of a JSON object in one
 // pass, without decoding the rest. A body that is not an object names no
 // model (the upstream judges it); a broken object is refused.
-func jsonModels(body []byte) (bodyModels, apiError) {
+func jsonModels(body []byte) (bodyModels, reply.Error) {
 	var m bodyModels
-	var bad apiError
+	var bad reply.Error
 	err := forEachTopLevel(body, func(key []byte, vs, ve int) bool {
 		name, f, unusual := m.field(string(key))
 		switch {
 		case f == nil:
 		case unusual:
-			bad = badRequest("the body spells the field "+name+" unusually (escaped or in other letter case); write it as \""+name+"\"", name)
+			bad = reply.BadRequest("the body spells the field "+name+" unusually (escaped or in other letter case); write it as \""+name+"\"", name)
 		case f.found:
-			bad = badRequest("the body names "+name+" twice; name it once", name)
+			bad = reply.BadRequest("the body names "+name+" twice; name it once", name)
 		case body[vs] != '"':
-			bad = badRequest(name+" must be a string", name)
+			bad = reply.BadRequest(name+" must be a string", name)
 		default:
 			*f = bodyField{value: gjson.ParseBytes(body[vs:ve]).String(), found: true, start: vs, end: ve, json: true}
 		}
@@ -123,30 +124,30 @@ func jsonModels(body []byte) (bodyModels, apiError) {
 	if err != nil && bad.Status == 0 {
 		// Refused rather than passed on: a parser that reads it otherwise
 		// might find another model in it.
-		bad = badRequest("the request body is not valid JSON ("+err.Error()+")", "")
+		bad = reply.BadRequest("the request body is not valid JSON ("+err.Error()+")", "")
 	}
 	return m, bad
 }
 
 // multipartModels reads the model fields of a multipart form. A field
 // given twice, or given as a file, is refused.
-func multipartModels(body []byte, boundary string) (bodyModels, apiError) {
+func multipartModels(body []byte, boundary string) (bodyModels, reply.Error) {
 	var m bodyModels
-	var bad apiError
+	var bad reply.Error
 	forEachPart(body, boundary, func(name string, file bool, start, end int) bool {
 		if name == unreadablePart {
-			bad = badRequest("a form part that mentions a model has a Content-Disposition header keypool cannot read", "model")
+			bad = reply.BadRequest("a form part that mentions a model has a Content-Disposition header keypool cannot read", "model")
 			return false
 		}
 		field, f, unusual := m.field(name)
 		switch {
 		case f == nil:
 		case unusual:
-			bad = badRequest("the form spells the field "+field+" unusually; write it as \""+field+"\"", field)
+			bad = reply.BadRequest("the form spells the field "+field+" unusually; write it as \""+field+"\"", field)
 		case f.found:
-			bad = badRequest("the form has two "+field+" parts; send one", field)
+			bad = reply.BadRequest("the form has two "+field+" parts; send one", field)
 		case file:
-			bad = badRequest(field+" must be a plain form field, not a file", field)
+			bad = reply.BadRequest(field+" must be a plain form field, not a file", field)
 		default:
 			v := body[start:end]
 			trimmed := bytes.TrimSpace(v)
@@ -163,7 +164,7 @@ func multipartModels(body []byte, boundary string) (bodyModels, apiError) {
 
 // checkModelName refuses a model name that is too long or holds anything
 // but printable characters. The name is never echoed: it may be huge.
-func checkModelName(field, s string) apiError {
+func checkModelName(field, s string) reply.Error {
 	ok := len(s) <= maxModelBytes && utf8.ValidString(s)
 	for _, r := range s {
 		if !ok {
@@ -172,9 +173,9 @@ func checkModelName(field, s string) apiError {
 		ok = unicode.IsPrint(r)
 	}
 	if ok {
-		return apiError{}
+		return reply.Error{}
 	}
-	return badRequest(field+" must be at most 256 bytes of printable characters", field)
+	return reply.BadRequest(field+" must be at most 256 bytes of printable characters", field)
 }
 
 // pathModel is the model a native path names: Gemini's
@@ -195,7 +196,7 @@ func pathModel(prov provider.Provider, rest string) string {
 // path such as Workers AI's that names one) from the path, the others
 // from the body's model. A body that names another model than the one
 // the provider acts on is refused.
-func nativeModel(prov provider.Provider, rest, contentType string, body []byte) (string, apiError) {
+func nativeModel(prov provider.Provider, rest, contentType string, body []byte) (string, reply.Error) {
 	m, bad := readBodyModels(contentType, body)
 	if bad.Status != 0 {
 		return "", bad
@@ -204,8 +205,8 @@ func nativeModel(prov provider.Provider, rest, contentType string, body []byte) 
 	if bad = checkModelName("model", inPath); bad.Status != 0 {
 		return "", bad
 	}
-	differ := func(field string) apiError {
-		return badRequest("the body's "+field+" names another model than the one "+prov.Name+" will use; "+
+	differ := func(field string) reply.Error {
+		return reply.BadRequest("the body's "+field+" names another model than the one "+prov.Name+" will use; "+
 			"name one model, where "+prov.Name+" reads it", field)
 	}
 	if prov.Name == "elevenlabs" {
@@ -216,9 +217,9 @@ func nativeModel(prov provider.Provider, rest, contentType string, body []byte) 
 			return "", differ("model_id")
 		}
 		if m.modelID.found {
-			return m.modelID.value, apiError{}
+			return m.modelID.value, reply.Error{}
 		}
-		return inPath, apiError{}
+		return inPath, reply.Error{}
 	}
 	named := m.model.value
 	if prov.Family == provider.FamilyGemini {
@@ -226,20 +227,20 @@ func nativeModel(prov provider.Provider, rest, contentType string, body []byte) 
 	}
 	switch {
 	case inPath == "":
-		return named, apiError{}
+		return named, reply.Error{}
 	case m.model.found && named != inPath:
 		return "", differ("model")
 	}
-	return inPath, apiError{}
+	return inPath, reply.Error{}
 }
 
 // pathOverBody takes the model of a /v1/models/<id> call (GET, DELETE)
 // from the path, where the provider reads it; a body naming another model
 // is refused.
-func pathOverBody(m requestModel, rest string) (requestModel, apiError) {
+func pathOverBody(m requestModel, rest string) (requestModel, reply.Error) {
 	id, ok := strings.CutPrefix(rest, "/models/")
 	if !ok {
-		return m, apiError{}
+		return m, reply.Error{}
 	}
 	if bad := checkModelName("model", id); bad.Status != 0 {
 		return m, bad
@@ -248,9 +249,9 @@ func pathOverBody(m requestModel, rest string) (requestModel, apiError) {
 	case m.name == "":
 		m.model = id
 	case m.name != id:
-		return m, badRequest("the body's model names another model than the path; name one", "model")
+		return m, reply.BadRequest("the body's model names another model than the path; name one", "model")
 	}
-	return m, apiError{}
+	return m, reply.Error{}
 }
 
 // maxPendingRollups bounds the rollup groups an isolate gathers before
@@ -270,7 +271,7 @@ func (h *Handler) refuseOutOfScope(w http.ResponseWriter, c client, prov, model 
 	if t == nil {
 		return false
 	}
-	e := apiError{Status: http.StatusForbidden, Type: "permission_error"}
+	e := reply.Error{Status: http.StatusForbidden, Type: "permission_error"}
 	switch {
 	case len(t.Providers) > 0 && !slices.Contains(t.Providers, prov):
 		e.Code, e.Message = "provider_not_allowed", "this keypool token may not use provider "+strconv.Quote(prov)+
@@ -281,7 +282,7 @@ func (h *Handler) refuseOutOfScope(w http.ResponseWriter, c client, prov, model 
 	default:
 		return false
 	}
-	e.write(w)
+	e.Write(w)
 	h.count(served{started: h.d.Now(), token: t.ID, prov: prov, model: refusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
 	h.d.Defer(h.flushDue)
 	return true

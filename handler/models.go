@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
@@ -46,10 +47,10 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB,
 		return string(modelList(servable, lists, set, h.defaultProvider())), true, nil
 	})
 	if err != nil {
-		failed(w, err, message, "%s", doing)
+		reply.Failed(w, err, message, "%s", doing)
 		return
 	}
-	writeJSON(w, http.StatusOK, scopeModels([]byte(body), c, set, h.defaultProvider()))
+	reply.JSON(w, http.StatusOK, scopeModels([]byte(body), c, set, h.defaultProvider()))
 }
 
 // scopeModels keeps the models of a list that the client's token may use.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/usage"
 )
@@ -71,12 +72,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	}
 	body, ok, err := read(r, limit)
 	if err != nil {
-		badRequest("could not read the request body: "+err.Error(), "").write(w)
+		reply.BadRequest("could not read the request body: "+err.Error(), "").Write(w)
 		return nil, false
 	}
 	if !ok {
-		apiError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
-			Message: "request body is larger than this keypool accepts (" + strconv.FormatInt(limit, 10) + " bytes, MAX_BODY_BYTES)"}.write(w)
+		reply.Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "body_too_large",
+			Message: "request body is larger than this keypool accepts (" + strconv.FormatInt(limit, 10) + " bytes, MAX_BODY_BYTES)"}.Write(w)
 		return nil, false
 	}
 	return body, true
@@ -126,11 +127,11 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 	}
 	m, bad := h.requestModel(r.Header.Get("Content-Type"), body, set, false)
 	if bad.Status != 0 {
-		bad.write(w)
+		bad.Write(w)
 		return
 	}
 	if m.name == "" && r.Method == http.MethodPost && modelRequired[rest] {
-		badRequest("model is required", "model").write(w)
+		reply.BadRequest("model is required", "model").Write(w)
 		return
 	}
 	prov, ok := h.provider(w, m.prov)
@@ -138,11 +139,11 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if prov.NoOpenAI {
-		badRequest(prov.Name+" has no OpenAI-compatible API; call it at /api/"+prov.Name+"/...", "model").write(w)
+		reply.BadRequest(prov.Name+" has no OpenAI-compatible API; call it at /api/"+prov.Name+"/...", "model").Write(w)
 		return
 	}
 	if m, bad = pathOverBody(m, rest); bad.Status != 0 {
-		bad.write(w)
+		bad.Write(w)
 		return
 	}
 	if h.refuseOutOfScope(w, c, prov.Name, m.model) {
@@ -167,7 +168,7 @@ type requestModel struct {
 // it: an alias first, then a "provider/model" prefix, else the default
 // provider. When compat is set the model must name its provider. The body
 // is rewritten only where the model changes; every other byte is kept.
-func (h *Handler) requestModel(contentType string, body []byte, set settings.Settings, compat bool) (requestModel, apiError) {
+func (h *Handler) requestModel(contentType string, body []byte, set settings.Settings, compat bool) (requestModel, reply.Error) {
 	m := requestModel{prov: h.defaultProvider(), body: body}
 	fields, bad := readBodyModels(contentType, body)
 	if bad.Status != 0 {
@@ -186,7 +187,7 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings.Set
 	}
 	if compat {
 		if m.prov == h.defaultProvider() && !strings.HasPrefix(target, m.prov+"/") {
-			return m, badRequest("model must be \"provider/model\" on /api/compat (e.g. \"openai/gpt-4o-mini\"); known providers: "+
+			return m, reply.BadRequest("model must be \"provider/model\" on /api/compat (e.g. \"openai/gpt-4o-mini\"); known providers: "+
 				strings.Join(provider.Names(), ", "), "model")
 		}
 		// The gateway's compat endpoint reads the provider from the model.
@@ -198,7 +199,7 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings.Set
 	if compat {
 		m.model = strings.TrimPrefix(m.model, m.prov+"/")
 	}
-	return m, apiError{}
+	return m, reply.Error{}
 }
 
 // proxyNative serves /api/<provider>/<path>: the provider's own API, through
@@ -229,15 +230,15 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 	}
 	model, bad := nativeModel(prov, rest, r.Header.Get("Content-Type"), body)
 	if bad.Status != 0 {
-		bad.write(w)
+		bad.Write(w)
 		return
 	}
 	if h.refuseOutOfScope(w, c, prov.Name, model) {
 		return
 	}
 	if strings.Contains(prov.NativePrefix, "{account}") && h.cfg().AccountID == "" {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: prov.Name + " needs the CF_ACCOUNT_ID var (its API path names your account)"}.write(w)
+		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+			Message: prov.Name + " needs the CF_ACCOUNT_ID var (its API path names your account)"}.Write(w)
 		return
 	}
 	base, viaGateway := prov.NativeBase(h.target(prov))
@@ -259,11 +260,11 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 	set := h.settings(r.Context(), db)
 	m, bad := h.requestModel(r.Header.Get("Content-Type"), body, set, true)
 	if bad.Status != 0 {
-		bad.write(w)
+		bad.Write(w)
 		return
 	}
 	if m.name == "" {
-		badRequest("model is required, as \"provider/model\"", "model").write(w)
+		reply.BadRequest("model is required, as \"provider/model\"", "model").Write(w)
 		return
 	}
 	prov, ok := h.provider(w, m.prov)
@@ -271,7 +272,7 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 		return
 	}
 	if prov.NoOpenAI {
-		badRequest(prov.Name+" has no OpenAI-compatible API; call it at /api/"+prov.Name+"/...", "model").write(w)
+		reply.BadRequest(prov.Name+" has no OpenAI-compatible API; call it at /api/"+prov.Name+"/...", "model").Write(w)
 		return
 	}
 	call := upstreamCall{prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c}
@@ -303,7 +304,7 @@ func (h *Handler) defaultProvider() string {
 func (h *Handler) provider(w http.ResponseWriter, name string) (provider.Provider, bool) {
 	p, ok := provider.Lookup(name)
 	if !ok {
-		notFound("unknown provider " + strconv.Quote(name) + "; known: " + strings.Join(provider.Names(), ", ")).write(w)
+		reply.NotFound("unknown provider " + strconv.Quote(name) + "; known: " + strings.Join(provider.Names(), ", ")).Write(w)
 		return p, false
 	}
 	return p, true
@@ -368,7 +369,7 @@ func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int
 func escapePath(w http.ResponseWriter, p string) (string, bool) {
 	for _, s := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
 		if s == "." || s == ".." {
-			badRequest("the path may not contain \".\" or \"..\" segments", "").write(w)
+			reply.BadRequest("the path may not contain \".\" or \"..\" segments", "").Write(w)
 			return "", false
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/reply"
 )
 
 // Access says which credentials a route takes.
@@ -169,14 +170,14 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(allow) > 0 {
-		methodNotAllowed(w, strings.Join(allow, ", "))
+		reply.MethodNotAllowed(w, strings.Join(allow, ", "))
 		return
 	}
 	if badID {
-		badRequest("the id in the path must be a positive integer", "id").write(w)
+		reply.BadRequest("the id in the path must be a positive integer", "id").Write(w)
 		return
 	}
-	notFound("no admin route " + r.Method + " " + r.URL.Path).write(w)
+	reply.NotFound("no admin route " + r.Method + " " + r.URL.Path).Write(w)
 }
 
 // statusWriter remembers the status an admin change answered, and a note
@@ -233,7 +234,7 @@ func (h *Handler) debugSleep(w http.ResponseWriter, r *http.Request) {
 	}
 	time.Sleep(time.Duration(min(sleep, 10000)) * time.Millisecond)
 	var b jsonout.Builder
-	writeJSON(w, http.StatusOK, b.Object().Key("slept_ms").Int(int64(sleep)).EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.Object().Key("slept_ms").Int(int64(sleep)).EndObject().Bytes())
 }
 
 // debugStats reports the D1 queries counted by the store, for make bench.
@@ -254,5 +255,5 @@ func (h *Handler) debugStats(w http.ResponseWriter) {
 		n, bytes, peak := h.d.Memory()
 		b.Key("instances").Int(int64(n)).Key("wasm_bytes").Int(bytes).Key("wasm_peak_bytes").Int(peak)
 	}
-	writeJSON(w, http.StatusOK, b.EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndObject().Bytes())
 }

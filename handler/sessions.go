@@ -9,6 +9,7 @@ import (
 
 	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/store"
 )
 
@@ -75,11 +76,11 @@ func (h *Handler) revokeSessions(ctx context.Context, roles ...string) error {
 // everywhere": every admin and guest session ends, this one included.
 func (h *Handler) revokeAllSessions(w http.ResponseWriter, r *http.Request) {
 	if err := h.revokeSessions(r.Context(), "a", "g"); err != nil {
-		failed(w, err, "could not end the sessions", "ending every session")
+		reply.Failed(w, err, "could not end the sessions", "ending every session")
 		return
 	}
 	w.Header().Add("Set-Cookie", access.SessionCookie(r, adminCookie, "", 0))
 	w.Header().Add("Set-Cookie", access.SessionCookie(r, guestCookie, "", 0))
 	var out jsonout.Builder
-	writeJSON(w, http.StatusOK, out.Object().Key("revoked").Array().String("admin").String("guest").EndArray().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, out.Object().Key("revoked").Array().String("admin").String("guest").EndArray().EndObject().Bytes())
 }

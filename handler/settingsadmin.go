@@ -9,17 +9,18 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 )
 
 // checkCombined refuses changes that, with the stored settings.Settings, would
 // leave guest_reveal_keys on in open mode: full keys for anyone who asks.
-func (h *Handler) checkCombined(r *http.Request, st *store.Settings, changes map[string]string) (apiError, bool) {
+func (h *Handler) checkCombined(r *http.Request, st *store.Settings, changes map[string]string) (reply.Error, bool) {
 	m, err := st.All(r.Context())
 	if err != nil {
 		log.Printf("keypool: reading settings: %v", err)
-		return internalError("could not read the settings"), false
+		return reply.Internal("could not read the settings"), false
 	}
 	for k, v := range changes {
 		if v == "" {
@@ -29,10 +30,10 @@ func (h *Handler) checkCombined(r *http.Request, st *store.Settings, changes map
 		}
 	}
 	if s := settings.Parse(m); s.AccessMode == settings.AccessOpen && s.GuestRevealKeys {
-		return badRequest(settings.GuestReveal+": full keys cannot be shown when access_mode is \"open\" (anyone could read them); "+
+		return reply.BadRequest(settings.GuestReveal+": full keys cannot be shown when access_mode is \"open\" (anyone could read them); "+
 			"use \"restricted\" with a guest password, or turn guest_reveal_keys off", settings.GuestReveal), false
 	}
-	return apiError{}, true
+	return reply.Error{}, true
 }
 
 func stringMap(r gjson.Result) map[string]string {
@@ -62,39 +63,39 @@ func (h *Handler) adminSettings(w http.ResponseWriter, r *http.Request, db *sql.
 			bad, _ = h.checkCombined(r, st, changes)
 		}
 		if bad.Status != 0 {
-			bad.write(w)
+			bad.Write(w)
 			return
 		}
 		if err := st.Set(ctx, changes, h.d.Now().UnixMilli()); err != nil {
-			failed(w, err, "could not save the settings", "saving settings")
+			reply.Failed(w, err, "could not save the settings", "saving settings")
 			return
 		}
 		h.invalidate()
 	default:
-		methodNotAllowed(w, "GET, PUT")
+		reply.MethodNotAllowed(w, "GET, PUT")
 		return
 	}
 	m, err := st.All(ctx)
 	if err != nil {
-		failed(w, err, "could not read the settings", "reading settings")
+		reply.Failed(w, err, "could not read the settings", "reading settings")
 		return
 	}
-	writeJSON(w, http.StatusOK, settings.JSON(settings.Parse(m)))
+	reply.JSON(w, http.StatusOK, settings.JSON(settings.Parse(m)))
 }
 
 // settingChanges reads a PUT body into the stored form of each setting
 // ("" resets it to its default), or the error naming the wrong field.
-func (h *Handler) settingChanges(body []byte) (map[string]string, apiError) {
+func (h *Handler) settingChanges(body []byte) (map[string]string, reply.Error) {
 	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-		return nil, badRequest("want a JSON object of settings.Settings, e.g. {\"aliases\":{\"fast\":\"groq/llama-3.1-8b-instant\"}}", "")
+		return nil, reply.BadRequest("want a JSON object of settings.Settings, e.g. {\"aliases\":{\"fast\":\"groq/llama-3.1-8b-instant\"}}", "")
 	}
 	changes := map[string]string{}
-	var bad apiError
+	var bad reply.Error
 	gjson.ParseBytes(body).ForEach(func(k, v gjson.Result) bool {
 		name := k.String()
 		check, known := settings.Check(name)
 		if !known {
-			bad = badRequest(name+": unknown setting; known: "+strings.Join(settings.Names(), ", "), name)
+			bad = reply.BadRequest(name+": unknown setting; known: "+strings.Join(settings.Names(), ", "), name)
 			return false
 		}
 		if v.Type == gjson.Null {
@@ -106,14 +107,14 @@ func (h *Handler) settingChanges(body []byte) (map[string]string, apiError) {
 			raw = v.String()
 		}
 		if msg := check(raw); msg != "" {
-			bad = badRequest(name+": "+msg, name)
+			bad = reply.BadRequest(name+": "+msg, name)
 			return false
 		}
 		if name == settings.GuestPassword {
 			// Kept only as a fingerprint under KEYPOOL_SECRET.
 			b, err := h.box()
 			if err != nil {
-				bad = apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+				bad = reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
 					Message: "a guest password needs KEYPOOL_SECRET: " + err.Error()}
 				return false
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/store"
 )
 
@@ -49,7 +50,7 @@ func (h *Handler) parseStats(w http.ResponseWriter, r *http.Request) (statsQuery
 	case "day":
 		s.granularity = "d"
 	default:
-		badRequest("granularity: minute or day", "granularity").write(w)
+		reply.BadRequest("granularity: minute or day", "granularity").Write(w)
 		return s, false
 	}
 	if s.granularity == "m" {
@@ -64,7 +65,7 @@ func (h *Handler) parseStats(w http.ResponseWriter, r *http.Request) (statsQuery
 		if v := q.Get(p.name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 0 {
-				badRequest(p.name+": a whole number ≥ 0", p.name).write(w)
+				reply.BadRequest(p.name+": a whole number ≥ 0", p.name).Write(w)
 				return s, false
 			}
 			*p.dst = n
@@ -73,7 +74,7 @@ func (h *Handler) parseStats(w http.ResponseWriter, r *http.Request) (statsQuery
 	if v := q.Get("token"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			badRequest("token: a token id (0: AUTH_KEY)", "token").write(w)
+			reply.BadRequest("token: a token id (0: AUTH_KEY)", "token").Write(w)
 			return s, false
 		}
 		s.filter.TokenID, s.filter.HasToken = n, true
@@ -82,7 +83,7 @@ func (h *Handler) parseStats(w http.ResponseWriter, r *http.Request) (statsQuery
 	switch s.group = q.Get("group"); s.group {
 	case "", "token", "key", "provider", "model":
 	default:
-		badRequest("group: token, key, provider or model", "group").write(w)
+		reply.BadRequest("group: token, key, provider or model", "group").Write(w)
 		return s, false
 	}
 	switch f := q.Get("format"); f {
@@ -90,11 +91,11 @@ func (h *Handler) parseStats(w http.ResponseWriter, r *http.Request) (statsQuery
 	case "csv":
 		s.csv = true
 	default:
-		badRequest("format: json or csv", "format").write(w)
+		reply.BadRequest("format: json or csv", "format").Write(w)
 		return s, false
 	}
 	if s.to <= s.from {
-		badRequest("to must be after from", "to").write(w)
+		reply.BadRequest("to must be after from", "to").Write(w)
 		return s, false
 	}
 	return s, true
@@ -109,7 +110,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 	h.flushNow() // what this isolate still holds counts too
 	points, err := store.On(db, h.d.Queries).Rollups().Series(r.Context(), s.granularity, s.from, s.to, s.filter, s.group)
 	if err != nil {
-		failed(w, err, "could not read the usage statistics", "reading usage rollups")
+		reply.Failed(w, err, "could not read the usage statistics", "reading usage rollups")
 		return
 	}
 	if s.csv {
@@ -140,7 +141,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	b.EndArray().Key("totals").Object()
 	writeCounts(&b, total)
-	writeJSON(w, http.StatusOK, b.EndObject().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndObject().EndObject().Bytes())
 }
 
 func writeCounts(b *jsonout.Builder, c store.Counts) {
@@ -231,7 +232,7 @@ func (h *Handler) statsNow(w http.ResponseWriter, r *http.Request) {
 	d, err2 := sum("d", day, day+86400000)
 	if err1 != nil || err2 != nil {
 		log.Printf("keypool: reading usage rollups: %v %v", err1, err2)
-		internalError("could not read the usage statistics").write(w)
+		reply.Internal("could not read the usage statistics").Write(w)
 		return
 	}
 	var b jsonout.Builder
@@ -244,5 +245,5 @@ func (h *Handler) statsNow(w http.ResponseWriter, r *http.Request) {
 	} else {
 		b.Null()
 	}
-	writeJSON(w, http.StatusOK, b.EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndObject().Bytes())
 }

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/keypool/keypool/access"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/store"
 )
 
@@ -82,12 +83,12 @@ func (h *Handler) passwordAttemptCounted(r *http.Request, key string, right bool
 // could not check).
 func writeThrottled(w http.ResponseWriter, a attempt, retry int64) {
 	if a == attemptUnchecked {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "throttle_unavailable",
-			Message: "keypool could not check its login throttle; try again shortly"}.write(w)
+		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "throttle_unavailable",
+			Message: "keypool could not check its login throttle; try again shortly"}.Write(w)
 		return
 	}
-	apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
-		Message: "too many failed password attempts from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.write(w)
+	reply.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,
+		Message: "too many failed password attempts from your address; try again in " + strconv.FormatInt(retry, 10) + "s"}.Write(w)
 }
 
 // bearerAttempt checks an Authorization header on an admin route against
@@ -114,16 +115,16 @@ func auditPath(p string) string {
 func (h *Handler) adminPassword(w http.ResponseWriter) (string, bool) {
 	want := h.cfg().AdminPassword
 	if want == "" {
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD` (locally, put ADMIN_PASSWORD in .dev.vars)"}.write(w)
+		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+			Message: "the admin password is not set: run `wrangler secret put ADMIN_PASSWORD` (locally, put ADMIN_PASSWORD in .dev.vars)"}.Write(w)
 		return "", false
 	}
 	if !adminPasswordLongEnough(want) {
 		if shortPasswordLogged.CompareAndSwap(false, true) {
 			log.Printf("keypool: the admin API is off: ADMIN_PASSWORD is shorter than %d characters", minAdminPassword)
 		}
-		apiError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "admin_password_too_short",
-			Message: "the admin API is off: ADMIN_PASSWORD is shorter than " + strconv.Itoa(minAdminPassword) + " characters; set a longer one with `wrangler secret put ADMIN_PASSWORD` (locally, in .dev.vars)"}.write(w)
+		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "admin_password_too_short",
+			Message: "the admin API is off: ADMIN_PASSWORD is shorter than " + strconv.Itoa(minAdminPassword) + " characters; set a longer one with `wrangler secret put ADMIN_PASSWORD` (locally, in .dev.vars)"}.Write(w)
 		return "", false
 	}
 	return want, true

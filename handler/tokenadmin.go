@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/jsonout"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/seal"
 	"github.com/keypool/keypool/store"
 )
@@ -27,16 +28,16 @@ func (h *Handler) readTokenFields(w http.ResponseWriter, in gjson.Result, t *sto
 		e = tokenLimits(in, t, h.d.Now())
 	}
 	if e.Status != 0 {
-		e.write(w)
+		e.Write(w)
 		return false
 	}
 	return true
 }
 
-func fieldError(field, msg string) apiError { return badRequest(field+": "+msg, field) }
+func fieldError(field, msg string) reply.Error { return reply.BadRequest(field+": "+msg, field) }
 
 // tokenScope reads the name, providers, models, endpoints and disabled.
-func tokenScope(in gjson.Result, t *store.Token, create bool) apiError {
+func tokenScope(in gjson.Result, t *store.Token, create bool) reply.Error {
 	if v := in.Get("name"); v.Exists() || create {
 		name := strings.TrimSpace(v.String())
 		if v.Type != gjson.String || name == "" || len(name) > maxTokenName {
@@ -44,7 +45,7 @@ func tokenScope(in gjson.Result, t *store.Token, create bool) apiError {
 		}
 		t.Name = name
 	}
-	var e apiError
+	var e reply.Error
 	if in.Get("providers").Exists() {
 		if t.Providers, e = stringList(in, "providers", func(s string) string {
 			if _, known := provider.Lookup(s); !known {
@@ -73,12 +74,12 @@ func tokenScope(in gjson.Result, t *store.Token, create bool) apiError {
 		}
 		t.Disabled = v.Bool()
 	}
-	return apiError{}
+	return reply.Error{}
 }
 
 // stringList reads field, an array of non-empty strings each of which
 // check accepts (check says what is wrong, "" when nothing is).
-func stringList(in gjson.Result, field string, check func(string) string) ([]string, apiError) {
+func stringList(in gjson.Result, field string, check func(string) string) ([]string, reply.Error) {
 	v := in.Get(field)
 	if !v.IsArray() {
 		return nil, fieldError(field, "want an array of strings")
@@ -94,12 +95,12 @@ func stringList(in gjson.Result, field string, check func(string) string) ([]str
 		}
 		out = append(out, s)
 	}
-	return out, apiError{}
+	return out, reply.Error{}
 }
 
 // tokenLimits reads the expiry (expires_at or expires_in_days from now),
 // the rate limit and the quotas.
-func tokenLimits(in gjson.Result, t *store.Token, now time.Time) apiError {
+func tokenLimits(in gjson.Result, t *store.Token, now time.Time) reply.Error {
 	ints := []struct {
 		name string
 		dst  *int64
@@ -121,7 +122,7 @@ func tokenLimits(in gjson.Result, t *store.Token, now time.Time) apiError {
 		}
 		t.ExpiresAt = now.Add(time.Duration(v.Float() * float64(24*time.Hour))).UnixMilli()
 	}
-	return apiError{}
+	return reply.Error{}
 }
 
 func (h *Handler) tokens(w http.ResponseWriter) (*store.Tokens, bool) {
@@ -149,7 +150,7 @@ func jsonObject(w http.ResponseWriter, h *Handler, r *http.Request) (gjson.Resul
 		return gjson.Result{}, false
 	}
 	if !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
-		badRequest("want a JSON object", "").write(w)
+		reply.BadRequest("want a JSON object", "").Write(w)
 		return gjson.Result{}, false
 	}
 	return gjson.ParseBytes(body), true
@@ -170,7 +171,7 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
 	t.Prefix = secret[:7]
 	t, err := st.Create(r.Context(), t, seal.HashToken(secret), h.d.Now().UnixMilli())
 	if err != nil {
-		failed(w, err, "could not create the token", "creating a token")
+		reply.Failed(w, err, "could not create the token", "creating a token")
 		return
 	}
 	auditNote(w, "token "+t.Prefix+"…")
@@ -178,7 +179,7 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
 	var b jsonout.Builder
 	writeToken(&b, t)
 	b.Key("token").String(secret).EndObject()
-	writeJSON(w, http.StatusCreated, b.Bytes())
+	reply.JSON(w, http.StatusCreated, b.Bytes())
 }
 
 func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
@@ -188,7 +189,7 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := st.List(r.Context())
 	if err != nil {
-		failed(w, err, "could not read the tokens", "listing tokens")
+		reply.Failed(w, err, "could not read the tokens", "listing tokens")
 		return
 	}
 	var b jsonout.Builder
@@ -197,7 +198,7 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
 		writeToken(&b, t)
 		b.EndObject()
 	}
-	writeJSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndArray().EndObject().Bytes())
 }
 
 func (h *Handler) getToken(w http.ResponseWriter, r *http.Request, id int64) {
@@ -211,7 +212,7 @@ func (h *Handler) getToken(w http.ResponseWriter, r *http.Request, id int64) {
 	}
 	var b jsonout.Builder
 	writeToken(&b, t)
-	writeJSON(w, http.StatusOK, b.EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.EndObject().Bytes())
 }
 
 // patchToken serves PATCH /admin/api/tokens/{id}; a change applies at
@@ -248,16 +249,16 @@ func (h *Handler) deleteToken(w http.ResponseWriter, r *http.Request, id int64) 
 		return
 	}
 	var b jsonout.Builder
-	writeJSON(w, http.StatusOK, b.Object().Key("deleted").Int(id).EndObject().Bytes())
+	reply.JSON(w, http.StatusOK, b.Object().Key("deleted").Int(id).EndObject().Bytes())
 }
 
 func tokenFound(w http.ResponseWriter, err error, id int64) bool {
 	if errors.Is(err, store.ErrTokenNotFound) {
-		notFound("no token with id " + strconv.FormatInt(id, 10)).write(w)
+		reply.NotFound("no token with id " + strconv.FormatInt(id, 10)).Write(w)
 		return false
 	}
 	if err != nil {
-		failed(w, err, "could not read or write the token", "token %d", id)
+		reply.Failed(w, err, "could not read or write the token", "token %d", id)
 		return false
 	}
 	return true

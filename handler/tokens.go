@@ -11,6 +11,7 @@ import (
 
 	"github.com/keypool/keypool/access"
 	"github.com/keypool/keypool/pool"
+	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/seal"
 	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
@@ -38,26 +39,26 @@ func (c client) id() int64 {
 func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, bool) {
 	got := access.Credential(r)
 	if got == "" {
-		apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
-			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.write(w)
+		reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
+			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.Write(w)
 		return client{}, false
 	}
 	if want := h.cfg().AuthKey; want != "" && access.SecretEqual(got, want) {
 		return client{}, true
 	}
-	invalid := apiError{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
+	invalid := reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
 		Message: "invalid API key for this keypool"}
 	if !strings.HasPrefix(got, "kp-") {
-		invalid.write(w)
+		invalid.Write(w)
 		return client{}, false
 	}
 	tok, err := h.token(r.Context(), seal.HashToken(got))
 	if errors.Is(err, store.ErrTokenNotFound) {
-		invalid.write(w)
+		invalid.Write(w)
 		return client{}, false
 	}
 	if err != nil {
-		failed(w, err, "keypool could not check the token", "reading a client token")
+		reply.Failed(w, err, "keypool could not check the token", "reading a client token")
 		return client{}, false
 	}
 	now := h.d.Now().UnixMilli()
@@ -69,7 +70,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 	default:
 		return client{tok: &tok}, true
 	}
-	invalid.write(w)
+	invalid.Write(w)
 	return client{}, false
 }
 
@@ -129,7 +130,7 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 		e = h.rateRefusal(t, now)
 	}
 	if e.Status != 0 {
-		e.write(w)
+		e.Write(w)
 		return false
 	}
 	h.pool.CountToken(t.ID, utcDay(now), 1, 0, now.UnixMilli())
@@ -138,16 +139,16 @@ func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool
 
 // scopeRefusal is the 403 for a call outside the token's providers or
 // models, zero when the call is inside them.
-func scopeRefusal(t *store.Token, call upstreamCall) apiError {
+func scopeRefusal(t *store.Token, call upstreamCall) reply.Error {
 	if len(t.Providers) > 0 && !slices.Contains(t.Providers, call.prov.Name) {
-		return apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
+		return reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
 			Message: "this keypool token may not use provider " + strconv.Quote(call.prov.Name) + "; allowed: " + strings.Join(t.Providers, ", ")}
 	}
 	if len(t.Models) > 0 && !modelAllowed(t.Models, call.prov.Name, call.model) {
-		return apiError{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
+		return reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
 			Message: "this keypool token may not use model " + strconv.Quote(call.model) + "; allowed: " + strings.Join(t.Models, ", ")}
 	}
-	return apiError{}
+	return reply.Error{}
 }
 
 // tokenUsed is what a token has used, today and in all, as far as this
@@ -181,10 +182,10 @@ func (h *Handler) tokenUse(t *store.Token, now time.Time) tokenUsed {
 
 // quotaRefusal is the 429 for a token whose use u has reached one of its
 // quotas, zero while none is reached.
-func quotaRefusal(t *store.Token, u tokenUsed, now time.Time) apiError {
+func quotaRefusal(t *store.Token, u tokenUsed, now time.Time) reply.Error {
 	untilMidnight := (utcDay(now) + 86400000 - now.UnixMilli() + 999) / 1000
-	quota := func(what string, limit, retry int64) apiError {
-		e := apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", RetryAfter: retry,
+	quota := func(what string, limit, retry int64) reply.Error {
+		e := reply.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "quota_exceeded", RetryAfter: retry,
 			Message: "this keypool token has used its " + what + " (" + strconv.FormatInt(limit, 10) + ")"}
 		if retry > 0 {
 			e.Message += "; it resets in " + strconv.FormatInt(retry, 10) + "s (midnight UTC)"
@@ -201,25 +202,25 @@ func quotaRefusal(t *store.Token, u tokenUsed, now time.Time) apiError {
 	case t.TokensDay > 0 && u.dayTok >= t.TokensDay:
 		return quota("daily token quota", t.TokensDay, untilMidnight)
 	}
-	return apiError{}
+	return reply.Error{}
 }
 
 // rateRefusal is the 429 for a token past its requests per minute (per
 // isolate), zero otherwise; a request let through is recorded.
-func (h *Handler) rateRefusal(t *store.Token, now time.Time) apiError {
+func (h *Handler) rateRefusal(t *store.Token, now time.Time) reply.Error {
 	if t.RPM <= 0 {
-		return apiError{}
+		return reply.Error{}
 	}
 	ms := now.UnixMilli()
 	recent := h.pool.RecentRequests(t.ID, ms)
 	if int64(len(recent)) >= t.RPM {
 		retry := max((recent[0]+60000-ms+999)/1000, 1)
-		return apiError{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
+		return reply.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
 			Message: "this keypool token may make " + strconv.FormatInt(t.RPM, 10) + " requests per minute; retry after " +
 				strconv.FormatInt(retry, 10) + "s"}
 	}
 	h.pool.RecordRequest(t.ID, ms)
-	return apiError{}
+	return reply.Error{}
 }
 
 // modelAllowed matches a model against a token's patterns, written bare
