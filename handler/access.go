@@ -56,8 +56,7 @@ func (h *Handler) box() (*seal.Box, error) {
 func (h *Handler) needBox(w http.ResponseWriter) (*seal.Box, bool) {
 	b, err := h.box()
 	if err != nil {
-		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
-			Message: "keypool will not serve keys without KEYPOOL_SECRET: " + err.Error()}.Write(w)
+		reply.NoSecret(w, err)
 		return nil, false
 	}
 	return b, true
@@ -225,11 +224,7 @@ func (h *Handler) readLoginBody(w http.ResponseWriter, r *http.Request, key, act
 	if r.Body == nil {
 		return nil, true
 	}
-	read := h.d.ReadBody
-	if read == nil {
-		read = readAll
-	}
-	body, ok, err := read(r, loginBodyLimit)
+	body, ok, err := h.d.ReadBody(r, loginBodyLimit)
 	if err != nil {
 		reply.BadRequest("could not read the request body: "+err.Error(), "").Write(w)
 		return nil, false

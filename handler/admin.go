@@ -302,10 +302,10 @@ func (h *Handler) deleteKey(w http.ResponseWriter, r *http.Request, id int64) {
 // where /api/compat sends its models and its balance is read.
 func (h *Handler) listProviders(w http.ResponseWriter) {
 	var b jsonout.Builder
-	b.Object().Key("default").String(h.defaultProvider()).Key("providers").Array()
+	b.Object().Key("default").String(h.cfg().DefaultProvider).Key("providers").Array()
 	for _, name := range provider.Names() {
 		p, _ := provider.Lookup(name)
-		t := h.target(p)
+		t := h.proxy().Target(p)
 		b.Object().Key("name").String(p.Name).Key("base_url").String(t.Origin).
 			Key("base_url_var").String(p.BaseURLVar()).Key("gateway").Bool(p.Gateway).
 			Key("key_header").String(p.KeyHeader)

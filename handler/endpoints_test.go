@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/keypool/keypool/proxy"
 )
 
 // nonInference are calls a token without full pass-through may not make:
@@ -126,7 +128,7 @@ func TestEndpointScopeQuotaAndUsage(t *testing.T) {
 	var rejected int64
 	for _, r := range e.h.pool.TakeRollups() {
 		if r.TokenID == tok.ID {
-			if r.Model != refusedModel || r.KeyID != 0 {
+			if r.Model != proxy.RefusedModel || r.KeyID != 0 {
 				t.Errorf("refused call recorded under model %q key %d", r.Model, r.KeyID)
 			}
 			rejected += r.Rejected

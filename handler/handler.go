@@ -1,11 +1,11 @@
-// Package handler is keypool's HTTP surface: the proxy routes clients call
-// (/v1/*, /api/<provider>/*), the admin API (/admin/api/*) and the cron
-// task (run by package checks). The isolate's shared state is package
-// pool's, the run-time settings package settings'. Everything it touches
-// from the outside world (configuration, D1, outbound fetch, the clock,
-// work after the response) comes in through Deps, so tests drive it with
-// SQLite, an httptest upstream and a fixed clock, and main.go binds it to
-// the Workers runtime.
+// Package handler is keypool's HTTP entry: it routes every request, serves
+// the admin API (/admin/api/*), the logins and the guest page itself, and
+// hands the proxy routes (/v1/*, /api/<provider>/*) to package proxy and
+// the cron task to package checks, bound to the same connections.
+// Everything it touches from the outside world (configuration, D1,
+// outbound fetch, the clock, work after the response) comes in through
+// Deps, so tests drive it with SQLite, an httptest upstream and a fixed
+// clock, and main.go binds it to the Workers runtime.
 package handler
 
 import (
@@ -21,6 +21,7 @@ import (
 	"github.com/keypool/keypool/checks"
 	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/pool"
+	"github.com/keypool/keypool/proxy"
 	"github.com/keypool/keypool/reply"
 	"github.com/keypool/keypool/seal"
 )
@@ -84,6 +85,9 @@ func New(d Deps) *Handler {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.ReadBody == nil {
+		d.ReadBody = proxy.ReadAll
+	}
 	return &Handler{d: d, pool: pool.New(d.Shared)}
 }
 
@@ -102,11 +106,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch {
 	case strings.HasPrefix(p, "/v1/"):
-		sandbox(tw.Header()) // keypool's own answers too
-		h.proxyOpenAI(tw, r)
+		proxy.Sandbox(tw.Header()) // keypool's own answers too
+		h.proxy().ServeOpenAI(tw, r)
 	case strings.HasPrefix(p, "/api/"):
-		sandbox(tw.Header())
-		h.proxyNative(tw, r)
+		proxy.Sandbox(tw.Header())
+		h.proxy().ServeNative(tw, r)
 	case strings.HasPrefix(p, "/admin/api/"):
 		h.admin(tw, r)
 	case p == "/admin/login":
@@ -149,8 +153,34 @@ func (h *Handler) Scheduled(ctx context.Context) error { return h.checks().Sched
 // checks is the health checking (check jobs, the cron run, model lists)
 // on the handler's connections.
 func (h *Handler) checks() *checks.Checker {
+	px := &proxy.Proxy{Config: h.d.Config}
 	return &checks.Checker{Config: h.d.Config, DB: h.d.DB, Fetch: h.d.Fetch, Now: h.d.Now, IntN: h.d.IntN, Queries: h.d.Queries,
-		Box: h.box, Settings: h.settingsCounted, Invalidate: h.invalidate, Target: h.target, GatewayHeaders: h.setGatewayHeaders}
+		Box: h.box, Settings: h.settingsCounted, Invalidate: h.invalidate, Target: px.Target, GatewayHeaders: px.GatewayHeaders}
+}
+
+// proxy is the proxy routes on the handler's connections.
+func (h *Handler) proxy() *proxy.Proxy {
+	return &proxy.Proxy{Config: h.d.Config, DB: h.d.DB, Fetch: h.d.Fetch, ReadBody: h.d.ReadBody, Defer: h.d.Defer,
+		Now: h.d.Now, IntN: h.d.IntN, Queries: h.d.Queries, Pool: h.pool, Box: h.box, Settings: h.settings,
+		RefreshModels: h.checks().RefreshModels}
+}
+
+// readThrough reads the cached record name through load (pool.ReadThrough)
+// with CACHE_SECONDS as its TTL.
+func (h *Handler) readThrough(name string, fresh bool, load pool.Load) (payload string, hit bool, err error) {
+	return h.pool.ReadThrough(name, h.cfg().CacheTTL, h.d.Now(), fresh, load)
+}
+
+// readBody reads a request body within MAX_BODY_BYTES (proxy.RequestBody).
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	return h.proxy().RequestBody(w, r)
+}
+
+// invalidate drops the isolate's cache after an admin change, and ends
+// the holds (the change is in D1 already).
+func (h *Handler) invalidate() {
+	h.pool.ForgetCache()
+	h.pool.EndHolds()
 }
 
 // cfg is the configuration in force.

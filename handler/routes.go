@@ -250,7 +250,7 @@ func (h *Handler) debugStats(w http.ResponseWriter) {
 		n, size := c.CacheSize()
 		b.Key("cache_entries").Int(int64(n)).Key("cache_bytes").Int(int64(size))
 	}
-	b.Key("max_body_bytes").Int(h.maxBodyBytes())
+	b.Key("max_body_bytes").Int(h.cfg().MaxBodyBytes)
 	if h.d.Memory != nil {
 		n, bytes, peak := h.d.Memory()
 		b.Key("instances").Int(int64(n)).Key("wasm_bytes").Int(bytes).Key("wasm_peak_bytes").Int(peak)

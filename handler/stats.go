@@ -107,7 +107,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h.flushNow() // what this isolate still holds counts too
+	h.proxy().FlushNow() // what this isolate still holds counts too
 	points, err := store.On(db, h.d.Queries).Rollups().Series(r.Context(), s.granularity, s.from, s.to, s.filter, s.group)
 	if err != nil {
 		reply.Failed(w, err, "could not read the usage statistics", "reading usage rollups")
@@ -215,7 +215,7 @@ func (h *Handler) statsNow(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	h.flushNow()
+	h.proxy().FlushNow()
 	now := h.d.Now().UnixMilli()
 	minute := now/60000*60000 - 60000
 	day := now / 86400000 * 86400000

@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
+	"github.com/keypool/keypool/proxy"
 	"github.com/keypool/keypool/store"
 )
 
@@ -249,7 +250,7 @@ func TestUsageOutcomes(t *testing.T) {
 		want := []rollup{
 			{"m", minute0, tid, 0, "openai", "gpt-4o-mini", store.Counts{Requests: 1, Rejected: 1}},
 			{"m", minute0, tid, ids[0], "openai", "gpt-4o-mini", store.Counts{Requests: 1, Successes: 1, PromptTokens: 5, CompletionTokens: 7}},
-			{"m", minute0, tid2, 0, "openai", refusedModel, store.Counts{Requests: 1, Rejected: 1}},
+			{"m", minute0, tid2, 0, "openai", proxy.RefusedModel, store.Counts{Requests: 1, Rejected: 1}},
 		}
 		if got := e.rollups("m"); !reflect.DeepEqual(got, want) {
 			t.Errorf("rollups:\n got %+v\nwant %+v", got, want)

@@ -84,3 +84,10 @@ func MethodNotAllowed(w http.ResponseWriter, allow string) {
 	Error{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
 		Message: "method not allowed; use " + allow}.Write(w)
 }
+
+// NoSecret is the 503 for a route that needs KEYPOOL_SECRET (err says
+// why there is none).
+func NoSecret(w http.ResponseWriter, err error) {
+	Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
+		Message: "keypool will not serve keys without KEYPOOL_SECRET: " + err.Error()}.Write(w)
+}

@@ -41,7 +41,7 @@ const (
 	GuestReveal   = "guest_reveal_keys"
 	PageSize      = "page_size"
 	// Request headers clients may send upstream beyond the built-in
-	// allow-list (handler/headers.go): any provider, and AI Gateway options.
+	// allow-list (proxy/headers.go): any provider, and AI Gateway options.
 	ForwardHeaders = "forward_headers"
 	GatewayHeaders = "gateway_headers"
 )

@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 
 // proxyRun is one proxied request's I/O for the attempt machine.
 type proxyRun struct {
-	h       *Handler
+	px      *Proxy
 	r       *http.Request
 	call    upstreamCall
 	keys    *store.Keys
@@ -51,25 +51,25 @@ type attemptAnswer struct {
 
 // forward serves a proxied request through the attempt machine. Retries
 // happen only before any byte reaches the client.
-func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, call upstreamCall) {
+func (px *Proxy) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, call upstreamCall) {
 	if _, err := url.Parse(call.url); err != nil {
 		reply.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_upstream_url",
 			Message: "keypool's upstream URL for " + call.prov.Name + " is not valid: check " + call.prov.BaseURLVar() +
 				" and AI_GATEWAY_URL"}.Write(w)
 		return
 	}
-	b, ok := h.needBox(w)
+	b, ok := px.needBox(w)
 	if !ok {
 		return
 	}
-	started := h.d.Now()
+	started := px.Now()
 	// The request's line in the usage rollups; a request that never
 	// reaches an answer from a key counts as rejected.
 	fin := served{started: started, token: call.client.id(), prov: call.prov.Name, model: call.model,
 		class: classRejected, reqBytes: int64(len(call.body)), textIn: len(call.body) > 0 && isJSON(r.Header.Get("Content-Type"))}
-	keys := store.On(db, h.d.Queries).Keys().Sealing(b)
-	if !h.admit(w, call.client, call) {
-		h.finish(db, keys, fin, nil)
+	keys := store.On(db, px.Queries).Keys().Sealing(b)
+	if !px.admit(w, call.client, call) {
+		px.finish(db, keys, fin, nil)
 		return
 	}
 	call.headers = ruleFor(set, call.prov.Family, call.viaGateway)
@@ -80,23 +80,23 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, se
 	if call.openAIRoute && call.prov.StreamUsage && strings.HasSuffix(strings.SplitN(call.url, "?", 2)[0], "/chat/completions") {
 		call.body, strip = usage.AskForUsage(call.body)
 	}
-	run := &proxyRun{h: h, r: r, call: call, keys: keys, free: set.IsFree(call.prov.Name, call.model), started: started,
-		timeout: h.cfg().UpstreamTimeout}
-	m := rotation.Start(h.attemptRequest(call, set, started))
+	run := &proxyRun{px: px, r: r, call: call, keys: keys, free: set.IsFree(call.prov.Name, call.model), started: started,
+		timeout: px.Config().UpstreamTimeout}
+	m := rotation.Start(px.attemptRequest(call, set, started))
 	held := run.drive(m)
 	defer run.cancel() // after the relay: the body may still be read
 	eff := m.Effects()
-	h.applyHot(call.prov.Name, eff)
-	fin = h.reply(w, call, eff, held, strip, fin)
-	h.finish(db, keys, fin, eff.Changes)
+	px.applyHot(call.prov.Name, eff)
+	fin = px.reply(w, call, eff, held, strip, fin)
+	px.finish(db, keys, fin, eff.Changes)
 }
 
 // attemptRequest is what the attempt machine knows of call when it starts.
-func (h *Handler) attemptRequest(call upstreamCall, set settings.Settings, started time.Time) rotation.Request {
-	c := h.cfg()
+func (px *Proxy) attemptRequest(call upstreamCall, set settings.Settings, started time.Time) rotation.Request {
+	c := px.Config()
 	return rotation.Request{
 		Provider: call.prov.Name, Family: call.prov.Family, Model: call.model, Started: started,
-		Storm:       h.pool.Storm(call.prov.Name),
+		Storm:       px.Pool.Storm(call.prov.Name),
 		Policy:      c.Cooldown,
 		StormPolicy: c.Storm,
 		Limits: rotation.Limits{
@@ -105,7 +105,7 @@ func (h *Handler) attemptRequest(call upstreamCall, set settings.Settings, start
 			Budget:      c.RetryBudget,
 			Wait:        time.Duration(set.Wait) * time.Second,
 		},
-		IntN: h.d.IntN,
+		IntN: px.IntN,
 	}
 }
 
@@ -113,14 +113,14 @@ func (h *Handler) attemptRequest(call upstreamCall, set settings.Settings, start
 // answer m may relay, still open (nil: none). Every other answer is closed.
 func (p *proxyRun) drive(m *rotation.Attempts) *attemptAnswer {
 	var held *attemptAnswer
-	for step := m.Next(p.h.d.Now()); step.Kind != rotation.StepDone; step = m.Next(p.h.d.Now()) {
+	for step := m.Next(p.px.Now()); step.Kind != rotation.StepDone; step = m.Next(p.px.Now()) {
 		switch step.Kind {
 		case rotation.StepRead:
 			m.Candidates(p.candidates(step.Fresh))
 		case rotation.StepCoolingEnd:
 			m.CoolingEnd(p.coolingEnd())
 		case rotation.StepWait:
-			time.Sleep(step.Until.Sub(p.h.d.Now()))
+			time.Sleep(step.Until.Sub(p.px.Now()))
 		case rotation.StepTry:
 			got := p.try(step)
 			m.Observe(got.answer, got.excerpt, got.at)
@@ -162,8 +162,8 @@ func (p *proxyRun) try(step rotation.Step) attemptAnswer {
 		ctx, cancel = context.WithTimeout(ctx, p.timeout)
 		p.cancels = append(p.cancels, cancel)
 	}
-	resp, err := p.h.d.Fetch(p.h.upstreamRequest(ctx, p.r, p.call, step.Key.Secret, step.Key.ID))
-	got := attemptAnswer{attempt: step.Attempt, at: p.h.d.Now()}
+	resp, err := p.px.Fetch(p.px.upstreamRequest(ctx, p.r, p.call, step.Key.Secret, step.Key.ID))
+	got := attemptAnswer{attempt: step.Attempt, at: p.px.Now()}
 	if err != nil {
 		got.excerpt = provider.MaskExcerpt([]byte(err.Error()), step.Key.Secret)
 		return got
@@ -189,9 +189,9 @@ func (p *proxyRun) candidates(fresh bool) ([]rotation.Candidate, bool) {
 	var list []rotation.Candidate
 	var err error
 	if fresh {
-		list, err = p.h.freshCandidates(ctx, p.keys, prov, model, p.free)
+		list, err = p.px.freshCandidates(ctx, p.keys, prov, model, p.free)
 	} else {
-		list, err = p.h.candidates(ctx, p.keys, prov, model, p.started, p.free)
+		list, err = p.px.candidates(ctx, p.keys, prov, model, p.started, p.free)
 	}
 	if err != nil {
 		log.Printf("keypool: reading candidate keys: %v", err)
@@ -202,11 +202,11 @@ func (p *proxyRun) candidates(fresh bool) ([]rotation.Candidate, bool) {
 
 // freshCandidates reads the candidates from D1, bypassing the cache, and
 // caches them.
-func (h *Handler) freshCandidates(ctx context.Context, keys *store.Keys, prov, model string, free bool) ([]rotation.Candidate, error) {
-	now := h.d.Now().UnixMilli()
+func (px *Proxy) freshCandidates(ctx context.Context, keys *store.Keys, prov, model string, free bool) ([]rotation.Candidate, error) {
+	now := px.Now().UnixMilli()
 	list, err := keys.Candidates(ctx, prov, model, now, candidateLimit, free)
 	if err == nil && len(list) > 0 {
-		h.pool.SetCandidates(prov, model, free, pool.Candidates{Read: now, List: list})
+		px.Pool.SetCandidates(prov, model, free, pool.Candidates{Read: now, List: list})
 	}
 	return list, err
 }
@@ -214,7 +214,7 @@ func (h *Handler) freshCandidates(ctx context.Context, keys *store.Keys, prov, m
 // coolingEnd is when the first key cooling for the request's model comes
 // back (unix ms, 0 if none), as D1 knows it.
 func (p *proxyRun) coolingEnd() int64 {
-	next, err := p.keys.NextCoolingEnd(context.Background(), p.call.prov.Name, p.call.model, p.h.d.Now().UnixMilli(), p.free)
+	next, err := p.keys.NextCoolingEnd(context.Background(), p.call.prov.Name, p.call.model, p.px.Now().UnixMilli(), p.free)
 	if err != nil {
 		log.Printf("keypool: reading cooldowns: %v", err)
 	}
@@ -223,29 +223,29 @@ func (p *proxyRun) coolingEnd() int64 {
 
 // applyHot applies a request's effects to the isolate at once: the storm
 // state, the key counters and the cached candidates.
-func (h *Handler) applyHot(prov string, eff rotation.Effects) {
+func (px *Proxy) applyHot(prov string, eff rotation.Effects) {
 	for _, n := range eff.Notes {
 		log.Printf("keypool: %s", n)
 	}
 	if eff.StormChanged {
-		h.pool.SetStorm(prov, eff.Storm)
+		px.Pool.SetStorm(prov, eff.Storm)
 	}
-	now := h.d.Now()
-	h.pool.CountKeyUses(eff.Uses, now.UnixMilli())
-	h.applyCache(prov, eff.Cache, now)
-	h.holdOutChanged(prov, eff.Changes, now.UnixMilli())
+	now := px.Now()
+	px.Pool.CountKeyUses(eff.Uses, now.UnixMilli())
+	px.applyCache(prov, eff.Cache, now)
+	px.holdOutChanged(prov, eff.Changes, now.UnixMilli())
 }
 
 // reply gives the client the answer the machine decided, and returns the
 // request's usage line.
-func (h *Handler) reply(w http.ResponseWriter, call upstreamCall, eff rotation.Effects, held *attemptAnswer, strip bool, fin served) served {
+func (px *Proxy) reply(w http.ResponseWriter, call upstreamCall, eff rotation.Effects, held *attemptAnswer, strip bool, fin served) served {
 	rep := eff.Reply
 	fin.class, fin.key = string(eff.Class), rep.Key
 	switch rep.Kind {
 	case rotation.ReplyServe:
-		fin.latency, fin.counted = h.d.Now().Sub(fin.started), true
+		fin.latency, fin.counted = px.Now().Sub(fin.started), true
 		f := fin
-		h.relayServed(w, held.resp, rep.Attempts, rep.Key, strip, func(u usage.Usage, found bool, n int64, text bool) { h.count(f, u, found, n, text) })
+		px.relayServed(w, held.resp, rep.Attempts, rep.Key, strip, func(u usage.Usage, found bool, n int64, text bool) { px.count(f, u, found, n, text) })
 	case rotation.ReplyRelay:
 		relay(w, held.resp, held.answer.Body, rep.Attempts, rep.Key)
 	case rotation.ReplyStorm:
@@ -260,20 +260,20 @@ func (h *Handler) reply(w http.ResponseWriter, call upstreamCall, eff rotation.E
 
 // finish counts the request in the usage rollups (unless its relay does)
 // and writes the state changes and due counters to D1 after the response.
-func (h *Handler) finish(db *sql.DB, keys *store.Keys, fin served, changes []rotation.Change) {
-	now := h.d.Now()
+func (px *Proxy) finish(db *sql.DB, keys *store.Keys, fin served, changes []rotation.Change) {
+	now := px.Now()
 	if !fin.counted {
 		fin.latency = now.Sub(fin.started)
-		h.count(fin, usage.Usage{}, false, 0, false)
+		px.count(fin, usage.Usage{}, false, 0, false)
 	}
-	p := h.takePending(now)
+	p := px.takePending(now)
 	if p.empty() && len(changes) == 0 {
 		return
 	}
 	ms := now.UnixMilli()
-	h.d.Defer(func() {
+	px.Defer(func() {
 		ctx := context.Background()
-		h.writePending(ctx, db, p)
+		px.writePending(ctx, db, p)
 		if err := keys.Apply(ctx, changes, ms); err != nil {
 			log.Printf("keypool: recording key state: %v", err)
 		}

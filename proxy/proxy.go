@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"bytes"
@@ -50,25 +50,25 @@ type upstreamCall struct {
 }
 
 // dbAndBody is the database and the request's body; false: answered.
-func (h *Handler) dbAndBody(w http.ResponseWriter, r *http.Request) (*sql.DB, []byte, bool) {
-	db, ok := h.db(w)
+func (px *Proxy) dbAndBody(w http.ResponseWriter, r *http.Request) (*sql.DB, []byte, bool) {
+	db, ok := px.db(w)
 	if !ok {
 		return nil, nil, false
 	}
-	body, ok := h.readBody(w, r)
+	body, ok := px.RequestBody(w, r)
 	return db, body, ok
 }
 
-// readBody buffers the request body (so that retries can replay it) up to
+// RequestBody buffers the request body (so that retries can replay it) up to
 // the configured cap. GET and HEAD never carry one upstream.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (px *Proxy) RequestBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if r.Body == nil || r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return nil, true
 	}
-	limit := h.maxBodyBytes()
-	read := h.d.ReadBody
+	limit := px.maxBodyBytes()
+	read := px.ReadBody
 	if read == nil {
-		read = readAll
+		read = ReadAll
 	}
 	body, ok, err := read(r, limit)
 	if err != nil {
@@ -83,11 +83,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	return body, true
 }
 
-func (h *Handler) maxBodyBytes() int64 {
-	return h.cfg().MaxBodyBytes
+func (px *Proxy) maxBodyBytes() int64 {
+	return px.Config().MaxBodyBytes
 }
 
-func readAll(r *http.Request, limit int64) ([]byte, bool, error) {
+// ReadAll reads a body of at most limit bytes in Go (ok false: larger).
+func ReadAll(r *http.Request, limit int64) ([]byte, bool, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	return body, int64(len(body)) <= limit, err
 }
@@ -98,34 +99,34 @@ var modelRequired = map[string]bool{
 	"/audio/speech": true, "/audio/transcriptions": true, "/audio/translations": true, "/rerank": true,
 }
 
-// proxyOpenAI serves /v1/*: the OpenAI-compatible surface. The provider
+// ServeOpenAI serves /v1/*: the OpenAI-compatible surface. The provider
 // comes from an alias, a "provider/model" model name, else
 // DEFAULT_PROVIDER. Paths keypool does not know pass through to the
 // provider's OpenAI-compatible API.
-func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.checkClient(w, r)
+func (px *Proxy) ServeOpenAI(w http.ResponseWriter, r *http.Request) {
+	c, ok := px.checkClient(w, r)
 	if !ok {
 		return
 	}
 	rest := strings.TrimPrefix(r.URL.Path, "/v1")
 	up, ok := escapePath(w, rest)
-	if !ok || !h.endpointAllowed(w, r, c, "/v1", rest) {
+	if !ok || !px.endpointAllowed(w, r, c, "/v1", rest) {
 		return
 	}
-	db, ok := h.db(w)
+	db, ok := px.db(w)
 	if !ok {
 		return
 	}
-	set := h.settings(r.Context(), db)
+	set := px.Settings(r.Context(), db)
 	if rest == "/models" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		h.listModels(w, r, db, set, c)
+		px.listModels(w, r, db, set, c)
 		return
 	}
-	body, ok := h.readBody(w, r)
+	body, ok := px.RequestBody(w, r)
 	if !ok {
 		return
 	}
-	m, bad := h.requestModel(r.Header.Get("Content-Type"), body, set, false)
+	m, bad := px.requestModel(r.Header.Get("Content-Type"), body, set, false)
 	if bad.Status != 0 {
 		bad.Write(w)
 		return
@@ -134,7 +135,7 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		reply.BadRequest("model is required", "model").Write(w)
 		return
 	}
-	prov, ok := h.provider(w, m.prov)
+	prov, ok := px.provider(w, m.prov)
 	if !ok {
 		return
 	}
@@ -146,11 +147,11 @@ func (h *Handler) proxyOpenAI(w http.ResponseWriter, r *http.Request) {
 		bad.Write(w)
 		return
 	}
-	if h.refuseOutOfScope(w, c, prov.Name, m.model) {
+	if px.refuseOutOfScope(w, c, prov.Name, m.model) {
 		return
 	}
-	base, viaGateway := prov.OpenAIBase(h.target(prov))
-	h.forward(w, r, db, set, upstreamCall{
+	base, viaGateway := prov.OpenAIBase(px.Target(prov))
+	px.forward(w, r, db, set, upstreamCall{
 		prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c,
 		url: base + up + upstreamQuery(r.URL), viaGateway: viaGateway,
 	})
@@ -168,8 +169,8 @@ type requestModel struct {
 // it: an alias first, then a "provider/model" prefix, else the default
 // provider. When compat is set the model must name its provider. The body
 // is rewritten only where the model changes; every other byte is kept.
-func (h *Handler) requestModel(contentType string, body []byte, set settings.Settings, compat bool) (requestModel, reply.Error) {
-	m := requestModel{prov: h.defaultProvider(), body: body}
+func (px *Proxy) requestModel(contentType string, body []byte, set settings.Settings, compat bool) (requestModel, reply.Error) {
+	m := requestModel{prov: px.defaultProvider(), body: body}
 	fields, bad := readBodyModels(contentType, body)
 	if bad.Status != 0 {
 		return m, bad
@@ -186,7 +187,7 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings.Set
 		}
 	}
 	if compat {
-		if m.prov == h.defaultProvider() && !strings.HasPrefix(target, m.prov+"/") {
+		if m.prov == px.defaultProvider() && !strings.HasPrefix(target, m.prov+"/") {
 			return m, reply.BadRequest("model must be \"provider/model\" on /api/compat (e.g. \"openai/gpt-4o-mini\"); known providers: "+
 				strings.Join(provider.Names(), ", "), "model")
 		}
@@ -202,29 +203,29 @@ func (h *Handler) requestModel(contentType string, body []byte, set settings.Set
 	return m, reply.Error{}
 }
 
-// proxyNative serves /api/<provider>/<path>: the provider's own API, through
+// ServeNative serves /api/<provider>/<path>: the provider's own API, through
 // Cloudflare AI Gateway when CF_ACCOUNT_ID and AI_GATEWAY are set, and
 // /api/compat/chat/completions, the gateway's OpenAI-compatible endpoint
 // for every provider.
-func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
-	c, ok := h.checkClient(w, r)
+func (px *Proxy) ServeNative(w http.ResponseWriter, r *http.Request) {
+	c, ok := px.checkClient(w, r)
 	if !ok {
 		return
 	}
 	name, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/api/"), "/")
 	up, ok := escapePath(w, rest)
-	if !ok || !h.endpointAllowed(w, r, c, "/api/"+name, "/"+rest) {
+	if !ok || !px.endpointAllowed(w, r, c, "/api/"+name, "/"+rest) {
 		return
 	}
 	if name == "compat" {
-		h.proxyCompat(w, r, up, c)
+		px.proxyCompat(w, r, up, c)
 		return
 	}
-	prov, ok := h.provider(w, name)
+	prov, ok := px.provider(w, name)
 	if !ok {
 		return
 	}
-	db, body, ok := h.dbAndBody(w, r)
+	db, body, ok := px.dbAndBody(w, r)
 	if !ok {
 		return
 	}
@@ -233,16 +234,16 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 		bad.Write(w)
 		return
 	}
-	if h.refuseOutOfScope(w, c, prov.Name, model) {
+	if px.refuseOutOfScope(w, c, prov.Name, model) {
 		return
 	}
-	if strings.Contains(prov.NativePrefix, "{account}") && h.cfg().AccountID == "" {
+	if strings.Contains(prov.NativePrefix, "{account}") && px.Config().AccountID == "" {
 		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
 			Message: prov.Name + " needs the CF_ACCOUNT_ID var (its API path names your account)"}.Write(w)
 		return
 	}
-	base, viaGateway := prov.NativeBase(h.target(prov))
-	h.forward(w, r, db, h.settings(r.Context(), db), upstreamCall{prov: prov, model: model, body: body, viaGateway: viaGateway,
+	base, viaGateway := prov.NativeBase(px.Target(prov))
+	px.forward(w, r, db, px.Settings(r.Context(), db), upstreamCall{prov: prov, model: model, body: body, viaGateway: viaGateway,
 		url: base + "/" + up + upstreamQuery(r.URL), client: c})
 }
 
@@ -252,13 +253,13 @@ func (h *Handler) proxyNative(w http.ResponseWriter, r *http.Request) {
 // the model under the provider's compat name; a provider it does not
 // serve there (or no gateway) gets the bare model at its OpenAI-compatible
 // API, through the gateway when the gateway knows it.
-func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest string, c client) {
-	db, body, ok := h.dbAndBody(w, r)
+func (px *Proxy) proxyCompat(w http.ResponseWriter, r *http.Request, rest string, c client) {
+	db, body, ok := px.dbAndBody(w, r)
 	if !ok {
 		return
 	}
-	set := h.settings(r.Context(), db)
-	m, bad := h.requestModel(r.Header.Get("Content-Type"), body, set, true)
+	set := px.Settings(r.Context(), db)
+	m, bad := px.requestModel(r.Header.Get("Content-Type"), body, set, true)
 	if bad.Status != 0 {
 		bad.Write(w)
 		return
@@ -267,8 +268,8 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 		reply.BadRequest("model is required, as \"provider/model\"", "model").Write(w)
 		return
 	}
-	prov, ok := h.provider(w, m.prov)
-	if !ok || h.refuseOutOfScope(w, c, prov.Name, m.model) {
+	prov, ok := px.provider(w, m.prov)
+	if !ok || px.refuseOutOfScope(w, c, prov.Name, m.model) {
 		return
 	}
 	if prov.NoOpenAI {
@@ -276,7 +277,7 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 		return
 	}
 	call := upstreamCall{prov: prov, model: m.model, body: m.body, openAIRoute: true, client: c}
-	t := h.target(prov)
+	t := px.Target(prov)
 	base := prov.CompatBase(t)
 	if base != "" {
 		call.viaGateway = true
@@ -288,20 +289,20 @@ func (h *Handler) proxyCompat(w http.ResponseWriter, r *http.Request, rest strin
 		base, call.viaGateway = prov.OpenAIBase(t)
 	}
 	call.url = base + "/" + rest + upstreamQuery(r.URL)
-	h.forward(w, r, db, set, call)
+	px.forward(w, r, db, set, call)
 }
 
 // origin is prov's origin, or its <NAME>_BASE_URL override.
-func (h *Handler) origin(prov provider.Provider) string {
-	return prov.WithOrigin(h.cfg().BaseURL(prov)).Origin
+func (px *Proxy) origin(prov provider.Provider) string {
+	return prov.WithOrigin(px.Config().BaseURL(prov)).Origin
 }
 
-func (h *Handler) defaultProvider() string {
-	return h.cfg().DefaultProvider
+func (px *Proxy) defaultProvider() string {
+	return px.Config().DefaultProvider
 }
 
 // provider looks a provider up.
-func (h *Handler) provider(w http.ResponseWriter, name string) (provider.Provider, bool) {
+func (px *Proxy) provider(w http.ResponseWriter, name string) (provider.Provider, bool) {
 	p, ok := provider.Lookup(name)
 	if !ok {
 		reply.NotFound("unknown provider " + strconv.Quote(name) + "; known: " + strings.Join(provider.Names(), ", ")).Write(w)
@@ -312,7 +313,7 @@ func (h *Handler) provider(w http.ResponseWriter, name string) (provider.Provide
 
 // upstreamRequest builds one attempt's request with the pool key in place
 // of the client's credential.
-func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call upstreamCall, secret string, keyID int64) *http.Request {
+func (px *Proxy) upstreamRequest(ctx context.Context, r *http.Request, call upstreamCall, secret string, keyID int64) *http.Request {
 	var body io.Reader
 	if len(call.body) > 0 {
 		body = bytes.NewReader(call.body)
@@ -326,7 +327,7 @@ func (h *Handler) upstreamRequest(ctx context.Context, r *http.Request, call ups
 	call.prov.Authorize(req.Header, secret, call.openAIRoute)
 	if call.viaGateway {
 		// A client's own metadata reaches here only when gateway_headers allows it.
-		h.setGatewayHeaders(req.Header, clientMetadata(call.client, keyID, req.Header.Get("Cf-Aig-Metadata")), false)
+		px.GatewayHeaders(req.Header, clientMetadata(call.client, keyID, req.Header.Get("Cf-Aig-Metadata")), false)
 	}
 	req.ContentLength = int64(len(call.body))
 	return req

@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"context"
@@ -22,41 +22,41 @@ const heldOutFor = 10 * time.Second
 // candidates returns the keys that may serve provider/model, from the
 // cache when it is younger than CACHE_SECONDS, else from the store (one
 // query).
-func (h *Handler) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time, free bool) ([]rotation.Candidate, error) {
-	ttl := h.cfg().CacheTTL
-	if c, ok := h.pool.Candidates(prov, model, free); ok && ttl > 0 {
+func (px *Proxy) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time, free bool) ([]rotation.Candidate, error) {
+	ttl := px.Config().CacheTTL
+	if c, ok := px.Pool.Candidates(prov, model, free); ok && ttl > 0 {
 		if now.Sub(time.UnixMilli(c.Read)) < ttl && len(c.List) > 0 {
 			return c.List, nil
 		}
 	}
 	list, err := keys.Candidates(ctx, prov, model, now.UnixMilli(), candidateLimit, free)
-	list = h.pool.WithoutHeldOut(list, prov, model, now.UnixMilli())
+	list = px.Pool.WithoutHeldOut(list, prov, model, now.UnixMilli())
 	if err != nil || len(list) == 0 || ttl == 0 {
 		return list, err // an empty pool is not cached: keys may be added any time
 	}
-	h.pool.SetCandidates(prov, model, free, pool.Candidates{Read: now.UnixMilli(), List: list})
+	px.Pool.SetCandidates(prov, model, free, pool.Candidates{Read: now.UnixMilli(), List: list})
 	return list, nil
 }
 
 // applyCache applies the cache updates rotation decided to the cached
 // candidates of prov (a list is kept least recently used first).
-func (h *Handler) applyCache(prov string, updates []rotation.CacheUpdate, now time.Time) {
+func (px *Proxy) applyCache(prov string, updates []rotation.CacheUpdate, now time.Time) {
 	ms := now.UnixMilli()
 	for _, u := range updates {
 		switch u.Op {
 		case rotation.CacheForgetAll:
-			h.pool.ForgetCache()
+			px.Pool.ForgetCache()
 		case rotation.CacheRemove:
-			h.pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool { return c.ID != u.Key })
+			px.Pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool { return c.ID != u.Key })
 		case rotation.CacheFailed:
-			h.pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool {
+			px.Pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool {
 				if c.ID == u.Key {
 					c.Streak, c.CoolEnd = c.Streak+1, ms
 				}
 				return true
 			})
 		case rotation.CacheUsed, rotation.CacheServed:
-			h.pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool {
+			px.Pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool {
 				if c.ID == u.Key {
 					c.LastUsed = ms
 					if u.Op == rotation.CacheServed {
@@ -69,16 +69,9 @@ func (h *Handler) applyCache(prov string, updates []rotation.CacheUpdate, now ti
 	}
 }
 
-// invalidate drops the isolate's cache after an admin change, and ends
-// the holds (the change is in D1 already).
-func (h *Handler) invalidate() {
-	h.pool.ForgetCache()
-	h.pool.EndHolds()
-}
-
 // holdOutChanged holds out the keys changes take out of rotation (a
 // storm's lift lets its keys back at once).
-func (h *Handler) holdOutChanged(prov string, changes []rotation.Change, ms int64) {
+func (px *Proxy) holdOutChanged(prov string, changes []rotation.Change, ms int64) {
 	lifted := map[int64]bool{}
 	for _, c := range changes {
 		if c.Kind == rotation.ChangeLiftCooldowns {
@@ -92,12 +85,12 @@ func (h *Handler) holdOutChanged(prov string, changes []rotation.Change, ms int6
 		switch {
 		case lifted[c.Key]:
 		case c.Kind == rotation.ChangeBlockKey || c.Kind == rotation.ChangeExhaustKey:
-			h.pool.HoldOut(pool.Hold{Provider: prov, Key: c.Key, Until: end}, ms)
+			px.Pool.HoldOut(pool.Hold{Provider: prov, Key: c.Key, Until: end}, ms)
 		case c.Kind == rotation.ChangeBlockModel:
-			h.pool.HoldOut(pool.Hold{Provider: prov, Key: c.Key, Model: c.Model, Until: end}, ms)
+			px.Pool.HoldOut(pool.Hold{Provider: prov, Key: c.Key, Model: c.Model, Until: end}, ms)
 		case c.Kind == rotation.ChangeCool && c.Until > ms:
 			// A cooldown shorter than the hold ends the hold with it.
-			h.pool.HoldOut(pool.Hold{Provider: prov, Key: c.Key, Model: c.Model, Until: min(c.Until, end)}, ms)
+			px.Pool.HoldOut(pool.Hold{Provider: prov, Key: c.Key, Model: c.Model, Until: min(c.Until, end)}, ms)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"context"
@@ -36,14 +36,14 @@ func (c client) id() int64 {
 
 // checkClient identifies the caller of a proxy route, answering 401 when
 // it cannot.
-func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, bool) {
+func (px *Proxy) checkClient(w http.ResponseWriter, r *http.Request) (client, bool) {
 	got := access.Credential(r)
 	if got == "" {
 		reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "missing_api_key",
 			Message: "no API key given: send your keypool token as Authorization: Bearer <token>"}.Write(w)
 		return client{}, false
 	}
-	if want := h.cfg().AuthKey; want != "" && access.SecretEqual(got, want) {
+	if want := px.Config().AuthKey; want != "" && access.SecretEqual(got, want) {
 		return client{}, true
 	}
 	invalid := reply.Error{Status: http.StatusUnauthorized, Type: "authentication_error", Code: "invalid_api_key",
@@ -52,7 +52,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 		invalid.Write(w)
 		return client{}, false
 	}
-	tok, err := h.token(r.Context(), seal.HashToken(got))
+	tok, err := px.token(r.Context(), seal.HashToken(got))
 	if errors.Is(err, store.ErrTokenNotFound) {
 		invalid.Write(w)
 		return client{}, false
@@ -61,7 +61,7 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 		reply.Failed(w, err, "keypool could not check the token", "reading a client token")
 		return client{}, false
 	}
-	now := h.d.Now().UnixMilli()
+	now := px.Now().UnixMilli()
 	switch {
 	case tok.Disabled:
 		invalid.Code, invalid.Message = "token_disabled", "this keypool token has been disabled"
@@ -76,14 +76,14 @@ func (h *Handler) checkClient(w http.ResponseWriter, r *http.Request) (client, b
 
 // token returns the token with hash, from the isolate's cache when it is
 // younger than CACHE_SECONDS; any admin change drops the cache.
-func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
+func (px *Proxy) token(ctx context.Context, hash string) (store.Token, error) {
 	var tok store.Token
-	v, hit, err := h.readThrough(pool.TokenName(hash), false, func() (string, bool, error) {
-		db, err := h.d.DB()
+	v, hit, err := px.readThrough(pool.TokenName(hash), false, func() (string, bool, error) {
+		db, err := px.DB()
 		if err != nil {
 			return "", false, err
 		}
-		tok, err = store.On(db, h.d.Queries).Tokens().ByHash(ctx, hash)
+		tok, err = store.On(db, px.Queries).Tokens().ByHash(ctx, hash)
 		switch {
 		case errors.Is(err, store.ErrTokenNotFound):
 			return "", true, nil // no such token, remembered too
@@ -101,8 +101,8 @@ func (h *Handler) token(ctx context.Context, hash string) (store.Token, error) {
 		cached, _ := pool.DecodeToken(v)
 		return cached, nil
 	}
-	if h.cfg().CacheTTL > 0 {
-		h.pool.IndexToken(tok.ID, hash)
+	if px.Config().CacheTTL > 0 {
+		px.Pool.IndexToken(tok.ID, hash)
 	}
 	return tok, nil
 }
@@ -116,24 +116,24 @@ func utcDay(t time.Time) int64 {
 // admit checks a token's scope, quotas and rate limit for a call, and
 // counts the request against them when it is let through. It answers
 // 403/429 itself.
-func (h *Handler) admit(w http.ResponseWriter, c client, call upstreamCall) bool {
+func (px *Proxy) admit(w http.ResponseWriter, c client, call upstreamCall) bool {
 	t := c.tok
 	if t == nil {
 		return true
 	}
-	now := h.d.Now()
+	now := px.Now()
 	e := scopeRefusal(t, call)
 	if e.Status == 0 {
-		e = quotaRefusal(t, h.tokenUse(t, now), now)
+		e = quotaRefusal(t, px.tokenUse(t, now), now)
 	}
 	if e.Status == 0 {
-		e = h.rateRefusal(t, now)
+		e = px.rateRefusal(t, now)
 	}
 	if e.Status != 0 {
 		e.Write(w)
 		return false
 	}
-	h.pool.CountToken(t.ID, utcDay(now), 1, 0, now.UnixMilli())
+	px.Pool.CountToken(t.ID, utcDay(now), 1, 0, now.UnixMilli())
 	return true
 }
 
@@ -157,10 +157,10 @@ type tokenUsed struct{ dayReq, dayTok, totalReq, totalTok int64 }
 
 // tokenUse adds to the stored record the use counted here but not yet
 // written, and the use being written.
-func (h *Handler) tokenUse(t *store.Token, now time.Time) tokenUsed {
+func (px *Proxy) tokenUse(t *store.Token, now time.Time) tokenUsed {
 	day := utcDay(now)
 	var u tokenUsed
-	p := h.pool.PendingToken(t.ID)
+	p := px.Pool.PendingToken(t.ID)
 	if t.Day == day {
 		u.dayReq, u.dayTok = t.DayRequests, t.DayTokens
 	}
@@ -171,7 +171,7 @@ func (h *Handler) tokenUse(t *store.Token, now time.Time) tokenUsed {
 	u.totalReq = t.UsedRequests + p.Requests + p.CarriedRequests
 	u.totalTok = t.UsedTokens + p.Tokens + p.CarriedTokens
 	// Use taken for writing but not yet in D1 (nor in the cached record).
-	for _, f := range h.pool.Inflight(t.ID) {
+	for _, f := range px.Pool.Inflight(t.ID) {
 		if f.Day == day {
 			u.dayReq, u.dayTok = u.dayReq+f.Requests, u.dayTok+f.Tokens
 		}
@@ -207,19 +207,19 @@ func quotaRefusal(t *store.Token, u tokenUsed, now time.Time) reply.Error {
 
 // rateRefusal is the 429 for a token past its requests per minute (per
 // isolate), zero otherwise; a request let through is recorded.
-func (h *Handler) rateRefusal(t *store.Token, now time.Time) reply.Error {
+func (px *Proxy) rateRefusal(t *store.Token, now time.Time) reply.Error {
 	if t.RPM <= 0 {
 		return reply.Error{}
 	}
 	ms := now.UnixMilli()
-	recent := h.pool.RecentRequests(t.ID, ms)
+	recent := px.Pool.RecentRequests(t.ID, ms)
 	if int64(len(recent)) >= t.RPM {
 		retry := max((recent[0]+60000-ms+999)/1000, 1)
 		return reply.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "rate_limited", RetryAfter: retry,
 			Message: "this keypool token may make " + strconv.FormatInt(t.RPM, 10) + " requests per minute; retry after " +
 				strconv.FormatInt(retry, 10) + "s"}
 	}
-	h.pool.RecordRequest(t.ID, ms)
+	px.Pool.RecordRequest(t.ID, ms)
 	return reply.Error{}
 }
 

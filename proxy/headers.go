@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"net/http"
@@ -92,7 +92,7 @@ func copyResponseHeaders(dst, src http.Header) {
 			dst[cn] = vs
 		}
 	}
-	sandbox(dst)
+	Sandbox(dst)
 }
 
 func responseAllowed(cn string) bool {
@@ -107,9 +107,9 @@ func responseAllowed(cn string) bool {
 	return false
 }
 
-// sandbox makes a browser neither guess an answer's type nor run it as a
+// Sandbox makes a browser neither guess an answer's type nor run it as a
 // page: what a provider (or a prompt) returns cannot script the admin UI.
-func sandbox(h http.Header) {
+func Sandbox(h http.Header) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "sandbox")
 }

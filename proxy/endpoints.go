@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"net/http"
@@ -21,9 +21,9 @@ import (
 const maxPathInError = 200
 
 // allEndpoints reports whether c may call any provider path.
-func (h *Handler) allEndpoints(c client) bool {
+func (px *Proxy) allEndpoints(c client) bool {
 	if c.tok == nil {
-		return h.cfg().AuthKeyPassthrough
+		return px.Config().AuthKeyPassthrough
 	}
 	return c.tok.AllEndpoints()
 }
@@ -33,8 +33,8 @@ func (h *Handler) allEndpoints(c client) bool {
 // "/api/compat"); rest is the decoded path after it, from "/". A refusal
 // answers 403 endpoint_not_allowed naming the path, and counts as
 // rejected.
-func (h *Handler) endpointAllowed(w http.ResponseWriter, r *http.Request, c client, prefix, rest string) bool {
-	if h.allEndpoints(c) {
+func (px *Proxy) endpointAllowed(w http.ResponseWriter, r *http.Request, c client, prefix, rest string) bool {
+	if px.allEndpoints(c) {
 		return true
 	}
 	var p provider.Provider
@@ -49,14 +49,14 @@ func (h *Handler) endpointAllowed(w http.ResponseWriter, r *http.Request, c clie
 			return true // answered 404 next, before anything goes upstream
 		}
 		surface = provider.SurfaceNative
-		if _, ok := p.NativeBase(h.target(p)); ok {
+		if _, ok := p.NativeBase(px.Target(p)); ok {
 			surface = provider.SurfaceGateway
 		}
 	}
 	if provider.Inference(p, surface, r.Method, rest) {
 		return true
 	}
-	h.count(served{started: h.d.Now(), token: c.id(), prov: p.Name, model: refusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
+	px.count(served{started: px.Now(), token: c.id(), prov: p.Name, model: RefusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
 	shown := r.Method + " " + prefix + rest
 	if len(shown) > maxPathInError {
 		shown = strings.ToValidUTF8(shown[:maxPathInError], "") + "…"

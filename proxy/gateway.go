@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"net/http"
@@ -22,23 +22,23 @@ import (
 // keeps: the first five.
 const maxGatewayMetadata = 5
 
-// target is where prov's requests go in this deployment.
-func (h *Handler) target(prov provider.Provider) provider.Target {
-	c := h.cfg()
-	t := provider.Target{Origin: h.origin(prov), Account: c.AccountID}
+// Target is where prov's requests go in this deployment.
+func (px *Proxy) Target(prov provider.Provider) provider.Target {
+	c := px.Config()
+	t := provider.Target{Origin: px.origin(prov), Account: c.AccountID}
 	if t.Account != "" && c.Gateway != "" {
 		t.Gateway = c.GatewayURL + "/" + url.PathEscape(t.Account) + "/" + url.PathEscape(c.Gateway)
 	}
 	return t
 }
 
-// setGatewayHeaders sets what the gateway reads from keypool on a request
+// GatewayHeaders sets what the gateway reads from keypool on a request
 // through it: the gateway's token (CF_AIG_TOKEN; never sent anywhere
 // else) and metadata saying who used which key. own marks requests
 // keypool makes for itself (checks, model lists): a cached answer would
 // vouch for a key the provider was never asked about.
-func (h *Handler) setGatewayHeaders(hd http.Header, metadata string, own bool) {
-	if tok := h.cfg().GatewayToken; tok != "" {
+func (px *Proxy) GatewayHeaders(hd http.Header, metadata string, own bool) {
+	if tok := px.Config().GatewayToken; tok != "" {
 		hd.Set("Cf-Aig-Authorization", "Bearer "+tok)
 	}
 	hd.Set("Cf-Aig-Metadata", metadata)

@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"context"
@@ -46,7 +46,7 @@ const rollupKey = "rollup"
 
 // count adds a finished request to the isolate's pending rollups, and
 // its tokens to its client token's quota counters.
-func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, textOut bool) {
+func (px *Proxy) count(s served, u usage.Usage, found bool, answerBytes int64, textOut bool) {
 	if !found && s.class == classSuccess && (s.textIn || textOut) {
 		in, out := int64(0), int64(0)
 		if s.textIn {
@@ -72,15 +72,15 @@ func (h *Handler) count(s served, u usage.Usage, found bool, answerBytes int64, 
 	if u.Estimated {
 		c.Estimated = 1
 	}
-	groups := h.pool.AddRollup(store.Rollup{Minute: s.started.UnixMilli() / 60000 * 60000, TokenID: s.token,
+	groups := px.Pool.AddRollup(store.Rollup{Minute: s.started.UnixMilli() / 60000 * 60000, TokenID: s.token,
 		KeyID: s.key, Provider: s.prov, Model: s.model, Counts: c})
 	if groups > maxPendingRollups {
 		// Each request reads and rewrites them all: write them at once.
-		h.pool.FlushSoon()
+		px.Pool.FlushSoon()
 	}
 	if s.token > 0 && u.Total() > 0 {
-		now := h.d.Now()
-		h.pool.CountToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
+		now := px.Now()
+		px.Pool.CountToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
 	}
 }
 
@@ -96,53 +96,53 @@ func (p pending) empty() bool { return len(p.keys) == 0 && len(p.rollups) == 0 &
 // takePending takes the counts when they are due to be written (every
 // USAGE_FLUSH_SECONDS at most; 0: after every request).
 // A zero now takes them whether due or not.
-func (h *Handler) takePending(now time.Time) pending {
-	interval := h.cfg().UsageFlush
-	if ms := h.pool.Flushed(); !now.IsZero() && ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
+func (px *Proxy) takePending(now time.Time) pending {
+	interval := px.Config().UsageFlush
+	if ms := px.Pool.Flushed(); !now.IsZero() && ms != 0 && now.Sub(time.UnixMilli(ms)) < interval {
 		return pending{}
 	}
 	if now.IsZero() {
-		now = h.d.Now()
+		now = px.Now()
 	}
-	p := pending{keys: h.pool.TakeKeyUsage(), rollups: h.pool.TakeRollups(), tokens: h.pool.TakeTokenUsage()}
+	p := pending{keys: px.Pool.TakeKeyUsage(), rollups: px.Pool.TakeRollups(), tokens: px.Pool.TakeTokenUsage()}
 	if !p.empty() {
-		h.pool.SetFlushed(now.UnixMilli())
+		px.Pool.SetFlushed(now.UnixMilli())
 	}
 	return p
 }
 
 // write writes the counts, one statement per kind, and settles the token
 // use it carried.
-func (h *Handler) writePending(ctx context.Context, db *sql.DB, p pending) {
-	if err := store.On(db, h.d.Queries).Keys().AddUsage(ctx, p.keys); err != nil {
+func (px *Proxy) writePending(ctx context.Context, db *sql.DB, p pending) {
+	if err := store.On(db, px.Queries).Keys().AddUsage(ctx, p.keys); err != nil {
 		log.Printf("keypool: writing key usage: %v", err)
 	}
-	if err := store.On(db, h.d.Queries).Rollups().Add(ctx, p.rollups); err != nil {
+	if err := store.On(db, px.Queries).Rollups().Add(ctx, p.rollups); err != nil {
 		log.Printf("keypool: writing usage rollups: %v", err)
 	}
-	err := store.On(db, h.d.Queries).Tokens().AddUsage(ctx, p.tokens)
+	err := store.On(db, px.Queries).Tokens().AddUsage(ctx, p.tokens)
 	if err != nil {
 		log.Printf("keypool: writing token usage: %v", err)
 	}
-	h.pool.SettleTokenUsage(p.tokens, err == nil)
+	px.Pool.SettleTokenUsage(p.tokens, err == nil)
 }
 
 // flushDue writes the pending counts when they are due, at once (for work
 // already running after the response).
-func (h *Handler) flushDue() {
-	if p := h.takePending(h.d.Now()); !p.empty() {
-		if db, err := h.d.DB(); err == nil {
-			h.writePending(context.Background(), db, p)
+func (px *Proxy) flushDue() {
+	if p := px.takePending(px.Now()); !p.empty() {
+		if db, err := px.DB(); err == nil {
+			px.writePending(context.Background(), db, p)
 		}
 	}
 }
 
-// flushNow writes the pending counts at once, due or not (before the
+// FlushNow writes the pending counts at once, due or not (before the
 // stats are read).
-func (h *Handler) flushNow() {
-	if p := h.takePending(time.Time{}); !p.empty() {
-		if db, err := h.d.DB(); err == nil {
-			h.writePending(context.Background(), db, p)
+func (px *Proxy) FlushNow() {
+	if p := px.takePending(time.Time{}); !p.empty() {
+		if db, err := px.DB(); err == nil {
+			px.writePending(context.Background(), db, p)
 		}
 	}
 }
@@ -153,7 +153,7 @@ func (h *Handler) flushNow() {
 // size. On Workers the body stays in JS (see relayer) and done is called
 // after the response, once the body is over; otherwise it is copied
 // through Go and done is called at once.
-func (h *Handler) relayServed(w http.ResponseWriter, resp *http.Response, attempts int, keyID int64, strip bool,
+func (px *Proxy) relayServed(w http.ResponseWriter, resp *http.Response, attempts int, keyID int64, strip bool,
 	done func(u usage.Usage, found bool, answerBytes int64, text bool)) {
 	defer resp.Body.Close()
 	ct := strings.ToLower(resp.Header.Get("Content-Type"))
@@ -185,9 +185,9 @@ func (h *Handler) relayServed(w http.ResponseWriter, resp *http.Response, attemp
 	}
 	if rb, ok := resp.Body.(relayer); ok {
 		if wait, ok := rb.Relay(w, strip, kind); ok {
-			h.d.Defer(func() {
+			px.Defer(func() {
 				report(wait())
-				h.flushDue()
+				px.flushDue()
 			})
 			return
 		}

@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"database/sql"
@@ -22,11 +22,11 @@ const modelsKey = "models"
 // OpenAI's list format. Ids are "provider/model" for every provider with a
 // usable key, bare for the default provider, plus the aliases. The lists
 // come from D1; a provider whose list was never fetched is asked once here.
-func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, c client) {
+func (px *Proxy) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, c client) {
 	message, doing := "", ""
-	body, _, err := h.readThrough(modelsKey, false, func() (string, bool, error) {
+	body, _, err := px.readThrough(modelsKey, false, func() (string, bool, error) {
 		ctx := r.Context()
-		models := store.On(db, h.d.Queries).Models()
+		models := store.On(db, px.Queries).Models()
 		servable, err := models.Servable(ctx)
 		if err != nil {
 			message, doing = "keypool could not read its key pool", "reading providers with keys"
@@ -39,18 +39,18 @@ func (h *Handler) listModels(w http.ResponseWriter, r *http.Request, db *sql.DB,
 		}
 		for _, p := range servable {
 			if _, ok := lists[p]; !ok {
-				if got, ok := h.checks().RefreshModels(ctx, db, p, h.d.Queries); ok {
-					lists[p] = store.ProviderModels{Models: got, UpdatedAt: h.d.Now().UnixMilli()}
+				if got, ok := px.RefreshModels(ctx, db, p, px.Queries); ok {
+					lists[p] = store.ProviderModels{Models: got, UpdatedAt: px.Now().UnixMilli()}
 				}
 			}
 		}
-		return string(modelList(servable, lists, set, h.defaultProvider())), true, nil
+		return string(modelList(servable, lists, set, px.defaultProvider())), true, nil
 	})
 	if err != nil {
 		reply.Failed(w, err, message, "%s", doing)
 		return
 	}
-	reply.JSON(w, http.StatusOK, scopeModels([]byte(body), c, set, h.defaultProvider()))
+	reply.JSON(w, http.StatusOK, scopeModels([]byte(body), c, set, px.defaultProvider()))
 }
 
 // scopeModels keeps the models of a list that the client's token may use.

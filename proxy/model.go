@@ -1,4 +1,4 @@
-package handler
+package proxy
 
 import (
 	"bytes"
@@ -258,15 +258,15 @@ func pathOverBody(m requestModel, rest string) (requestModel, reply.Error) {
 // it writes them: each request reads and rewrites them all.
 const maxPendingRollups = 256
 
-// refusedModel is the model a request its token's scope refuses is
+// RefusedModel is the model a request its token's scope refuses is
 // counted under: the model such a client names is not recorded, so that
 // it cannot fill the rollups with names of its choosing.
-const refusedModel = "(refused)"
+const RefusedModel = "(refused)"
 
 // refuseOutOfScope answers 403 when the client's token may not use
-// provider/model, and counts the request under refusedModel. (admit
+// provider/model, and counts the request under RefusedModel. (admit
 // checks the same again; by then it always passes.)
-func (h *Handler) refuseOutOfScope(w http.ResponseWriter, c client, prov, model string) bool {
+func (px *Proxy) refuseOutOfScope(w http.ResponseWriter, c client, prov, model string) bool {
 	t := c.tok
 	if t == nil {
 		return false
@@ -283,7 +283,7 @@ func (h *Handler) refuseOutOfScope(w http.ResponseWriter, c client, prov, model 
 		return false
 	}
 	e.Write(w)
-	h.count(served{started: h.d.Now(), token: t.ID, prov: prov, model: refusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
-	h.d.Defer(h.flushDue)
+	px.count(served{started: px.Now(), token: t.ID, prov: prov, model: RefusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
+	px.Defer(px.flushDue)
 	return true
 }
