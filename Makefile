@@ -45,7 +45,7 @@ build-go:
 # V8 CPU profiles name Go functions (`make profile`).
 build-go-profile:
 	$(ASSETS_GEN) -mode=go -o build/go-profile
-	cp entry/worker.mjs build/go-profile/worker.mjs
+	cp entry/*.mjs build/go-profile/
 	$(GO_WASM_ENV) go build -trimpath -o build/go-profile/app.wasm .
 
 # TinyGo: the one `make tinygo` bootstraps (done on demand; it carries two

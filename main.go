@@ -32,7 +32,8 @@ func main() {
 		Queries:  workerjs.Counter("keypoolD1Queries"),
 		Shared: workerjs.Map{Name: "keypoolShared", CachePrefix: pool.CachePrefix,
 			CacheEntries: pool.CacheEntries, CacheBytes: pool.CacheBytes},
-		Memory: workerjs.Memory,
+		Memory:      workerjs.Memory,
+		InjectFault: workerjs.InjectFault,
 	})
 	workerjs.Serve(h)
 	cron.ScheduleTaskNonBlock(h.Scheduled)

@@ -29,6 +29,12 @@ func (c *Checker) Scheduled(ctx context.Context) error {
 	}
 	budget := &Budget{limit: c.Config().CheckSubrequests, total: c.Queries}
 	deadline := start.Add(c.Config().CheckTimeBudget)
+	if err := store.On(db, budget).Ping(ctx); store.Unavailable(err) {
+		// Every write would wait on D1 and every check's result be lost:
+		// the next run tries again.
+		log.Printf("keypool cron: D1 is not answering, so this run does nothing: %v", err)
+		return nil
+	}
 	keys := store.On(db, budget).Keys()
 	checks := store.On(db, budget).Checks()
 	cooled, old := c.cronPrune(ctx, db, keys, checks, budget, start.UnixMilli())
@@ -64,7 +70,16 @@ func (c *Checker) Scheduled(ctx context.Context) error {
 			}
 		}
 	}
-	changed, errs := 0, 0
+	changed, errs := tally(recs)
+	log.Printf("keypool cron: checked %d keys (%d changed, %d errors), pruned %d cooldowns and %d old rows, "+
+		"refreshed %d model lists, advanced job %d, subrequests %d/%d, %v",
+		len(recs), changed, errs, cooled, old, lists, job, budget.Load(), budget.limit, c.Now().Sub(start).Round(time.Millisecond))
+	return nil
+}
+
+// tally counts the checked keys whose status changed and the checks that
+// failed, for the run's summary line.
+func tally(recs []store.CheckRecord) (changed, errs int) {
 	for _, r := range recs {
 		if r.Key.Status != r.Next.Status {
 			changed++
@@ -73,10 +88,7 @@ func (c *Checker) Scheduled(ctx context.Context) error {
 			errs++
 		}
 	}
-	log.Printf("keypool cron: checked %d keys (%d changed, %d errors), pruned %d cooldowns and %d old rows, "+
-		"refreshed %d model lists, advanced job %d, subrequests %d/%d, %v",
-		len(recs), changed, errs, cooled, old, lists, job, budget.Load(), budget.limit, c.Now().Sub(start).Round(time.Millisecond))
-	return nil
+	return changed, errs
 }
 
 // cronPrune drops ended cooldowns and history older than

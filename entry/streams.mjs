@@ -2,13 +2,15 @@
 // their bytes: Go makes one call to hand an answer to the client and gets
 // one small summary after it has gone, however many chunks it had.
 //
-// - relay(res, strip, kind) returns [body, done]: body is what the client
+// - relay(res, strip, kind, idleMs) returns [body, done]: body is what the client
 //   gets, res's body read through a pull source whose per-chunk work
 //   is byte scanning (and, for SSE, one JSON.parse per data line) with no
 //   call into Go; done resolves once the body has ended, failed or been
 //   cancelled by the client, with the summary Go reads usage from (see
 //   summary below). A client that hangs up cancels the upstream body,
-//   which closes the upstream connection.
+//   which closes the upstream connection. An upstream body that fails
+//   mid-way, or sends nothing for idleMs (0: no limit), ends the client's
+//   body cleanly after what arrived.
 // - read(res, n) reads the next n bytes of res's body (fewer only at its
 //   end) in one call: a failed answer's head, for Go to classify. A body
 //   relayed after such reads starts again from its first byte.
@@ -141,18 +143,32 @@ export function relayDone(stream, signal) {
   return r.done;
 }
 
-export function relay(res, strip, kind) {
+// STALLED ends a read that waited longer than the stream idle limit.
+const STALLED = new Error("the upstream sent nothing for longer than STREAM_IDLE_SECONDS");
+
+// readWithin reads the next chunk, or rejects with STALLED when none has
+// come within ms (0: waits as long as it takes).
+function readWithin(reader, ms) {
+  if (!(ms > 0)) return reader.read();
+  let timer;
+  const stalled = new Promise((_, reject) => (timer = setTimeout(() => reject(STALLED), ms)));
+  return Promise.race([reader.read(), stalled]).finally(() => clearTimeout(timer));
+}
+
+export function relay(res, strip, kind, idleMs) {
   const r = bodies.get(res);
   const source = r ? r.stream() : res.body;
-  if (!source) return [null, Promise.resolve(summary(0, true, 0, null))];
+  if (!source) return [null, Promise.resolve(summary(0, "1", 0, null))];
   const scan = kind === KIND_SSE ? new SSEScan(strip) : kind === KIND_JSON ? new JSONScan() : new CountScan();
   let settle;
   const done = new Promise((resolve) => (settle = resolve));
   let over = false;
-  const finish = (complete) => {
+  // end: "1" the body reached its end; "0" the client left; "cut" the
+  // upstream's body failed; "stalled" it sent nothing for idleMs.
+  const finish = (end) => {
     if (over) return;
     over = true;
-    settle(kind === KIND_NONE ? null : summary(scan.bytes, complete, scan.text, scan.payload(complete)));
+    settle(kind === KIND_NONE ? null : summary(scan.bytes, end, scan.text, scan.payload(end === "1")));
   };
   // The body pulls from the upstream one chunk per read by the client.
   // Its cancel (the client's side cancelled) and hangUp (the request's
@@ -161,7 +177,7 @@ export function relay(res, strip, kind) {
   // on reliably: the upstream was read to its end.)
   const reader = source.getReader();
   const stop = (reason) => {
-    finish(false);
+    finish("0");
     reader.cancel(reason).catch(() => {});
   };
   const body = new ReadableStream(
@@ -171,10 +187,18 @@ export function relay(res, strip, kind) {
         while (!out.sent) {
           let r;
           try {
-            r = await reader.read();
+            r = await readWithin(reader, idleMs);
           } catch (e) {
-            finish(false);
-            c.error(e);
+            if (over) {
+              c.error(new Error("the client hung up"));
+              return;
+            }
+            // The upstream broke off (or stalled: it is let go): the
+            // client gets what came and a clean end, and Go hears why.
+            if (e === STALLED) reader.cancel(e).catch(() => {});
+            scan.end(out);
+            finish(e === STALLED ? "stalled" : "cut");
+            c.close();
             return;
           }
           if (over) {
@@ -185,7 +209,7 @@ export function relay(res, strip, kind) {
           }
           if (r.done) {
             scan.end(out);
-            finish(true);
+            finish("1");
             c.close();
             return;
           }
@@ -201,13 +225,14 @@ export function relay(res, strip, kind) {
 }
 
 // summary is what Go gets after a relay, in one Uint8Array: the line
-// "<bytes> <complete 0|1> <text>\n" (bytes: the upstream body's size;
+// "<bytes> <end> <text>\n" (bytes: the upstream body's size; end: see
+// relay's finish;
 // text: for SSE, the text an estimate counts, as usage.Stream.StreamedBytes)
 // then the payload: for SSE, the data lines that carry usage, each ending
 // in "\n", for usage.Stream; for JSON, an object with the answer's usage
 // fields, for usage.FromJSON.
-function summary(bytes, complete, text, payload) {
-  const head = encoder.encode(bytes + " " + (complete ? 1 : 0) + " " + text + "\n");
+function summary(bytes, end, text, payload) {
+  const head = encoder.encode(bytes + " " + end + " " + text + "\n");
   if (!payload || payload.length === 0) return head;
   return concat([head, payload], head.length + payload.length);
 }

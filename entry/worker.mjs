@@ -25,6 +25,7 @@
 import "./wasm_exec.js";
 import { createRuntimeContext, loadModule } from "./runtime.mjs";
 import * as streams from "./streams.mjs";
+import { guardEnv } from "./store.mjs";
 
 // Go's workerjs hands upstream bodies to streams.mjs through this global.
 globalThis.keypoolStreams = streams;
@@ -323,7 +324,7 @@ class Instance {
     this.events++;
     this.pending = [];
     const pending = this.pending;
-    this.context.env = env;
+    this.context.env = guardEnv(env); // D1 reads bounded in time (store.mjs)
     this.context.ctx = {
       waitUntil(p) {
         pending.push(Promise.resolve(p).catch(() => {}));

@@ -59,6 +59,10 @@ type Deps struct {
 	// IntN draws a random number in [0, n) for key selection; rand.IntN
 	// when nil.
 	IntN func(n int) int
+	// InjectFault makes every D1 statement fail (mode "down") or wait
+	// delay first ("slow") until the unix ms until; "" lifts it. For the
+	// fault suite (KEYPOOL_DEBUG); nil where it cannot be done.
+	InjectFault func(target, mode string, delay time.Duration, until int64)
 }
 
 // Counter is a shared count; atomic.Int64 is one.

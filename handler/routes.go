@@ -77,6 +77,7 @@ var adminRoutes = []adminRoute{
 	}},
 	{"GET", "/debug/sleep", true, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.debugSleep(w, r) }},
 	{"GET", "/debug/stats", true, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.debugStats(w) }},
+	{"POST", "/debug/faults", true, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.debugFaults(w, r) }},
 }
 
 // Routes lists every route the worker serves, with the credentials it
@@ -235,6 +236,43 @@ func (h *Handler) debugSleep(w http.ResponseWriter, r *http.Request) {
 	time.Sleep(time.Duration(min(sleep, 10000)) * time.Millisecond)
 	var b jsonout.Builder
 	reply.JSON(w, http.StatusOK, b.Object().Key("slept_ms").Int(int64(sleep)).EndObject().Bytes())
+}
+
+// debugFaults injects a fault for the fault suite:
+// ?d1=down|slow|none&seconds=N[&delay_ms=M]. A fault lifts itself after
+// N seconds (at most 300): with D1 down, no admin route (this one
+// included) can authenticate to lift it.
+func (h *Handler) debugFaults(w http.ResponseWriter, r *http.Request) {
+	if h.d.InjectFault == nil {
+		reply.Error{Status: http.StatusNotImplemented, Type: "server_error", Code: "not_supported",
+			Message: "faults can be injected only on Workers"}.Write(w)
+		return
+	}
+	q := r.URL.Query()
+	mode := q.Get("d1")
+	if mode != "down" && mode != "slow" && mode != "none" {
+		reply.BadRequest("d1 must be down, slow or none", "d1").Write(w)
+		return
+	}
+	seconds, err := strconv.Atoi(q.Get("seconds"))
+	if mode != "none" && (err != nil || seconds < 1 || seconds > 300) {
+		reply.BadRequest("seconds must be an integer from 1 to 300: how long the fault lasts", "seconds").Write(w)
+		return
+	}
+	delay := 2000
+	if v := q.Get("delay_ms"); v != "" {
+		if delay, err = strconv.Atoi(v); err != nil || delay < 1 || delay > 30000 {
+			reply.BadRequest("delay_ms must be an integer from 1 to 30000", "delay_ms").Write(w)
+			return
+		}
+	}
+	until := h.d.Now().Add(time.Duration(seconds) * time.Second).UnixMilli()
+	if mode == "none" {
+		mode, until = "", 0
+	}
+	h.d.InjectFault("d1", mode, time.Duration(delay)*time.Millisecond, until)
+	var b jsonout.Builder
+	reply.JSON(w, http.StatusOK, b.Object().Key("d1").String(q.Get("d1")).Key("until").Int(until).EndObject().Bytes())
 }
 
 // debugStats reports the D1 queries counted by the store, for make bench.

@@ -83,8 +83,9 @@ func (h *Handler) passwordAttemptCounted(r *http.Request, key string, right bool
 // could not check).
 func writeThrottled(w http.ResponseWriter, a attempt, retry int64) {
 	if a == attemptUnchecked {
-		reply.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "throttle_unavailable",
-			Message: "keypool could not check its login throttle; try again shortly"}.Write(w)
+		e := reply.StoreUnavailable()
+		e.Message = "keypool's database (D1) is not answering, so the login throttle cannot be checked; try again shortly"
+		e.Write(w)
 		return
 	}
 	reply.Error{Status: http.StatusTooManyRequests, Type: "rate_limit_error", Code: "login_throttled", RetryAfter: retry,

@@ -18,22 +18,34 @@ import (
 // too large for the cache is not), or an error (nothing is kept).
 type Load func() (payload string, keep bool, err error)
 
+// StaleFor is how long a cached record may still be served when D1 fails
+// to give a fresh one (store.Unavailable): warm requests go on being
+// served through an outage, on what the isolate knew when it began.
+const StaleFor = time.Hour
+
 // ReadThrough returns the payload cached under name when it is younger
 // than ttl at now (and fresh is false), with hit true; otherwise load's,
 // which replaces the record (or, when load says not to keep it, drops the
-// old one).
+// old one). When load fails because D1 is unavailable, a record younger
+// than StaleFor is returned instead, with hit true.
 func (st *State) ReadThrough(name string, ttl time.Duration, now time.Time, fresh bool, load Load) (payload string, hit bool, err error) {
 	key := CachePrefix + name
-	if ttl > 0 && !fresh {
+	cached, age, found := "", time.Duration(0), false
+	if ttl > 0 {
 		if v, ok := st.s.Get(key); ok {
-			at, p, found := strings.Cut(v, "\x00")
-			if ms, perr := strconv.ParseInt(at, 10, 64); found && perr == nil && now.Sub(time.UnixMilli(ms)) < ttl {
-				return p, true, nil
+			at, p, ok := strings.Cut(v, "\x00")
+			if ms, perr := strconv.ParseInt(at, 10, 64); ok && perr == nil {
+				cached, age, found = p, now.Sub(time.UnixMilli(ms)), true
 			}
 		}
 	}
+	if found && !fresh && age < ttl {
+		return cached, true, nil
+	}
 	payload, keep, err := load()
 	switch {
+	case err != nil && found && age < StaleFor && store.Unavailable(err):
+		return cached, true, nil
 	case err != nil:
 		return "", false, err
 	case ttl > 0 && keep:
@@ -83,6 +95,26 @@ func (st *State) Candidates(prov, model string, free bool) (Candidates, bool) {
 		return Candidates{}, false
 	}
 	return decode(v, candidatesFields)
+}
+
+// candidatesExpiredKey holds when every cached candidate list was last
+// made stale (ExpireCandidates), as unix ms.
+const candidatesExpiredKey = "candidates-expired"
+
+// ExpireCandidates makes every cached candidate list stale at ms (a key
+// left the lists of models this isolate cannot name, or cooldowns were
+// lifted): each is read again before it serves, but stays to be served
+// through a D1 outage, as a list past its TTL does. Dropping them would
+// leave a warm isolate with nothing to serve on while D1 is down.
+func (st *State) ExpireCandidates(ms int64) {
+	st.s.Set(candidatesExpiredKey, strconv.FormatInt(ms, 10))
+}
+
+// Fresh reports whether c was read after the last ExpireCandidates.
+func (st *State) Fresh(c Candidates) bool {
+	v, _ := st.s.Get(candidatesExpiredKey)
+	expired, _ := strconv.ParseInt(v, 10, 64)
+	return c.Read > expired
 }
 
 // SetCandidates caches the candidates of prov/model.
@@ -146,14 +178,36 @@ func TokenName(hash string) string { return "token\x00" + hash }
 
 func tokenIDKey(id int64) string { return CachePrefix + "tokenid\x00" + strconv.FormatInt(id, 10) }
 
-// IndexToken remembers which hash token id has, so that ForgetToken can
-// drop its record once its use is written. Written after the record, so
+// IndexToken remembers which hash token id has, so that the use written
+// for it can be added to its record (countCachedToken). Written after the record, so
 // that the cache's bound drops the record first.
 func (st *State) IndexToken(id int64, hash string) { st.s.Set(tokenIDKey(id), hash) }
 
-// ForgetToken drops the cached record of token id.
-func (st *State) ForgetToken(id int64) {
-	if hash, ok := st.s.Get(tokenIDKey(id)); ok {
-		st.Forget(TokenName(hash))
+// countCachedToken adds use D1 has just taken to the cached record of
+// its token, the way store.Tokens.AddUsage adds it to the row, and keeps
+// the record's read time: the record stays as true as the row without a
+// read, and it is there to serve through a D1 outage (dropping it would
+// send the next request to D1).
+func (st *State) countCachedToken(u store.TokenUsage) {
+	hash, ok := st.s.Get(tokenIDKey(u.ID))
+	if !ok {
+		return
 	}
+	key := CachePrefix + TokenName(hash)
+	v, ok := st.s.Get(key)
+	at, payload, cut := strings.Cut(v, "\x00")
+	tok, decoded := DecodeToken(payload)
+	if !ok || !cut || !decoded || tok.ID != u.ID {
+		return
+	}
+	tok.UsedRequests += u.Requests
+	tok.UsedTokens += u.Tokens
+	switch {
+	case tok.Day == u.Day:
+		tok.DayRequests += u.Requests
+		tok.DayTokens += u.Tokens
+	case u.Day > tok.Day:
+		tok.Day, tok.DayRequests, tok.DayTokens = u.Day, u.Requests, u.Tokens
+	}
+	st.s.Set(key, at+"\x00"+EncodeToken(tok))
 }

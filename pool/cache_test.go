@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/keypool/keypool/rotation"
 )
 
 func at(sec int) time.Time { return time.Unix(1_700_000_000+int64(sec), 0) }
@@ -25,7 +27,8 @@ func TestReadThrough(t *testing.T) {
 			return payload, keep, err
 		}
 	}
-	boom := errors.New("D1 down")
+	boom := errors.New("D1_ERROR: no such table: x") // a statement's failure
+	down := errors.New("D1_UNAVAILABLE: no answer within 1500 ms")
 	steps := []struct {
 		name      string
 		at        int
@@ -45,6 +48,9 @@ func TestReadThrough(t *testing.T) {
 		{"after a failure: loads", 16, false, load("v4", true, nil), "v4", false, nil, 5},
 		{"not kept", 16, true, load("big", false, nil), "big", false, nil, 6},
 		{"the old record went with it", 16, false, load("v5", true, nil), "v5", false, nil, 7},
+		{"D1 unavailable: the stale record", 30, false, load("", false, down), "v5", true, nil, 8},
+		{"fresh, D1 unavailable: the stale record", 31, true, load("", false, down), "v5", true, nil, 9},
+		{"stale past StaleFor: the error", 16 + int(StaleFor/time.Second), false, load("", false, down), "", false, down, 10},
 	}
 	for _, s := range steps {
 		got, hit, err := st.ReadThrough("test-record", 5*time.Second, at(s.at), s.fresh, s.load)
@@ -58,5 +64,27 @@ func TestReadThrough(t *testing.T) {
 		if _, hit, _ := st.ReadThrough("test-record", 0, at(17), false, load("v6", true, nil)); hit {
 			t.Errorf("TTL 0: read %d came from the cache", i+1)
 		}
+	}
+}
+
+// TestExpireCandidates: a list read before ExpireCandidates is stale, one
+// read after it fresh, and expiring keeps the lists (they serve through a
+// D1 outage).
+func TestExpireCandidates(t *testing.T) {
+	st := New(nil)
+	st.SetCandidates("openai", "m", false, Candidates{Read: 100, List: []rotation.Candidate{{ID: 1}}})
+	if c, _ := st.Candidates("openai", "m", false); !st.Fresh(c) {
+		t.Fatalf("a list never expired reads as stale")
+	}
+	st.ExpireCandidates(100)
+	c, ok := st.Candidates("openai", "m", false)
+	if !ok || len(c.List) != 1 {
+		t.Fatalf("expiring dropped the list: %+v %v", c, ok)
+	}
+	if st.Fresh(c) {
+		t.Errorf("a list read at the ms of the expiry reads as fresh")
+	}
+	if !st.Fresh(Candidates{Read: 101}) {
+		t.Errorf("a list read after the expiry reads as stale")
 	}
 }

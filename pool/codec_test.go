@@ -3,6 +3,7 @@ package pool
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
@@ -86,5 +87,39 @@ func TestRatesPruned(t *testing.T) {
 	}
 	if r := st.RecentRequests(2, 61500); len(r) != 1 || r[0] != 61000 {
 		t.Errorf("recent %v", r)
+	}
+}
+
+// TestWrittenUseCountedInCache: use D1 has taken is added to the token's
+// cached record, as AddUsage adds it to the row (the day's counters only
+// for the same day, a later day starting them again), and the record is
+// kept with its read time: a read within the TTL needs no D1.
+func TestWrittenUseCountedInCache(t *testing.T) {
+	const day1, day2 = 86400000, 2 * 86400000
+	now := time.UnixMilli(day2 + 5000)
+	st := New(nil)
+	tok := store.Token{ID: 7, Name: "app", UsedRequests: 10, UsedTokens: 100, Day: day1, DayRequests: 4, DayTokens: 40, LastUsedAt: 50}
+	read := func() (store.Token, bool) {
+		v, hit, err := st.ReadThrough(TokenName("h"), time.Minute, now, false, func() (string, bool, error) {
+			return EncodeToken(tok), true, nil
+		})
+		got, _ := DecodeToken(v)
+		return got, hit && err == nil
+	}
+	read()
+	st.IndexToken(7, "h")
+	st.SettleTokenUsage([]store.TokenUsage{{ID: 7, Day: day1, Requests: 2, Tokens: 20, LastUsed: 60}}, true)
+	got, hit := read()
+	if !hit || got.UsedRequests != 12 || got.UsedTokens != 120 || got.DayRequests != 6 || got.DayTokens != 60 {
+		t.Fatalf("after same-day use: hit %v, %+v", hit, got)
+	}
+	st.SettleTokenUsage([]store.TokenUsage{{ID: 7, Day: day2, Requests: 1, Tokens: 5, LastUsed: 70}}, true)
+	got, hit = read()
+	if !hit || got.UsedRequests != 13 || got.Day != day2 || got.DayRequests != 1 || got.DayTokens != 5 {
+		t.Fatalf("after next-day use: hit %v, %+v", hit, got)
+	}
+	st.SettleTokenUsage([]store.TokenUsage{{ID: 7, Day: day1, Requests: 3, Tokens: 9, LastUsed: 80}}, true)
+	if got, _ = read(); got.UsedRequests != 16 || got.DayRequests != 1 {
+		t.Errorf("carried use of an earlier day: %+v, want it in the totals only", got)
 	}
 }

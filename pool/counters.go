@@ -39,6 +39,23 @@ func (st *State) CountKeyUses(uses []rotation.KeyUse, ms int64) {
 	writeList(st.s, keyUsageKey, list, keyUsageFields)
 }
 
+// ReturnKeyUsage gives back key counters D1 did not take, to be written
+// with the next ones.
+func (st *State) ReturnKeyUsage(back []store.KeyUsage) {
+	if len(back) == 0 {
+		return
+	}
+	list := readList(st.s, keyUsageKey, keyUsageFields)
+	for _, b := range back {
+		u := entry(&list, func(u *store.KeyUsage) bool { return u.KeyID == b.KeyID }, store.KeyUsage{KeyID: b.KeyID})
+		u.Requests += b.Requests
+		u.Successes += b.Successes
+		u.Failures += b.Failures
+		u.LastUsed = max(u.LastUsed, b.LastUsed)
+	}
+	writeList(st.s, keyUsageKey, list, keyUsageFields)
+}
+
 // TakeKeyUsage returns the key counters and resets them.
 func (st *State) TakeKeyUsage() []store.KeyUsage {
 	list := readList(st.s, keyUsageKey, keyUsageFields)
@@ -69,12 +86,20 @@ func rollupFields(r *store.Rollup, f *Fields) {
 
 // AddRollup adds r's counts to its group (minute, token, key, provider,
 // model) and returns how many groups are pending.
-func (st *State) AddRollup(r store.Rollup) int {
+func (st *State) AddRollup(r store.Rollup) int { return st.addRollups([]store.Rollup{r}) }
+
+// ReturnRollups gives back rollups D1 did not take, to be written with
+// the next ones.
+func (st *State) ReturnRollups(list []store.Rollup) { st.addRollups(list) }
+
+func (st *State) addRollups(rs []store.Rollup) int {
 	list := readList(st.s, rollupKey, rollupFields)
-	group := entry(&list, func(g *store.Rollup) bool {
-		return g.Minute == r.Minute && g.TokenID == r.TokenID && g.KeyID == r.KeyID && g.Provider == r.Provider && g.Model == r.Model
-	}, store.Rollup{Minute: r.Minute, TokenID: r.TokenID, KeyID: r.KeyID, Provider: r.Provider, Model: r.Model})
-	group.Counts.Add(r.Counts)
+	for _, r := range rs {
+		group := entry(&list, func(g *store.Rollup) bool {
+			return g.Minute == r.Minute && g.TokenID == r.TokenID && g.KeyID == r.KeyID && g.Provider == r.Provider && g.Model == r.Model
+		}, store.Rollup{Minute: r.Minute, TokenID: r.TokenID, KeyID: r.KeyID, Provider: r.Provider, Model: r.Model})
+		group.Counts.Add(r.Counts)
+	}
 	writeList(st.s, rollupKey, list, rollupFields)
 	return len(list)
 }
@@ -170,13 +195,13 @@ func (st *State) TakeTokenUsage() []store.TokenUsage {
 }
 
 // SettleTokenUsage ends the flight of use taken by TakeTokenUsage:
-// written (the tokens' cached records are dropped, so that their next
-// read has it) or not (it goes back to pending, to be written next time).
+// written (the tokens' cached records count it from now on, as D1 does)
+// or not (it goes back to pending, to be written next time).
 func (st *State) SettleTokenUsage(list []store.TokenUsage, written bool) {
 	st.addInflight(list, -1)
 	for _, u := range list {
 		if written {
-			st.ForgetToken(u.ID)
+			st.countCachedToken(u)
 		} else {
 			st.CountToken(u.ID, u.Day, u.Requests, u.Tokens, u.LastUsed)
 		}

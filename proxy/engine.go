@@ -245,13 +245,20 @@ func (px *Proxy) reply(w http.ResponseWriter, call upstreamCall, eff rotation.Ef
 	case rotation.ReplyServe:
 		fin.latency, fin.counted = px.Now().Sub(fin.started), true
 		f := fin
-		px.relayServed(w, held.resp, rep.Attempts, rep.Key, strip, func(u usage.Usage, found bool, n int64, text bool) { px.count(f, u, found, n, text) })
+		px.relayServed(w, held.resp, rep.Attempts, rep.Key, strip, func(r usage.Relayed, text bool) {
+			px.count(f, r.Usage, r.Found, r.Bytes, text)
+			if r.Broke != "" {
+				px.broken(call, rep.Key, r.Broke)
+			}
+		})
 	case rotation.ReplyRelay:
-		relay(w, held.resp, held.answer.Body, rep.Attempts, rep.Key)
+		relay(w, held.resp, held.answer.Body, rep.Attempts, rep.Key, px.Config().StreamIdle)
 	case rotation.ReplyStorm:
 		stormAnswer(w, call, rep)
 	case rotation.ReplyStoreError:
-		reply.Internal("keypool could not read its key pool").Write(w)
+		e := reply.StoreUnavailable()
+		e.Message = "keypool's database (D1) is not answering, and this isolate has no " + call.prov.Name + " keys cached for this model; try again shortly"
+		e.Write(w)
 	default:
 		noKeyLeft(w, call, rep)
 	}
@@ -267,17 +274,65 @@ func (px *Proxy) finish(db *sql.DB, keys *store.Keys, fin served, changes []rota
 		px.count(fin, usage.Usage{}, false, 0, false)
 	}
 	p := px.takePending(now)
-	if p.empty() && len(changes) == 0 {
+	if p.empty() && len(changes) == 0 && !px.Pool.HasUnwritten() {
 		return
 	}
 	ms := now.UnixMilli()
 	px.Defer(func() {
 		ctx := context.Background()
 		px.writePending(ctx, db, p)
-		if err := keys.Apply(ctx, changes, ms); err != nil {
+		px.writeChanges(ctx, keys, changes, ms)
+	})
+}
+
+// broken marks the key-model of a served answer whose body broke off
+// (usage.Relayed.Broke: "cut" or "stalled") with one transient failure:
+// in this isolate's candidates at once, in D1 now. It runs after the
+// response, once the body is over.
+func (px *Proxy) broken(call upstreamCall, key int64, why string) {
+	now := px.Now()
+	reason := "the upstream cut its answer before the end"
+	if why == "stalled" {
+		reason = "the upstream's answer sent nothing for STREAM_IDLE_SECONDS"
+	}
+	log.Printf("keypool: %s key %d, model %q: %s", call.prov.Name, key, call.model, reason)
+	c, u := rotation.BrokenAnswer(key, call.model, reason, now.UnixMilli())
+	px.applyCache(call.prov.Name, []rotation.CacheUpdate{u}, now)
+	db, err := px.DB()
+	if err != nil {
+		px.Pool.KeepUnwritten([]pool.Unwritten{{At: now.UnixMilli(), Change: c}})
+		return
+	}
+	px.writeChanges(context.Background(), store.On(db, px.Queries).Keys(), []rotation.Change{c}, now.UnixMilli())
+}
+
+// writeChanges writes the key state changes decided at ms, after those
+// D1 did not take before (pool.Unwritten). A change D1 does not take
+// because it is unavailable is kept for the next write; one it refuses
+// is logged and dropped.
+func (px *Proxy) writeChanges(ctx context.Context, keys *store.Keys, changes []rotation.Change, ms int64) {
+	todo := px.Pool.TakeUnwritten()
+	for _, c := range changes {
+		todo = append(todo, pool.Unwritten{At: ms, Change: c})
+	}
+	var kept []pool.Unwritten
+	for i, u := range todo {
+		err := keys.Apply(ctx, []rotation.Change{u.Change}, u.At)
+		switch {
+		case err == nil:
+		case store.Unavailable(err):
+			log.Printf("keypool: recording key state (kept for the next write): %v", err)
+			kept = todo[i:] // D1 is down: the rest would fail too
+		default:
 			log.Printf("keypool: recording key state: %v", err)
 		}
-	})
+		if kept != nil {
+			break
+		}
+	}
+	if n := px.Pool.KeepUnwritten(kept); n > 0 {
+		log.Printf("keypool: %d key state changes dropped: D1 has not taken them and at most %d are kept", n, pool.MaxUnwritten)
+	}
 }
 
 // noKeyLeft answers when no attempt succeeded, saying why in terms the

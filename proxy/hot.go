@@ -24,12 +24,17 @@ const heldOutFor = 10 * time.Second
 // query).
 func (px *Proxy) candidates(ctx context.Context, keys *store.Keys, prov, model string, now time.Time, free bool) ([]rotation.Candidate, error) {
 	ttl := px.Config().CacheTTL
-	if c, ok := px.Pool.Candidates(prov, model, free); ok && ttl > 0 {
-		if now.Sub(time.UnixMilli(c.Read)) < ttl && len(c.List) > 0 {
-			return c.List, nil
-		}
+	c, cached := px.Pool.Candidates(prov, model, free)
+	cached = cached && ttl > 0 && len(c.List) > 0
+	if cached && now.Sub(time.UnixMilli(c.Read)) < ttl && px.Pool.Fresh(c) {
+		return c.List, nil
 	}
 	list, err := keys.Candidates(ctx, prov, model, now.UnixMilli(), candidateLimit, free)
+	if err != nil && cached && now.Sub(time.UnixMilli(c.Read)) < pool.StaleFor && store.Unavailable(err) {
+		// D1 is down: serve on what this isolate last knew, with its own
+		// outcomes since applied (applyCache); the list keeps its age.
+		return px.Pool.WithoutHeldOut(c.List, prov, model, now.UnixMilli()), nil
+	}
 	list = px.Pool.WithoutHeldOut(list, prov, model, now.UnixMilli())
 	if err != nil || len(list) == 0 || ttl == 0 {
 		return list, err // an empty pool is not cached: keys may be added any time
@@ -44,8 +49,8 @@ func (px *Proxy) applyCache(prov string, updates []rotation.CacheUpdate, now tim
 	ms := now.UnixMilli()
 	for _, u := range updates {
 		switch u.Op {
-		case rotation.CacheForgetAll:
-			px.Pool.ForgetCache()
+		case rotation.CacheExpireAll:
+			px.Pool.ExpireCandidates(ms)
 		case rotation.CacheRemove:
 			px.Pool.EditCandidates(prov, u.Model, func(c *rotation.Candidate) bool { return c.ID != u.Key })
 		case rotation.CacheFailed:

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -338,7 +339,7 @@ func (px *Proxy) upstreamRequest(ctx context.Context, r *http.Request, call upst
 // start of the body already read to classify a failed answer. On Workers
 // the whole body goes as a JS stream, read part included, without passing
 // through Go.
-func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int, keyID int64) {
+func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int, keyID int64, idle time.Duration) {
 	defer resp.Body.Close()
 	h := w.Header()
 	copyResponseHeaders(h, resp.Header)
@@ -348,7 +349,7 @@ func relay(w http.ResponseWriter, resp *http.Response, read []byte, attempts int
 	h.Set("X-Keypool-Key", strconv.FormatInt(keyID, 10))
 	w.WriteHeader(resp.StatusCode)
 	if rb, ok := resp.Body.(relayer); ok {
-		if _, ok := rb.Relay(w, false, usage.KindNone); ok {
+		if _, ok := rb.Relay(w, false, usage.KindNone, idle); ok {
 			return
 		}
 	}

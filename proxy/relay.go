@@ -4,6 +4,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"time"
 
 	"github.com/keypool/keypool/usage"
 )
@@ -19,8 +20,9 @@ type relayer interface {
 	// asked for, kind says how to read it for usage. wait blocks until
 	// the body is over and returns what it said; call it after the
 	// response has gone (Deps.Defer), as the body flows only then. ok is
-	// false when w cannot take the body; nothing was sent.
-	Relay(w http.ResponseWriter, strip bool, kind usage.Kind) (wait func() usage.Relayed, ok bool)
+	// false when w cannot take the body; nothing was sent. A body that
+	// sends nothing for idle (0: no limit) is ended.
+	Relay(w http.ResponseWriter, strip bool, kind usage.Kind, idle time.Duration) (wait func() usage.Relayed, ok bool)
 }
 
 // copyRelay relays body to w through Go and reads it on the way, as a

@@ -111,16 +111,26 @@ func (px *Proxy) takePending(now time.Time) pending {
 	return p
 }
 
-// write writes the counts, one statement per kind, and settles the token
-// use it carried.
+// writePending writes the counts, one statement per kind, and settles
+// the token use it carried. Counts D1 did not take because it is
+// unavailable go back to the pool, to be written with the next flush;
+// other failures are logged and the counts dropped (a retry would fail
+// the same way).
 func (px *Proxy) writePending(ctx context.Context, db *sql.DB, p pending) {
-	if err := store.On(db, px.Queries).Keys().AddUsage(ctx, p.keys); err != nil {
+	on := store.On(db, px.Queries)
+	if err := on.Keys().AddUsage(ctx, p.keys); err != nil {
 		log.Printf("keypool: writing key usage: %v", err)
+		if store.Unavailable(err) {
+			px.Pool.ReturnKeyUsage(p.keys)
+		}
 	}
-	if err := store.On(db, px.Queries).Rollups().Add(ctx, p.rollups); err != nil {
+	if err := on.Rollups().Add(ctx, p.rollups); err != nil {
 		log.Printf("keypool: writing usage rollups: %v", err)
+		if store.Unavailable(err) {
+			px.Pool.ReturnRollups(p.rollups)
+		}
 	}
-	err := store.On(db, px.Queries).Tokens().AddUsage(ctx, p.tokens)
+	err := on.Tokens().AddUsage(ctx, p.tokens)
 	if err != nil {
 		log.Printf("keypool: writing token usage: %v", err)
 	}
@@ -154,7 +164,7 @@ func (px *Proxy) FlushNow() {
 // after the response, once the body is over; otherwise it is copied
 // through Go and done is called at once.
 func (px *Proxy) relayServed(w http.ResponseWriter, resp *http.Response, attempts int, keyID int64, strip bool,
-	done func(u usage.Usage, found bool, answerBytes int64, text bool)) {
+	done func(r usage.Relayed, text bool)) {
 	defer resp.Body.Close()
 	ct := strings.ToLower(resp.Header.Get("Content-Type"))
 	sse := strings.HasPrefix(ct, "text/event-stream")
@@ -177,14 +187,14 @@ func (px *Proxy) relayServed(w http.ResponseWriter, resp *http.Response, attempt
 	}
 	w.WriteHeader(resp.StatusCode)
 	report := func(r usage.Relayed) {
-		n := r.Bytes
-		if n == 0 && kind == usage.KindOther {
-			n = resp.ContentLength
+		if r.Bytes == 0 && kind == usage.KindOther {
+			r.Bytes = resp.ContentLength
 		}
-		done(r.Usage, r.Found, max(n, 0), text)
+		r.Bytes = max(r.Bytes, 0)
+		done(r, text)
 	}
 	if rb, ok := resp.Body.(relayer); ok {
-		if wait, ok := rb.Relay(w, strip, kind); ok {
+		if wait, ok := rb.Relay(w, strip, kind, px.Config().StreamIdle); ok {
 			px.Defer(func() {
 				report(wait())
 				px.flushDue()

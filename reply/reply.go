@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/keypool/keypool/jsonout"
+	"github.com/keypool/keypool/store"
 )
 
 // Error is an answer in the OpenAI error format,
@@ -71,11 +72,23 @@ func Internal(msg string) Error {
 }
 
 // Failed answers 500 with message after logging err with what keypool
-// was doing (format and args). err comes from the store or the seal and
-// never holds a secret; message is what the client may know.
+// was doing (format and args), or 503 StoreUnavailable when err says D1
+// itself failed. err comes from the store or the seal and never holds a
+// secret; message is what the client may know.
 func Failed(w http.ResponseWriter, err error, message, format string, args ...any) {
 	log.Printf("keypool: "+format+": %v", append(args, err)...)
+	if store.Unavailable(err) {
+		StoreUnavailable().Write(w)
+		return
+	}
 	Internal(message).Write(w)
+}
+
+// StoreUnavailable is the 503 for a request that needs D1 while it does
+// not answer (store.Unavailable).
+func StoreUnavailable() Error {
+	return Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "store_unavailable", RetryAfter: 5,
+		Message: "keypool's database (D1) is not answering; this request needs it and was not completed; try again shortly"}
 }
 
 // MethodNotAllowed is a 405 naming the methods allowed.

@@ -204,11 +204,11 @@ func amChanges(cs []Change) string {
 }
 
 func amCache(us []CacheUpdate) string {
-	names := map[CacheOp]string{CacheForgetAll: "forget-all", CacheRemove: "remove", CacheFailed: "failed",
+	names := map[CacheOp]string{CacheExpireAll: "expire-all", CacheRemove: "remove", CacheFailed: "failed",
 		CacheUsed: "used", CacheServed: "served"}
 	var out []string
 	for _, u := range us {
-		if u.Op == CacheForgetAll {
+		if u.Op == CacheExpireAll {
 			out = append(out, names[u.Op])
 			continue
 		}
@@ -257,11 +257,11 @@ func TestAttemptsClassification(t *testing.T) {
 	returned := amWant{"relay #1 key 1, attempts 1", "client", "", "used 1", "1:ok"}
 	blocked := func(status int) amWant {
 		return amWant{"serve #2 key 2, attempts 2", "success", fmt.Sprintf("block-key 1 %d from active,exhausted", status),
-			"forget-all", "1:fail 2:ok"}
+			"expire-all", "1:fail 2:ok"}
 	}
 	exhausted := func(status int) amWant {
 		return amWant{"serve #2 key 2, attempts 2", "success", fmt.Sprintf("exhaust 1 %d from active", status),
-			"forget-all", "1:fail 2:ok"}
+			"expire-all", "1:fail 2:ok"}
 	}
 	cooled := func(until string, status int) amWant {
 		return amWant{"serve #2 key 2, attempts 2", "success", fmt.Sprintf("cool 1 m until %s %d", until, status),
@@ -397,7 +397,7 @@ func TestAttemptsModelMissing(t *testing.T) {
 				"failed 2; failed 3", "1:fail 2:fail 3:fail"}, keeps: "[1 1 1 0]"},
 		{name: "404, invalid key, served", keys: 3, answers: map[int64][]amAnswer{1: {am404}, 2: {am401}, 3: {amOK}},
 			want: amWant{"serve #3 key 3, attempts 3", "success",
-				"block-model 1 m 404; block-key 2 401 from active,exhausted", "forget-all", "1:fail 2:fail 3:ok"}},
+				"block-model 1 m 404; block-key 2 401 from active,exhausted", "expire-all", "1:fail 2:fail 3:ok"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t) })
@@ -447,13 +447,13 @@ func TestAttemptsLimits(t *testing.T) {
 	tests := []amCase{
 		{name: "rejected keys do not use up MAX_ATTEMPTS", req: attempts(1), keys: 4,
 			answers: map[int64][]amAnswer{1: {am401}, 2: {{status: 402, body: amNoBalance}}, 3: {am429}, 4: {amOK}},
-			want:    amWant{"serve #4 key 4, attempts 4", "success", "-", "forget-all", "1:fail 2:fail 3:fail 4:ok"}},
+			want:    amWant{"serve #4 key 4, attempts 4", "success", "-", "expire-all", "1:fail 2:fail 3:fail 4:ok"}},
 		{name: "upstream failures do", req: attempts(2), keys: 3, answers: map[int64][]amAnswer{1: {am500}, 2: {amNetwork}, 3: {amOK}},
 			want: amWant{"502 last 0, attempts 2", "upstream", "cool 1 m until +0s 500; cool 2 m until +0s 0",
 				"failed 1; failed 2", "1:fail 2:fail"},
 			trace: "read, try 1, try 2"},
 		{name: "at most MaxKeys keys", keys: 10, answers: amEach(10, am401),
-			want:  amWant{"503, attempts 8", "rejected", "-", "forget-all", "1:fail 2:fail 3:fail 4:fail 5:fail 6:fail 7:fail 8:fail"},
+			want:  amWant{"503, attempts 8", "rejected", "-", "expire-all", "1:fail 2:fail 3:fail 4:fail 5:fail 6:fail 7:fail 8:fail"},
 			trace: "read, try 1, try 2, try 3, try 4, try 5, try 6, try 7, try 8, cooling-end"},
 		{name: "budget 3s, calls of 2s: two attempts", req: budget(3 * time.Second), keys: 6, answers: amEach(6, slow500),
 			want: amWant{"502 last 500, attempts 2", "upstream", "-", "-", "1:fail 2:fail"}},
@@ -470,7 +470,7 @@ func TestAttemptsLimits(t *testing.T) {
 			want:    amWant{"429 retry 2s, attempts 1", "rejected", "-", "-", "-"}},
 		{name: "blocked and exhausted keys only: 503", keys: 2,
 			answers: map[int64][]amAnswer{1: {am401}, 2: {{status: 402, body: amNoBalance}}},
-			want:    amWant{"503, attempts 2", "rejected", "-", "forget-all", "1:fail 2:fail"}},
+			want:    amWant{"503, attempts 2", "rejected", "-", "expire-all", "1:fail 2:fail"}},
 		{name: "no candidates: 503 without a call", reads: [][]Candidate{nil},
 			want: amWant{"503, attempts 0", "rejected", "", "", ""}, trace: "read, cooling-end"},
 		{name: "no candidates, one cooling: 429", reads: [][]Candidate{nil}, ends: []int64{4200},
@@ -552,14 +552,14 @@ func TestAttemptsStorms(t *testing.T) {
 	}{
 		{amCase: amCase{name: "rate limits on STORM_KEYS keys begin a storm", req: stormKeys(3), keys: 4, answers: amEach(4, am429),
 			want: amWant{"storm rate=true retry 10s keys 3, attempts 3", "rejected",
-				"cool 1 m until +1m0s 429; cool 2 m until +1m0s 429; lift [1 2 3] since +0s", "forget-all",
+				"cool 1 m until +1m0s 429; cool 2 m until +1m0s 429; lift [1 2 3] since +0s", "expire-all",
 				"1:fail 2:fail 3:fail"},
 			trace: "read, try 1, try 2, try 3", keeps: "[0 0 0 0]"},
 			storm:        Storm{Since: ms(0), Last: ms(0), Keys: []int64{1, 2, 3}, Until: ms(10 * time.Second), Rate: true, Declared: true},
 			stormChanged: true},
 		{amCase: amCase{name: "server errors: 503", req: stormKeys(3), keys: 4, answers: amEach(4, am500),
 			want: amWant{"storm rate=false retry 10s keys 3, attempts 3", "rejected",
-				"cool 1 m until +0s 500; cool 2 m until +0s 500; lift [1 2 3] since +0s", "forget-all", "-"}},
+				"cool 1 m until +0s 500; cool 2 m until +0s 500; lift [1 2 3] since +0s", "expire-all", "-"}},
 			storm:        Storm{Since: ms(0), Last: ms(0), Keys: []int64{1, 2, 3}, Until: ms(10 * time.Second), Declared: true},
 			stormChanged: true},
 		{amCase: amCase{name: "the provider's Retry-After holds it longer", req: stormKeys(2), keys: 2,
@@ -584,7 +584,7 @@ func TestAttemptsStorms(t *testing.T) {
 			stormChanged: true},
 		{amCase: amCase{name: "a run begun by earlier requests: their keys' cooldowns are lifted too", req: withStorm(run),
 			keys: 2, answers: amEach(2, am429),
-			want: amWant{"storm rate=true retry 10s keys 3, attempts 1", "rejected", "lift [7 8 1] since -5s", "forget-all",
+			want: amWant{"storm rate=true retry 10s keys 3, attempts 1", "rejected", "lift [7 8 1] since -5s", "expire-all",
 				"1:fail"}},
 			storm: Storm{Since: run.Since, Last: ms(0), Keys: []int64{7, 8, 1}, Until: ms(10 * time.Second), Rate: true,
 				Declared: true},

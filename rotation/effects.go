@@ -50,9 +50,10 @@ type Change struct {
 type CacheOp int
 
 const (
-	// CacheForgetAll drops every cached list: a key left all of them, or
+	// CacheExpireAll makes every cached list stale (read again before it
+	// serves, kept for a D1 outage): a key left all of them, or
 	// cooldowns were lifted.
-	CacheForgetAll CacheOp = iota + 1
+	CacheExpireAll CacheOp = iota + 1
 	// CacheRemove takes Key out of Model's list.
 	CacheRemove
 	// CacheFailed counts a failure in Key's streak for Model; it stays.
@@ -106,7 +107,8 @@ const (
 	// ReplyStorm is 429 (Rate) or 503 upstream_storm with RetryAfter:
 	// StormKeys keys of the provider failed at once.
 	ReplyStorm
-	// ReplyStoreError is 500: the key pool could not be read.
+	// ReplyStoreError is 503 store_unavailable: the key pool could not be
+	// read, and the isolate had no list cached.
 	ReplyStoreError
 )
 
@@ -190,7 +192,7 @@ func (t try) cacheUpdate(model string) (CacheUpdate, bool) {
 		return u, false
 	case v.Action == BlockKey || v.Action == ExhaustKey:
 		// The provider's other models' lists are not known: drop them all.
-		u.Op = CacheForgetAll
+		u.Op = CacheExpireAll
 	case v.Action == BlockModel || (v.Action == Cool || v.Action == Retry) && v.Cooldown > 0:
 		u.Op = CacheRemove
 	case v.Action == Retry:
@@ -216,7 +218,7 @@ func (m *Attempts) Effects() Effects {
 			e.Changes = append(e.Changes, c)
 		}
 		if u, ok := t.cacheUpdate(m.req.Model); ok {
-			forget = forget || u.Op == CacheForgetAll
+			forget = forget || u.Op == CacheExpireAll
 			e.Cache = append(e.Cache, u)
 		}
 	}
@@ -226,7 +228,7 @@ func (m *Attempts) Effects() Effects {
 	}
 	if forget {
 		// Dropping every list makes the other updates moot.
-		e.Cache = []CacheUpdate{{Op: CacheForgetAll}}
+		e.Cache = []CacheUpdate{{Op: CacheExpireAll}}
 	}
 	return e
 }
@@ -237,4 +239,14 @@ func (m *Attempts) stormReply(now time.Time) Step {
 	retry := max(int64((s.Wait(now)+time.Second-1)/time.Second), 1)
 	return m.done(Reply{Kind: ReplyStorm, Attempts: m.attempt, RetryAfter: retry, Rate: s.Rate, StormKeys: len(s.Keys)},
 		ClassRejected)
+}
+
+// BrokenAnswer is what a served answer whose body broke off does to its
+// key-model: the upstream cut it before its end, or sent nothing for the
+// stream idle limit (why says which). Like a first 5xx: one failure in
+// the key-model's streak, so that the next failure rests it, and never a
+// block; the client has already been answered, so nothing is retried.
+func BrokenAnswer(key int64, model, why string, now int64) (Change, CacheUpdate) {
+	return Change{Kind: ChangeCool, Key: key, Model: model, Until: now, Reason: why, Status: 200},
+		CacheUpdate{Op: CacheFailed, Key: key, Model: model}
 }

@@ -3,7 +3,28 @@ package store
 import (
 	"context"
 	"database/sql"
+	"strings"
 )
+
+// Unavailable reports whether err says D1 itself failed (it did not
+// answer in time, or lost its connection) rather than a statement: the
+// failed work may be retried as it was, and the client is told the store
+// is unavailable. D1_UNAVAILABLE is what keypool's entry module reports
+// (entry/store.mjs); the others are the transient errors Cloudflare's D1
+// documentation says to retry.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	for _, s := range []string{"D1_UNAVAILABLE", "Network connection lost", "storage caused object to be reset",
+		"reset because its code was updated", "D1 DB is overloaded"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
 
 // DB is the database of one request or event, each round trip counted in
 // a Counter (D1 queries per request, for the benchmarks and the cron's
@@ -15,6 +36,12 @@ type DB struct {
 // On returns the store on db, counting round trips in queries (nil: not
 // counted).
 func On(db *sql.DB, queries Counter) DB { return DB{db: countingDB{db: db, n: queries}} }
+
+// Ping reads nothing from D1 but whether it answers.
+func (d DB) Ping(ctx context.Context) error {
+	var one int
+	return d.db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
 
 // Keys is the key pool.
 func (d DB) Keys() *Keys { return &Keys{db: d.db} }

@@ -769,3 +769,27 @@ func TestPruneCooling(t *testing.T) {
 		t.Errorf("PruneCooling touched key_events: %d rows, had %d", c, eventsBefore)
 	}
 }
+
+// TestBrokenAnswerMarksStreak: an answer the upstream broke off counts one
+// failure in the key-model's streak and leaves the key serving; a cut
+// never blocks, however many there are.
+func TestBrokenAnswerMarksStreak(t *testing.T) {
+	k, db := open(t)
+	id := mustAdd(t, k, "openai", "sk-cut-000000000")[0]
+	for i := int64(1); i <= 3; i++ {
+		c, _ := rotation.BrokenAnswer(id, "m", "the upstream cut the answer before its end", t0+i)
+		if err := k.Apply(ctx, []rotation.Change{c}, t0+i); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(t, db, `SELECT streak FROM key_models WHERE key_id = ? AND model = 'm'`, id); got != int(i) {
+			t.Errorf("after cut %d: streak %d, want %d", i, got, i)
+		}
+		cs, err := k.Candidates(ctx, "openai", "m", t0+i, 10, false)
+		if err != nil || !equalIDs(candIDs(cs), []int64{id}) {
+			t.Errorf("after cut %d: candidates %v, %v; want the key", i, candIDs(cs), err)
+		}
+	}
+	if x, _ := mustGet(t, k, id); x.Status != store.StatusActive {
+		t.Errorf("after 3 cuts the key is %q, want active", x.Status)
+	}
+}

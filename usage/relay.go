@@ -27,10 +27,15 @@ type Relayed struct {
 	// Complete: the body reached its end (false: the client hung up or the
 	// upstream failed mid-way; the usage is what was seen until then).
 	Complete bool
+	// Broke says why the upstream's body ended early, when it did: "cut"
+	// (it failed mid-way) or "stalled" (it sent nothing for the stream
+	// idle limit); "" otherwise (complete, or the client left).
+	Broke string
 }
 
 // FromSummary reads the one buffer the JS relay (entry/streams.mjs)
-// hands Go after an answer: the line "<bytes> <complete> <text>\n", then
+// hands Go after an answer: the line "<bytes> <end> <text>\n" (end: 1
+// complete, 0 the client left, cut or stalled), then
 // for an SSE stream the data lines that carry usage (read with Stream),
 // for a JSON answer an object holding its usage fields (read with
 // FromJSON).
@@ -43,6 +48,9 @@ func FromSummary(kind Kind, b []byte) Relayed {
 	total, _ := strconv.ParseInt(string(f[0]), 10, 64)
 	text, _ := strconv.ParseInt(string(f[2]), 10, 64)
 	r := Relayed{Bytes: total, Complete: string(f[1]) == "1"}
+	if end := string(f[1]); end == "cut" || end == "stalled" {
+		r.Broke = end
+	}
 	switch kind {
 	case KindSSE:
 		st := &Stream{}

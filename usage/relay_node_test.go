@@ -211,30 +211,95 @@ for (const how of ["cancel", "signal"]) {
 process.stdout.write(JSON.stringify(out));
 `
 
-// TestRelayJSHangUp: a client that cancels its side, or whose request
-// signal aborts, cancels the upstream body at once, and Go is told the
-// body did not complete, with what was seen until then.
-func TestRelayJSHangUp(t *testing.T) {
+// runStreamsScript runs a node script that imports entry/streams.mjs as
+// MODULE and reads the JSON it prints into res.
+func runStreamsScript(t *testing.T, script string, res any) {
+	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	mod := "'file://" + filepath.Join(filepath.Dir(filepath.Dir(here)), "entry", "streams.mjs") + "'"
-	cmd := exec.Command("node", "--input-type=module", "-e", strings.Replace(hangUpScript, "MODULE", mod, 1))
+	cmd := exec.Command("node", "--input-type=module", "-e", strings.Replace(script, "MODULE", mod, 1))
 	cmd.Stderr = os.Stderr
 	b, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
+	if err := json.Unmarshal(b, res); err != nil {
+		t.Fatalf("node said %q: %v", b, err)
+	}
+}
+
+// TestRelayJSHangUp: a client that cancels its side, or whose request
+// signal aborts, cancels the upstream body at once, and Go is told the
+// body did not complete, with what was seen until then.
+func TestRelayJSHangUp(t *testing.T) {
 	var res map[string]struct {
 		Cancelled bool   `json:"cancelled"`
 		Summary   string `json:"summary"`
 	}
-	if err := json.Unmarshal(b, &res); err != nil {
-		t.Fatalf("node said %q: %v", b, err)
-	}
+	runStreamsScript(t, hangUpScript, &res)
 	for _, how := range []string{"cancel", "signal"} {
 		r := res[how]
 		got := FromSummary(KindSSE, []byte(r.Summary))
 		if !r.Cancelled || got.Complete || got.Bytes < 2 {
 			t.Errorf("%s: upstream cancelled %v, summary %q (%+v): want cancelled, incomplete, the text seen", how, r.Cancelled, r.Summary, got)
+		}
+	}
+}
+
+// brokenScript relays a stream that sends two events and then fails
+// ("cut"), goes quiet ("stalled", with a 50 ms idle limit) or pauses
+// 30 ms under a 200 ms limit and ends ("paused"), and reports what the
+// client got, whether its body ended cleanly, and the summary.
+const brokenScript = `
+import { relay } from MODULE;
+const enc = new TextEncoder();
+const out = {};
+for (const how of ["cut", "stalled", "paused"]) {
+  let sent = 0, cancelled = false;
+  const src = new ReadableStream({
+    pull(c) {
+      if (sent < 2) { sent++; c.enqueue(enc.encode('data: {"choices":[{"delta":{"content":"w' + sent + '"}}]}\n\n')); return; }
+      if (how === "cut") { c.error(new Error("connection reset")); return; }
+      if (how === "stalled") return new Promise(() => {});
+      return new Promise((r) => setTimeout(r, 30)).then(() => { c.enqueue(enc.encode("data: [DONE]\n\n")); c.close(); });
+    },
+    cancel() { cancelled = true; },
+  });
+  const [body, done] = relay(new Response(src), false, 1, how === "stalled" ? 50 : 200);
+  let text = "", clean = true;
+  try { text = await new Response(body).text(); } catch (e) { clean = false; }
+  out[how] = { text, clean, cancelled, summary: new TextDecoder().decode(await done) };
+}
+process.stdout.write(JSON.stringify(out));
+`
+
+// TestRelayJSBrokenUpstream: an upstream body that fails mid-way, or
+// sends nothing for the idle limit, ends the client's body cleanly after
+// what arrived (a stalled one is let go), and Go hears which; a pause
+// shorter than the limit is relayed whole.
+func TestRelayJSBrokenUpstream(t *testing.T) {
+	var res map[string]struct {
+		Text      string `json:"text"`
+		Clean     bool   `json:"clean"`
+		Cancelled bool   `json:"cancelled"`
+		Summary   string `json:"summary"`
+	}
+	runStreamsScript(t, brokenScript, &res)
+	two := "data: {\"choices\":[{\"delta\":{\"content\":\"w1\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"w2\"}}]}\n\n"
+	for how, want := range map[string]struct {
+		text   string
+		broke  string
+		cancel bool
+	}{
+		"cut":     {two, "cut", false},
+		"stalled": {two, "stalled", true},
+		"paused":  {two + "data: [DONE]\n\n", "", false},
+	} {
+		r := res[how]
+		got := FromSummary(KindSSE, []byte(r.Summary))
+		if r.Text != want.text || !r.Clean || got.Broke != want.broke || got.Complete != (want.broke == "") || r.Cancelled != want.cancel {
+			t.Errorf("%s: client got %q (clean end %v), upstream cancelled %v, summary %q (%+v); want %q, a clean end, cancelled %v, broke %q",
+				how, r.Text, r.Clean, r.Cancelled, r.Summary, got, want.text, want.cancel, want.broke)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"syscall/js"
+	"time"
 
 	"github.com/keypool/keypool/usage"
 )
@@ -83,16 +84,17 @@ type rawBodyWriter interface {
 
 // Relay sends the whole body to w as a JS stream, read on the way in JS
 // (entry/streams.mjs): strip takes out the usage chunk keypool asked for,
-// kind says what to read for usage. wait must be called after the
+// kind says what to read for usage; a body that sends nothing for idle is
+// ended (0: no limit). wait must be called after the
 // response has gone (the body flows only then); it returns once the body
 // is over. ok is false when w cannot take a JS stream; nothing was sent.
-func (b *jsBody) Relay(w http.ResponseWriter, strip bool, kind usage.Kind) (wait func() usage.Relayed, ok bool) {
+func (b *jsBody) Relay(w http.ResponseWriter, strip bool, kind usage.Kind, idle time.Duration) (wait func() usage.Relayed, ok bool) {
 	rw, ok := rawWriter(w)
 	if !ok || b.handed {
 		return nil, false
 	}
 	b.handed = true
-	pair := streams().Call("relay", b.res, strip, int(kind))
+	pair := streams().Call("relay", b.res, strip, int(kind), idle.Milliseconds())
 	rw.WriteRawJSBody(pair.Index(0))
 	done := pair.Index(1)
 	return func() usage.Relayed {

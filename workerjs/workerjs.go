@@ -266,3 +266,24 @@ func (m Map) CacheSize() (entries, bytes int) {
 	c := global(m.Name + "Cache")
 	return c.Get("size").Int(), cacheBytes(c)
 }
+
+// InjectFault sets a fault entry/store.mjs applies to every D1 statement
+// until the unix ms until: mode "down" (each fails at once) or "slow"
+// (each waits delay ms first); "" lifts it. Only the KEYPOOL_DEBUG route
+// /admin/api/debug/faults calls it.
+func InjectFault(target, mode string, delay time.Duration, until int64) {
+	faults := js.Global().Get("keypoolFaults")
+	if faults.IsUndefined() {
+		faults = object.New()
+		js.Global().Set("keypoolFaults", faults)
+	}
+	if mode == "" {
+		faults.Delete(target)
+		return
+	}
+	f := object.New()
+	f.Set("mode", mode)
+	f.Set("delay", float64(delay.Milliseconds()))
+	f.Set("until", float64(until))
+	faults.Set(target, f)
+}
