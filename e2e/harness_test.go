@@ -57,6 +57,9 @@ type worker struct {
 	dir    string
 	root   string
 	client *http.Client
+	port   int
+	cmd    *exec.Cmd     // the running wrangler dev
+	exited chan struct{} // closed when cmd has exited
 }
 
 type lockedBuffer struct {
@@ -100,6 +103,14 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 	if _, err := os.Stat(filepath.Join(src, "worker.mjs")); err != nil {
 		t.Fatalf("build %q missing (%v): run `make build-%s`", build, err, build)
 	}
+	return startWorkerFrom(t, build, src, root, up, extraVars)
+}
+
+// startWorkerFrom starts the worker built in src, with the migrations and
+// UI of the source tree app (another release's, for the upgrade test).
+func startWorkerFrom(t *testing.T, build, src, app string, up *fakeupstream.Server, extraVars map[string]string) *worker {
+	t.Helper()
+	root := repoRoot(t)
 	dir := t.TempDir()
 	// Run a copy, so that a rebuild during the suite cannot reload the
 	// worker under it.
@@ -111,7 +122,7 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 		up: up, logs: &lockedBuffer{}, dir: dir, root: root,
 		client: &http.Client{Timeout: 60 * time.Second},
 	}
-	config := devworker.Config("keypool-e2e", main, root, true)
+	config := devworker.Config("keypool-e2e", main, app, true)
 	must(t, os.WriteFile(filepath.Join(dir, "wrangler.toml"), []byte(config), 0o600))
 	vars := map[string]string{
 		"ADMIN_PASSWORD": w.admin, "AUTH_KEY": w.token, "KEYPOOL_SECRET": "e2e-secret-" + randomHex(16), "DEFAULT_PROVIDER": "openai",
@@ -142,27 +153,10 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 
 	w.wrangler(t, "d1", "migrations", "apply", "DB", "--local")
 
-	port := freePort(t)
-	w.base = fmt.Sprintf("http://127.0.0.1:%d", port)
-	cmd := exec.Command(filepath.Join(root, "node_modules", ".bin", "wrangler"), "dev",
-		"-c", filepath.Join(dir, "wrangler.toml"), "--persist-to", filepath.Join(dir, "state"),
-		"--ip", "127.0.0.1", "--port", fmt.Sprint(port), "--inspector-port", fmt.Sprint(freePort(t)),
-		"--test-scheduled", "--show-interactive-dev-session=false")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CI=true", "WRANGLER_SEND_METRICS=false", "NO_COLOR=1")
-	cmd.Stdout, cmd.Stderr = w.logs, w.logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	must(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	w.port = freePort(t)
+	w.base = fmt.Sprintf("http://127.0.0.1:%d", w.port)
 	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
+		w.stop(syscall.SIGTERM)
 		if t.Failed() {
 			t.Logf("worker log (%s):\n%s", build, tail(w.logs.String(), 6000))
 		}
@@ -171,10 +165,37 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 			os.WriteFile(filepath.Join(root, "build", "e2e-"+build+".log"), []byte(w.logs.String()), 0o644)
 		}
 	})
+	w.launch(t)
+	// The suite finds its requests at the fake upstream by these headers,
+	// which keypool forwards only when a setting allows them.
+	if len(w.admin) < 16 {
+		return w // the admin API is off (a test of that): nothing to set
+	}
+	if r := w.adminCall(t, "PUT", "/admin/api/settings", `{"forward_headers":["X-Test-Id","X-Fake-Gate","X-Fake-Slow","X-Fake-Cut","X-Fake-Stall","X-Fake-Large","X-Test-Json","X-Test-Utf8","X-Test-Repeat","X-Test-Latin1","X-Echo-X-Request-Id","X-Echo-X-Ratelimit-Test-Json","X-Echo-X-Ratelimit-Test-Utf8","X-Echo-X-Ratelimit-Test-Latin1"]}`); r.status != http.StatusOK {
+		t.Fatalf("allowing the suite's headers: %d %s", r.status, r.body)
+	}
+	return w
+}
+
+// launch starts wrangler dev on w's config, state and port, and returns
+// once the worker answers.
+func (w *worker) launch(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(w.root, "node_modules", ".bin", "wrangler"), "dev",
+		"-c", filepath.Join(w.dir, "wrangler.toml"), "--persist-to", filepath.Join(w.dir, "state"),
+		"--ip", "127.0.0.1", "--port", fmt.Sprint(w.port), "--inspector-port", fmt.Sprint(freePort(t)),
+		"--test-scheduled", "--show-interactive-dev-session=false")
+	cmd.Dir = w.dir
+	cmd.Env = append(os.Environ(), "CI=true", "WRANGLER_SEND_METRICS=false", "NO_COLOR=1")
+	cmd.Stdout, cmd.Stderr = w.logs, w.logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	must(t, cmd.Start())
+	w.cmd, w.exited = cmd, make(chan struct{})
+	go func(exited chan struct{}) { cmd.Wait(); close(exited) }(w.exited)
 	deadline := time.Now().Add(120 * time.Second)
 	for {
 		select {
-		case <-exited:
+		case <-w.exited:
 			t.Fatalf("wrangler dev exited early:\n%s", tail(w.logs.String(), 4000))
 		default:
 		}
@@ -182,7 +203,7 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusUnauthorized {
-				break
+				return
 			}
 		}
 		if time.Now().After(deadline) {
@@ -190,15 +211,21 @@ func startWorker(t *testing.T, build string, up *fakeupstream.Server, extraVars 
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	// The suite finds its requests at the fake upstream by these headers,
-	// which keypool forwards only when a setting allows them.
-	if len(w.admin) < 16 {
-		return w // the admin API is off (a test of that): nothing to set
+}
+
+// stop ends wrangler dev and its workerd processes with sig (SIGKILL:
+// at once, as a dying machine would), and waits until they are gone.
+func (w *worker) stop(sig syscall.Signal) {
+	if w.cmd == nil {
+		return
 	}
-	if r := w.adminCall(t, "PUT", "/admin/api/settings", `{"forward_headers":["X-Test-Id","X-Fake-Gate","X-Fake-Slow","X-Test-Json","X-Test-Utf8","X-Test-Repeat","X-Test-Latin1","X-Echo-X-Request-Id","X-Echo-X-Ratelimit-Test-Json","X-Echo-X-Ratelimit-Test-Utf8","X-Echo-X-Ratelimit-Test-Latin1"]}`); r.status != http.StatusOK {
-		t.Fatalf("allowing the suite's headers: %d %s", r.status, r.body)
+	syscall.Kill(-w.cmd.Process.Pid, sig)
+	select {
+	case <-w.exited:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-w.cmd.Process.Pid, syscall.SIGKILL)
+		<-w.exited
 	}
-	return w
 }
 
 // wrangler runs a wrangler command against this worker's config and state.

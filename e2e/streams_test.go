@@ -206,6 +206,14 @@ func (w *worker) testHangUps(t *testing.T) {
 // hangUp streams rt from base, leaves 200 ms in and returns how long the
 // fake went on writing after that, and whether it saw the client gone.
 func (w *worker) hangUp(t *testing.T, base string, rt streamRoute) (time.Duration, bool) {
+	id := randomHex(6)
+	return w.leaveEarly(t, rt.name, rt.request(base, rt.model("hangup"), id, fakeupstream.SlowSpec(40, slowGap)), id)
+}
+
+// leaveEarly sends req (whose X-Test-Id is id), resets the connection
+// 200 ms after sending it and returns how long the fake went on writing
+// after that, and whether it saw the client gone.
+func (w *worker) leaveEarly(t *testing.T, name string, req *http.Request, id string) (time.Duration, bool) {
 	// The client's connection, to reset it when it leaves: the worker
 	// learns at once that the client has gone, whether it writes or not.
 	var conn net.Conn
@@ -215,9 +223,8 @@ func (w *worker) hangUp(t *testing.T, base string, rt streamRoute) (time.Duratio
 		return c, err
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: dial}, Timeout: 30 * time.Second}
-	id := randomHex(6)
 	sent := time.Now()
-	resp, err := client.Do(rt.request(base, rt.model("hangup"), id, fakeupstream.SlowSpec(40, slowGap)))
+	resp, err := client.Do(req)
 	must(t, err)
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(resp.Body)
@@ -241,7 +248,7 @@ func (w *worker) hangUp(t *testing.T, base string, rt streamRoute) (time.Duratio
 	})
 	took := q.Ended.Sub(left)
 	t.Logf("%s: client left %v in; the fake stopped %v later (gone: %v), after writing %d bytes over %v",
-		rt.name, left.Sub(sent).Round(time.Millisecond), took.Round(time.Millisecond), q.Gone, len(q.Sent),
+		name, left.Sub(sent).Round(time.Millisecond), took.Round(time.Millisecond), q.Gone, len(q.Sent),
 		q.Ended.Sub(q.Began).Round(time.Millisecond))
 	return took, q.Gone
 }
@@ -263,6 +270,21 @@ func (w *worker) testSlowStreamUsage(t *testing.T) {
 	}
 }
 
+// workerdProcesses are the /proc directories of the workerd processes
+// run in w.dir (the worker's; wrangler's proxy workerd runs elsewhere).
+func (w *worker) workerdProcesses() []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		exe, _ := os.Readlink(p + "/exe")
+		cwd, _ := os.Readlink(p + "/cwd")
+		if strings.HasSuffix(exe, "/workerd") && cwd == w.dir {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // directBase is the address workerd serves the worker on behind wrangler
 // dev's own proxy (the one w.base points at). That proxy does not pass a
 // client's hang-up on to the worker: through it the worker's response
@@ -274,14 +296,7 @@ func (w *worker) testSlowStreamUsage(t *testing.T) {
 func (w *worker) directBase(t *testing.T) string {
 	t.Helper()
 	inodes := map[string]bool{}
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		if exe, _ := os.Readlink(p + "/exe"); !strings.HasSuffix(exe, "/workerd") {
-			continue
-		}
-		if cwd, _ := os.Readlink(p + "/cwd"); cwd != w.dir {
-			continue
-		}
+	for _, p := range w.workerdProcesses() {
 		fds, _ := filepath.Glob(p + "/fd/*")
 		for _, fd := range fds {
 			if l, _ := os.Readlink(fd); strings.HasPrefix(l, "socket:[") {

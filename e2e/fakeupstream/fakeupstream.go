@@ -181,7 +181,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	accountHeaders(cw.Header(), r.URL.Path)
-	if s.slowStream(cw, r, &in.rec, in.body) {
+	if s.slowStream(cw, r, &in.rec, in.body) || s.largeAnswer(cw, r, &in.rec) {
 		return
 	}
 	s.answer(cw, r, in, gate)

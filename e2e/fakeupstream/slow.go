@@ -20,6 +20,16 @@ import (
 // ended.
 const SlowHeader = "X-Fake-Slow"
 
+// CutHeader, with a slow stream, ends it after that many events by closing
+// the connection: no terminating event, no end of the chunked body (an
+// upstream that fails mid-way).
+const CutHeader = "X-Fake-Cut"
+
+// StallHeader, with a slow stream, pauses it after an event:
+// "<event>x<ms>" (e.g. "3x4000": silence for 4 s after the third event),
+// then goes on (a model thinking, or an upstream that hung).
+const StallHeader = "X-Fake-Stall"
+
 // SlowSpec is a SlowHeader value.
 func SlowSpec(events int, gap time.Duration) string {
 	return strconv.Itoa(events) + "x" + strconv.FormatInt(gap.Milliseconds(), 10)
@@ -41,12 +51,24 @@ func (s *Server) slowStream(w *capture, r *http.Request, rec *Request, body []by
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w.ResponseWriter)
+	cut, _ := strconv.Atoi(r.Header.Get(CutHeader))
+	stallAfter, stall, _ := parseSlow(r.Header.Get(StallHeader))
 	rec.Began = time.Now()
 	defer func() { rec.Ended = time.Now() }()
 	for i, ev := range events {
+		if cut > 0 && i == cut {
+			if conn, _, err := rc.Hijack(); err == nil {
+				conn.Close()
+			}
+			return true
+		}
 		if i > 0 {
+			wait := gap
+			if stallAfter > 0 && i == stallAfter {
+				wait = stall
+			}
 			select {
-			case <-time.After(gap):
+			case <-time.After(wait):
 			case <-r.Context().Done():
 				rec.Gone = true
 				return true
@@ -171,4 +193,44 @@ func anthropicSlow(model string, n int) []string {
 		ev("content_block_stop", `{"type":"content_block_stop","index":0}`),
 		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":6}}`),
 		ev("message_stop", `{"type":"message_stop"}`))
+}
+
+// LargeHeader asks for a large JSON chat answer sent slowly:
+// "<pieces>x<ms>" sends <pieces> pieces of 16 KiB of content, each flushed
+// <ms> after the one before, and records when it began and ended and
+// whether the client was gone first, as a slow stream does.
+const LargeHeader = "X-Fake-Large"
+
+func (s *Server) largeAnswer(w *capture, r *http.Request, rec *Request) bool {
+	n, gap, ok := parseSlow(r.Header.Get(LargeHeader))
+	if !ok {
+		return false
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w.ResponseWriter)
+	rec.Began = time.Now()
+	defer func() { rec.Ended = time.Now() }()
+	piece := strings.Repeat("x", 16<<10)
+	parts := []string{`{"id":"chatcmpl-large","object":"chat.completion","model":"` + rec.Model +
+		`","choices":[{"index":0,"message":{"role":"assistant","content":"`}
+	for i := 0; i < n; i++ {
+		parts = append(parts, piece)
+	}
+	parts = append(parts, `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}`)
+	for i, p := range parts {
+		if i > 0 {
+			select {
+			case <-time.After(gap):
+			case <-r.Context().Done():
+				rec.Gone = true
+				return true
+			}
+		}
+		if _, err := w.Write([]byte(p)); err != nil || rc.Flush() != nil {
+			rec.Gone = true
+			return true
+		}
+	}
+	return true
 }
