@@ -27,7 +27,7 @@ func TestFaults(t *testing.T) {
 			// is served then is served on stale records.
 			// A 2 s stream idle limit, so that a stall can outlast it.
 			w := startWorker(t, build, up, map[string]string{"CACHE_SECONDS": "2", "STREAM_IDLE_SECONDS": "2"})
-			f := &faultRun{w: w, left: map[string]int{}, keys: []string{"sk-fault-a" + randomHex(10), "sk-fault-b" + randomHex(10), "sk-fault-c" + randomHex(10)}}
+			f := &faultRun{w: w, left: map[string]int{}, seen: map[string]int{}, keys: []string{"sk-fault-a" + randomHex(10), "sk-fault-b" + randomHex(10), "sk-fault-c" + randomHex(10)}}
 			w.importKeys(t, "openai", f.keys...)
 			r := w.adminCall(t, "POST", "/admin/api/tokens", `{"name":"fault client"}`)
 			if r.status != http.StatusCreated {
@@ -53,6 +53,7 @@ type faultRun struct {
 	token string
 	sent  int            // requests for faultModel answered 200, all to be counted
 	left  map[string]int // per model: requests the client left early
+	seen  map[string]int // per model: of those, the hang-ups the worker saw
 }
 
 const faultModel = "gpt-fault"

@@ -465,6 +465,8 @@ var authMatrix = map[string]matrixEntry{
 	"GET /admin/api/debug/panic": {handler.Debug, rowAdminPanic, []sample{{method: "GET", path: "/admin/api/debug/panic"}}},
 	"GET /admin/api/debug/sleep": {handler.Debug, rowAdminRead, []sample{{method: "GET", path: "/admin/api/debug/sleep?ms=1"}}},
 	"GET /admin/api/debug/stats": {handler.Debug, rowAdminRead, []sample{{method: "GET", path: "/admin/api/debug/stats"}}},
+	// d1=none lifts a fault: the matrix injects none.
+	"POST /admin/api/debug/faults": {handler.Debug, rowAdminChange, []sample{{method: "POST", path: "/admin/api/debug/faults?d1=none"}}},
 }
 
 // matrixCell is one request of the matrix.
