@@ -171,6 +171,18 @@ func startWorkerFrom(t *testing.T, build, src, app string, up *fakeupstream.Serv
 	if len(w.admin) < 16 {
 		return w // the admin API is off (a test of that): nothing to set
 	}
+	// Prompt-cache affinity would send every request with the same body
+	// to the same key; the rotation scenarios spread theirs at random, as
+	// keypool does with it off. TestAffinity turns it back on.
+	off := []string{}
+	for _, name := range provider.Names() {
+		off = append(off, `"`+name+`":false`)
+	}
+	r := w.adminCall(t, "PUT", "/admin/api/settings", `{"prompt_affinity":{`+strings.Join(off, ",")+`}}`)
+	// (An earlier release, for the upgrade test, has no such setting.)
+	if old := app != root && r.json().Get("error.param").String() == "prompt_affinity"; r.status != http.StatusOK && !old {
+		t.Fatalf("turning prompt-cache affinity off: %d %s", r.status, r.body)
+	}
 	if r := w.adminCall(t, "PUT", "/admin/api/settings", `{"forward_headers":["X-Test-Id","X-Fake-Gate","X-Fake-Slow","X-Fake-Cut","X-Fake-Stall","X-Fake-Large","X-Test-Json","X-Test-Utf8","X-Test-Repeat","X-Test-Latin1","X-Echo-X-Request-Id","X-Echo-X-Ratelimit-Test-Json","X-Echo-X-Ratelimit-Test-Utf8","X-Echo-X-Ratelimit-Test-Latin1"]}`); r.status != http.StatusOK {
 		t.Fatalf("allowing the suite's headers: %d %s", r.status, r.body)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/keypool/keypool/config"
 	"github.com/keypool/keypool/e2e/fakeupstream"
 	"github.com/keypool/keypool/provider"
+	"github.com/keypool/keypool/settings"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/store/sqlitetest"
 )
@@ -121,6 +122,19 @@ func newEnv(t *testing.T, vars ...string) *testEnv {
 			return 0
 		},
 	})
+	// The rotation tests choose keys through IntN; prompt-cache affinity
+	// (on by default for providers that cache prompts) would choose by
+	// the conversation instead. Off here; the affinity tests turn it on.
+	off := `{`
+	for i, name := range provider.Names() {
+		if i > 0 {
+			off += ","
+		}
+		off += `"` + name + `":false`
+	}
+	if err := store.On(e.db, nil).Settings().Set(context.Background(), map[string]string{settings.PromptAffinity: off + "}"}, 0); err != nil {
+		t.Fatalf("turning affinity off: %v", err)
+	}
 	return e
 }
 

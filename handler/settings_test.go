@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-const defaultSettings = `{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`
+const defaultSettings = `{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`
 
 func TestSettingsAPI(t *testing.T) {
 	e := newEnv(t)
+	e.putSettings(`{"prompt_affinity":null}`) // newEnv turns it off
 	get := func() string {
 		t.Helper()
 		w := e.admin(http.MethodGet, "/admin/api/settings", "")
@@ -27,21 +28,23 @@ func TestSettingsAPI(t *testing.T) {
 		name, put, want string
 	}{
 		{"aliases", `{"aliases":{"fast":"groq/llama-3.1-8b-instant","b":"openai/gpt-4o"}}`,
-			`{"free_models":[],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":[],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 		{"free models, others kept", `{"free_models":["openai/free-*"," gpt-oss-* "]}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 		{"wait", `{"wait_for_cooldown_seconds":30,"check_models":{}}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":30,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":30,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 		{"wait as a string", `{"wait_for_cooldown_seconds":"7"}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":7,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"b":"openai/gpt-4o","fast":"groq/llama-3.1-8b-instant"},"wait_for_cooldown_seconds":7,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 		{"several at once", `{"wait_for_cooldown_seconds":3,"aliases":{"x":"mistral/mistral-small"}}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 		{"empty object changes nothing", `{}`,
-			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":["openai/free-*","gpt-oss-*"],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 		{"empty list", `{"free_models":[]}`,
-			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
-		{"null resets", `{"aliases":null,"wait_for_cooldown_seconds":null}`,
-			`{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[]}`},
+			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
+		{"prompt affinity per provider", `{"prompt_affinity":{"openai":false,"groq":true}}`,
+			`{"free_models":[],"aliases":{"x":"mistral/mistral-small"},"wait_for_cooldown_seconds":3,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":true,"mistral":false,"openai":false,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
+		{"null resets", `{"aliases":null,"wait_for_cooldown_seconds":null,"prompt_affinity":null}`,
+			`{"free_models":[],"aliases":{},"wait_for_cooldown_seconds":0,"check_models":{},"access_mode":"private","guest_password_set":false,"guest_reveal_keys":false,"page_size":50,"forward_headers":[],"gateway_headers":[],"prompt_affinity":{"anthropic":true,"azure-openai":true,"cerebras":false,"cohere":false,"deepseek":true,"elevenlabs":false,"google-ai-studio":true,"grok":true,"groq":false,"mistral":false,"openai":true,"openrouter":false,"perplexity-ai":false,"siliconflow":false,"workers-ai":false}}`},
 	}
 	for _, tc := range valid {
 		t.Run("PUT "+tc.name, func(t *testing.T) {
@@ -73,6 +76,9 @@ func TestSettingsAPI(t *testing.T) {
 		{"wait negative", `{"wait_for_cooldown_seconds":-1}`, "wait_for_cooldown_seconds"},
 		{"wait fractional", `{"wait_for_cooldown_seconds":1.5}`, "wait_for_cooldown_seconds"},
 		{"wait not a number", `{"wait_for_cooldown_seconds":true}`, "wait_for_cooldown_seconds"},
+		{"affinity for an unknown provider", `{"prompt_affinity":{"nope":true}}`, "prompt_affinity"},
+		{"affinity not a boolean", `{"prompt_affinity":{"openai":"off"}}`, "prompt_affinity"},
+		{"affinity not an object", `{"prompt_affinity":true}`, "prompt_affinity"},
 		{"unknown setting", `{"colour":"blue"}`, "colour"},
 		{"good field then a bad one", `{"wait_for_cooldown_seconds":5,"aliases":{"x":"nope/y"}}`, "aliases"},
 		{"bad field then a good one", `{"free_models":{},"wait_for_cooldown_seconds":5,"check_models":{}}`, "free_models"},

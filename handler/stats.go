@@ -149,7 +149,13 @@ func writeCounts(b *jsonout.Builder, c store.Counts) {
 		Key("client_errors").Int(c.ClientErrors).Key("upstream_errors").Int(c.UpstreamErrors).Key("rejected").Int(c.Rejected).
 		Key("prompt_tokens").Int(c.PromptTokens).Key("completion_tokens").Int(c.CompletionTokens).
 		Key("total_tokens").Int(c.PromptTokens + c.CompletionTokens).Key("estimated").Int(c.Estimated).
-		Key("success_rate")
+		Key("cached_tokens").Int(c.CachedTokens).Key("cached_share")
+	if c.PromptTokens > 0 {
+		b.Float(float64(c.CachedTokens) / float64(c.PromptTokens))
+	} else {
+		b.Null()
+	}
+	b.Key("success_rate")
 	if c.Requests > 0 {
 		b.Float(float64(c.Successes) / float64(c.Requests))
 	} else {
@@ -171,7 +177,7 @@ func writeStatsCSV(w http.ResponseWriter, s statsQuery, points []store.Point) {
 		head = append(head, s.group)
 	}
 	head = append(head, "requests", "successes", "client_errors", "upstream_errors", "rejected",
-		"prompt_tokens", "completion_tokens", "total_tokens", "estimated", "latency_avg_ms")
+		"prompt_tokens", "completion_tokens", "total_tokens", "estimated", "latency_avg_ms", "cached_tokens")
 	out.WriteString(strings.Join(head, ",") + "\r\n")
 	for _, p := range points {
 		row := []string{strconv.FormatInt(p.Bucket, 10), time.UnixMilli(p.Bucket).UTC().Format(time.RFC3339)}
@@ -183,7 +189,7 @@ func writeStatsCSV(w http.ResponseWriter, s statsQuery, points []store.Point) {
 			avg = p.LatencyMS / p.Requests
 		}
 		for _, n := range []int64{p.Requests, p.Successes, p.ClientErrors, p.UpstreamErrors, p.Rejected,
-			p.PromptTokens, p.CompletionTokens, p.PromptTokens + p.CompletionTokens, p.Estimated, avg} {
+			p.PromptTokens, p.CompletionTokens, p.PromptTokens + p.CompletionTokens, p.Estimated, avg, p.CachedTokens} {
 			row = append(row, strconv.FormatInt(n, 10))
 		}
 		out.WriteString(strings.Join(row, ",") + "\r\n")

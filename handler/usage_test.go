@@ -671,7 +671,7 @@ func TestStatsCSV(t *testing.T) {
 	if err != nil {
 		t.Fatalf("not CSV: %v\n%s", err, body)
 	}
-	head := "bucket,time,token,requests,successes,client_errors,upstream_errors,rejected,prompt_tokens,completion_tokens,total_tokens,estimated,latency_avg_ms"
+	head := "bucket,time,token,requests,successes,client_errors,upstream_errors,rejected,prompt_tokens,completion_tokens,total_tokens,estimated,latency_avg_ms,cached_tokens"
 	if strings.Join(recs[0], ",") != head {
 		t.Errorf("header %q, want %q", recs[0], head)
 	}
@@ -679,10 +679,10 @@ func TestStatsCSV(t *testing.T) {
 	m0 := strconv.FormatInt(minute0, 10)
 	m1 := strconv.FormatInt(minute0+60000, 10)
 	want := [][]string{
-		{m0, "2025-06-01T12:00:00Z", "0", "2", "2", "0", "0", "0", "10", "14", "24", "0", "0"},
-		{m0, "2025-06-01T12:00:00Z", tok, "1", "1", "0", "0", "0", "5", "7", "12", "0", "0"},
-		{m1, "2025-06-01T12:01:00Z", "0", "1", "1", "0", "0", "0", "5", "7", "12", "0", "0"},
-		{m1, "2025-06-01T12:01:00Z", tok, "1", "0", "1", "0", "0", "0", "0", "0", "0", "0"},
+		{m0, "2025-06-01T12:00:00Z", "0", "2", "2", "0", "0", "0", "10", "14", "24", "0", "0", "0"},
+		{m0, "2025-06-01T12:00:00Z", tok, "1", "1", "0", "0", "0", "5", "7", "12", "0", "0", "0"},
+		{m1, "2025-06-01T12:01:00Z", "0", "1", "1", "0", "0", "0", "5", "7", "12", "0", "0", "0"},
+		{m1, "2025-06-01T12:01:00Z", tok, "1", "0", "1", "0", "0", "0", "0", "0", "0", "0", "0"},
 	}
 	if !reflect.DeepEqual(recs[1:], want) {
 		t.Errorf("rows:\n got %q\nwant %q", recs[1:], want)
@@ -690,7 +690,7 @@ func TestStatsCSV(t *testing.T) {
 	// Without grouping there is no group column.
 	w = e.admin(http.MethodGet, "/admin/api/stats?format=csv&granularity=day&from=0", "")
 	recs, _ = csv.NewReader(strings.NewReader(w.Body.String())).ReadAll()
-	if len(recs) != 3 || len(recs[0]) != 12 || recs[0][2] != "requests" || recs[2][2] != "5" {
+	if len(recs) != 3 || len(recs[0]) != 13 || recs[0][2] != "requests" || recs[2][2] != "5" {
 		t.Errorf("day CSV %q", recs)
 	}
 

@@ -73,6 +73,7 @@ func countsFields(c *store.Counts, f *Fields) {
 	f.Int(&c.CompletionTokens)
 	f.Int(&c.Estimated)
 	f.Int(&c.LatencyMS)
+	f.Int(&c.CachedTokens)
 }
 
 func rollupFields(r *store.Rollup, f *Fields) {

@@ -67,6 +67,10 @@ type Provider struct {
 	// BalancePath under Origin.
 	Balance     BalanceAPI
 	BalancePath string
+	// PromptCache: the provider caches prompts per account (OpenAI per
+	// organization, Anthropic per workspace, Gemini per project, DeepSeek
+	// and xAI per account), so prompt-cache affinity is on by default.
+	PromptCache bool
 	// KeyPrefixes lists the prefixes real keys of this provider start with.
 	// Empty means any well-formed token is accepted.
 	KeyPrefixes []string
@@ -75,7 +79,7 @@ type Provider struct {
 var registry = map[string]Provider{
 	"openai": {
 		Name: "openai", Origin: "https://api.openai.com", NativePrefix: "/v1", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true, PromptCache: true,
 		Gateway: true, GatewayOpenAI: "", GatewayCompat: "openai",
 		KeyPrefixes: []string{"sk-"},
 	},
@@ -88,14 +92,14 @@ var registry = map[string]Provider{
 	},
 	"google-ai-studio": {
 		Name: "google-ai-studio", Origin: "https://generativelanguage.googleapis.com", NativePrefix: "", OpenAIPrefix: "/v1beta/openai",
-		KeyHeader: "x-goog-api-key", Family: FamilyGemini, StreamUsage: true,
+		KeyHeader: "x-goog-api-key", Family: FamilyGemini, StreamUsage: true, PromptCache: true,
 		// The gateway passes Google's paths through: its OpenAI-compatible API too.
 		Gateway: true, GatewayOpenAI: "/v1beta/openai", GatewayCompat: "google-ai-studio",
 		KeyPrefixes: []string{"AIza"},
 	},
 	"anthropic": {
 		Name: "anthropic", Origin: "https://api.anthropic.com", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "x-api-key", Family: FamilyAnthropic,
+		KeyHeader: "x-api-key", Family: FamilyAnthropic, PromptCache: true,
 		Gateway: true, GatewayOpenAI: "/v1", GatewayCompat: "anthropic",
 		KeyPrefixes: []string{"sk-ant-"},
 	},
@@ -107,7 +111,7 @@ var registry = map[string]Provider{
 	},
 	"deepseek": {
 		Name: "deepseek", Origin: "https://api.deepseek.com", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true, PromptCache: true,
 		Gateway: true, GatewayOpenAI: "", GatewayCompat: "deepseek",
 		Balance: BalanceDeepSeek, BalancePath: "/user/balance",
 		KeyPrefixes: []string{"sk-"},
@@ -134,7 +138,7 @@ var registry = map[string]Provider{
 		// No public origin: set AZURE_OPENAI_BASE_URL to the resource
 		// (https://<resource>.openai.azure.com) for direct use.
 		Name: "azure-openai", Origin: "https://azure-openai.invalid", NativePrefix: "", OpenAIPrefix: "/openai/v1",
-		KeyHeader: "api-key", Family: FamilyOpenAI,
+		KeyHeader: "api-key", Family: FamilyOpenAI, PromptCache: true,
 		// The gateway's form is /azure-openai/<resource>/<deployment>/….
 		Gateway: true, NoGatewayOpenAI: true,
 	},
@@ -164,7 +168,7 @@ var registry = map[string]Provider{
 	},
 	"grok": {
 		Name: "grok", Origin: "https://api.x.ai", NativePrefix: "", OpenAIPrefix: "/v1",
-		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true,
+		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true, PromptCache: true,
 		Gateway: true, GatewayOpenAI: "/v1", GatewayCompat: "grok",
 		KeyPrefixes: []string{"xai-"},
 	},

@@ -73,6 +73,9 @@ func (px *Proxy) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set
 		return
 	}
 	call.headers = ruleFor(set, call.prov.Family, call.viaGateway)
+	if set.AffinityOn(call.prov) {
+		call.conversation = conversation(r.Header, call)
+	}
 	// An OpenAI-compatible chat stream is asked for its usage, where the
 	// provider accepts the option; when the client did not ask, the extra
 	// chunk is taken out of what it sees.
@@ -105,7 +108,8 @@ func (px *Proxy) attemptRequest(call upstreamCall, set settings.Settings, starte
 			Budget:      c.RetryBudget,
 			Wait:        time.Duration(set.Wait) * time.Second,
 		},
-		IntN: px.IntN,
+		IntN:         px.IntN,
+		Conversation: call.conversation,
 	}
 }
 

@@ -48,6 +48,9 @@ type upstreamCall struct {
 	client client
 	// headers picks the client headers that go upstream (set by forward).
 	headers forwardRule
+	// conversation identifies the conversation the request continues,
+	// when prompt-cache affinity is on for the provider (set by forward).
+	conversation uint64
 }
 
 // dbAndBody is the database and the request's body; false: answered.

@@ -57,7 +57,7 @@ func (px *Proxy) count(s served, u usage.Usage, found bool, answerBytes int64, t
 		}
 		u = usage.Estimate(in, out)
 	}
-	c := store.Counts{Requests: 1, PromptTokens: u.Prompt, CompletionTokens: u.Completion,
+	c := store.Counts{Requests: 1, PromptTokens: u.Prompt, CompletionTokens: u.Completion, CachedTokens: u.Cached,
 		LatencyMS: s.latency.Milliseconds()}
 	switch s.class {
 	case classSuccess:

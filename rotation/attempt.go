@@ -42,6 +42,10 @@ type Request struct {
 	StormPolicy StormPolicy
 	Limits      Limits
 	IntN        func(n int) int // draws in [0, n), for Pick; required
+	// Conversation, when not 0, identifies the conversation the request
+	// continues: keys are picked by PickAffine, so that its turns reach
+	// the same provider account and its prompt cache.
+	Conversation uint64
 }
 
 // StepKind is what the handler must do next.
@@ -188,7 +192,13 @@ func (m *Attempts) pick(now time.Time) Step {
 	if m.failed >= l.MaxAttempts || m.attempt >= l.MaxKeys || m.attempt > 0 && now.Sub(m.req.Started) >= l.Budget {
 		return m.endLoop()
 	}
-	key, ok := Pick(m.cands, m.tried, m.req.IntN)
+	var key Candidate
+	var ok bool
+	if m.req.Conversation != 0 {
+		key, ok = PickAffine(m.cands, m.tried, m.req.Conversation)
+	} else {
+		key, ok = Pick(m.cands, m.tried, m.req.IntN)
+	}
 	if !ok {
 		// Every key is out for this model. When the first cooling one is
 		// back soon enough, wait for it once instead of answering 429.

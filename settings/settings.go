@@ -44,6 +44,11 @@ const (
 	// allow-list (proxy/headers.go): any provider, and AI Gateway options.
 	ForwardHeaders = "forward_headers"
 	GatewayHeaders = "gateway_headers"
+	// prompt_affinity turns prompt-cache affinity (rotation.PickAffine)
+	// on or off per provider: {"openai": false, "groq": true}. Providers
+	// not named keep their default (on where the provider caches prompts
+	// per account, provider.Provider.PromptCache).
+	PromptAffinity = "prompt_affinity"
 )
 
 // checks validate each setting's stored text; "" means valid.
@@ -71,6 +76,7 @@ var checks = map[string]func(string) string{
 		return ""
 	},
 	ForwardHeaders: func(v string) string { _, e := parseHeaderNames(v, false); return e },
+	PromptAffinity: func(v string) string { _, e := parseAffinity(v); return e },
 	GatewayHeaders: func(v string) string { _, e := parseHeaderNames(v, true); return e },
 	PageSize: func(v string) string {
 		if n, err := strconv.Atoi(v); err != nil || n < 10 || n > 500 {
@@ -124,6 +130,18 @@ type Settings struct {
 	// Gateway.
 	ForwardHeaders []string
 	GatewayHeaders []string
+	// Affinity: provider → prompt-cache affinity on or off, where the
+	// admin changed the default (see AffinityOn).
+	Affinity map[string]bool
+}
+
+// AffinityOn reports whether requests to p follow their conversation's
+// key (prompt-cache affinity): the admin's choice, else p's default.
+func (s Settings) AffinityOn(p provider.Provider) bool {
+	if on, set := s.Affinity[p.Name]; set {
+		return on
+	}
+	return p.PromptCache
 }
 
 // Parse reads stored values; one that does not parse (it cannot
@@ -157,6 +175,8 @@ func Parse(m map[string]string) Settings {
 			s.ForwardHeaders, err = parseHeaderNames(v, false)
 		case GatewayHeaders:
 			s.GatewayHeaders, err = parseHeaderNames(v, true)
+		case PromptAffinity:
+			s.Affinity, err = parseAffinity(v)
 		}
 		if err != "" {
 			log.Printf("keypool: ignoring stored setting %s: %s", name, err)
@@ -209,6 +229,33 @@ func parseAliases(v string) (map[string]string, string) {
 	}
 	return out, ""
 }
+
+func parseAffinity(v string) (map[string]bool, string) {
+	r := gjson.Parse(v)
+	if !r.IsObject() {
+		return nil, `want a JSON object mapping a provider to true or false, e.g. {"openai":false}`
+	}
+	out := map[string]bool{}
+	var bad string
+	r.ForEach(func(k, x gjson.Result) bool {
+		switch {
+		case !known(k.String()):
+			bad = "unknown provider " + strconv.Quote(k.String())
+		case x.Type != gjson.True && x.Type != gjson.False:
+			bad = "the value for " + k.String() + " must be true or false"
+		default:
+			out[k.String()] = x.Bool()
+			return true
+		}
+		return false
+	})
+	if bad != "" {
+		return nil, bad
+	}
+	return out, ""
+}
+
+func known(name string) bool { _, ok := provider.Lookup(name); return ok }
 
 func parseCheckModels(v string) (map[string]string, string) {
 	r := gjson.Parse(v)
@@ -341,6 +388,13 @@ func JSON(s Settings) []byte {
 		Key(GuestReveal).Bool(s.GuestRevealKeys).Key(PageSize).Int(s.PageSize)
 	writeStrings(&b, ForwardHeaders, s.ForwardHeaders)
 	writeStrings(&b, GatewayHeaders, s.GatewayHeaders)
+	// Every provider's affinity as it is in force, defaults included.
+	b.Key(PromptAffinity).Object()
+	for _, name := range provider.Names() {
+		p, _ := provider.Lookup(name)
+		b.Key(name).Bool(s.AffinityOn(p))
+	}
+	b.EndObject()
 	return b.EndObject().Bytes()
 }
 

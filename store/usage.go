@@ -33,6 +33,9 @@ type Counts struct {
 	CompletionTokens int64
 	Estimated        int64
 	LatencyMS        int64
+	// CachedTokens is the part of PromptTokens the providers read from
+	// their prompt caches (usage.Usage.Cached).
+	CachedTokens int64
 }
 
 // Add adds c to n.
@@ -46,17 +49,18 @@ func (n *Counts) Add(c Counts) {
 	n.CompletionTokens += c.CompletionTokens
 	n.Estimated += c.Estimated
 	n.LatencyMS += c.LatencyMS
+	n.CachedTokens += c.CachedTokens
 }
 
 // Values lists the counts in their column order.
 func (n Counts) Values() []int64 {
 	return []int64{n.Requests, n.Successes, n.ClientErrors, n.UpstreamErrors, n.Rejected,
-		n.PromptTokens, n.CompletionTokens, n.Estimated, n.LatencyMS}
+		n.PromptTokens, n.CompletionTokens, n.Estimated, n.LatencyMS, n.CachedTokens}
 }
 
 // countColumns are the columns of Counts, in order.
 var countColumns = []string{"requests", "successes", "client_errors", "upstream_errors", "rejected",
-	"prompt_tokens", "completion_tokens", "estimated", "latency_ms"}
+	"prompt_tokens", "completion_tokens", "estimated", "latency_ms", "cached_tokens"}
 
 // Add writes rollups into both the minute and the day rows, in one
 // statement however many groups.
@@ -147,7 +151,7 @@ func (u *Rollups) Series(ctx context.Context, granularity string, from, to int64
 	for rows.Next() {
 		var p Point
 		if err := rows.Scan(&p.Bucket, &p.Group, &p.Requests, &p.Successes, &p.ClientErrors, &p.UpstreamErrors,
-			&p.Rejected, &p.PromptTokens, &p.CompletionTokens, &p.Estimated, &p.LatencyMS); err != nil {
+			&p.Rejected, &p.PromptTokens, &p.CompletionTokens, &p.Estimated, &p.LatencyMS, &p.CachedTokens); err != nil {
 			rows.Close()
 			return nil, err
 		}

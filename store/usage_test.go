@@ -58,9 +58,9 @@ func served(n, prompt, completion, latency int64) store.Counts {
 }
 
 func TestCountsAddValues(t *testing.T) {
-	a := store.Counts{1, 2, 3, 4, 5, 6, 7, 8, 9}
-	a.Add(store.Counts{10, 20, 30, 40, 50, 60, 70, 80, 90})
-	if want := []int64{11, 22, 33, 44, 55, 66, 77, 88, 99}; !reflect.DeepEqual(a.Values(), want) {
+	a := store.Counts{1, 2, 3, 4, 5, 6, 7, 8, 9, 3}
+	a.Add(store.Counts{10, 20, 30, 40, 50, 60, 70, 80, 90, 30})
+	if want := []int64{11, 22, 33, 44, 55, 66, 77, 88, 99, 33}; !reflect.DeepEqual(a.Values(), want) {
 		t.Errorf("Values = %v, want %v", a.Values(), want)
 	}
 }

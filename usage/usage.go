@@ -19,6 +19,12 @@ import (
 type Usage struct {
 	Prompt     int64
 	Completion int64
+	// Cached is the part of Prompt the provider read from its prompt
+	// cache (OpenAI prompt_tokens_details.cached_tokens, the Responses
+	// API's input_tokens_details.cached_tokens, DeepSeek
+	// prompt_cache_hit_tokens, Anthropic cache_read_input_tokens, Gemini
+	// cachedContentTokenCount).
+	Cached int64
 	// Estimated: the upstream reported nothing; the counts are guessed
 	// from the text (about 4 bytes a token).
 	Estimated bool
@@ -43,23 +49,25 @@ func fromObject(o gjson.Result) (Usage, bool) {
 	}
 	if u.IsObject() {
 		p, c := u.Get("prompt_tokens"), u.Get("completion_tokens")
-		var cached int64
+		var cacheSide int64
+		hit := u.Get("prompt_tokens_details.cached_tokens").Int() + u.Get("prompt_cache_hit_tokens").Int()
 		if !p.Exists() && !c.Exists() {
 			p, c = u.Get("input_tokens"), u.Get("output_tokens")
 			// Anthropic counts the prompt read from or written to its
 			// cache apart from input_tokens; the prompt is all three
 			// (OpenAI's prompt_tokens and Gemini's promptTokenCount
 			// include cached tokens too).
-			cached = u.Get("cache_creation_input_tokens").Int() + u.Get("cache_read_input_tokens").Int()
+			cacheSide = u.Get("cache_creation_input_tokens").Int() + u.Get("cache_read_input_tokens").Int()
+			hit = u.Get("cache_read_input_tokens").Int() + u.Get("input_tokens_details.cached_tokens").Int()
 		}
 		if p.Exists() || c.Exists() {
-			return Usage{Prompt: p.Int() + cached, Completion: c.Int()}, true
+			return Usage{Prompt: p.Int() + cacheSide, Completion: c.Int(), Cached: hit}, true
 		}
 		return Usage{}, false
 	}
 	if m := o.Get("usageMetadata"); m.IsObject() {
 		// Thoughts are billed as output.
-		return Usage{Prompt: m.Get("promptTokenCount").Int(),
+		return Usage{Prompt: m.Get("promptTokenCount").Int(), Cached: m.Get("cachedContentTokenCount").Int(),
 			Completion: m.Get("candidatesTokenCount").Int() + m.Get("thoughtsTokenCount").Int()}, true
 	}
 	return Usage{}, false
@@ -164,7 +172,7 @@ func (s *Stream) event(line []byte) {
 	}
 	if u, ok := fromObject(o); ok {
 		if o.Get("type").String() == "message_start" {
-			s.Usage.Prompt = u.Prompt
+			s.Usage.Prompt, s.Usage.Cached = u.Prompt, u.Cached
 		} else {
 			s.Usage = u
 		}

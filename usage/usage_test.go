@@ -192,7 +192,15 @@ func TestFromJSON(t *testing.T) {
 		{"responses api", openAIResponse, Usage{Prompt: 36, Completion: 87}, true},
 		{"anthropic message", anthropicMessage, Usage{Prompt: 2095, Completion: 503}, true},
 		// Claude Code's requests: most of the prompt comes from the cache.
-		{"anthropic message with prompt caching", anthropicCached, Usage{Prompt: 4 + 1021 + 28103, Completion: 219}, true},
+		{"anthropic message with prompt caching", anthropicCached, Usage{Prompt: 4 + 1021 + 28103, Completion: 219, Cached: 28103}, true},
+		{"openai chat, prompt partly cached", `{"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920}}}`,
+			Usage{Prompt: 2006, Completion: 300, Cached: 1920}, true},
+		{"responses api, input partly cached", `{"usage":{"input_tokens":2006,"output_tokens":300,"input_tokens_details":{"cached_tokens":1024}}}`,
+			Usage{Prompt: 2006, Completion: 300, Cached: 1024}, true},
+		{"deepseek cache hit", `{"usage":{"prompt_tokens":1000,"completion_tokens":5,"prompt_cache_hit_tokens":896,"prompt_cache_miss_tokens":104}}`,
+			Usage{Prompt: 1000, Completion: 5, Cached: 896}, true},
+		{"gemini cached content", `{"usageMetadata":{"promptTokenCount":4000,"cachedContentTokenCount":3500,"candidatesTokenCount":9}}`,
+			Usage{Prompt: 4000, Completion: 9, Cached: 3500}, true},
 		{"gemini generateContent with thoughts", geminiGenerate, Usage{Prompt: 8, Completion: 11 + 701}, true},
 		{"gemini without thoughts", `{"candidates":[{"content":{"parts":[{"text":"Hello from the fake Gemini."}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":7,"totalTokenCount":12},"modelVersion":"gemini-2.0-flash"}`, Usage{Prompt: 5, Completion: 7}, true},
 		{"embeddings: prompt tokens only", openAIEmbedding, Usage{Prompt: 5}, true},
@@ -363,7 +371,7 @@ func TestStream(t *testing.T) {
 		{"anthropic message_start + message_delta", anthropicSSE, Usage{Prompt: 25, Completion: 15}, true, -1},
 		{"anthropic with prompt caching", strings.Replace(anthropicSSE, `"usage": {"input_tokens": 25, "output_tokens": 1}`,
 			`"usage": {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 2000, "output_tokens": 1}`, 1),
-			Usage{Prompt: 2025, Completion: 15}, true, -1},
+			Usage{Prompt: 2025, Completion: 15, Cached: 2000}, true, -1},
 		{"responses api: response.completed", responsesSSE, Usage{Prompt: 37, Completion: 11}, true, -1},
 		{"openai with CRLF line endings", strings.ReplaceAll(openAIStreamUsage, "\n", "\r\n"), Usage{Prompt: 9, Completion: 2}, true, -1},
 		{"data without a space", "data:{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n", Usage{Prompt: 3, Completion: 4}, true, -1},
@@ -450,13 +458,13 @@ func TestEstimate(t *testing.T) {
 		req, ans int64
 		want     Usage
 	}{
-		{0, 0, Usage{0, 0, true}},
-		{1, 1, Usage{1, 1, true}},
-		{3, 4, Usage{1, 1, true}},
-		{4, 5, Usage{1, 2, true}},
-		{8, 9, Usage{2, 3, true}},
-		{400, 1203, Usage{100, 301, true}},
-		{1 << 40, 1<<40 + 1, Usage{1 << 38, 1<<38 + 1, true}},
+		{0, 0, Usage{Prompt: 0, Completion: 0, Estimated: true}},
+		{1, 1, Usage{Prompt: 1, Completion: 1, Estimated: true}},
+		{3, 4, Usage{Prompt: 1, Completion: 1, Estimated: true}},
+		{4, 5, Usage{Prompt: 1, Completion: 2, Estimated: true}},
+		{8, 9, Usage{Prompt: 2, Completion: 3, Estimated: true}},
+		{400, 1203, Usage{Prompt: 100, Completion: 301, Estimated: true}},
+		{1 << 40, 1<<40 + 1, Usage{Prompt: 1 << 38, Completion: 1<<38 + 1, Estimated: true}},
 	}
 	for _, tc := range tests {
 		if got := Estimate(tc.req, tc.ans); got != tc.want {

@@ -67,6 +67,8 @@ type Server struct {
 	used  map[string]int // per key: requests its rule has answered
 	reqs  []Request
 	gates map[string]chan struct{}
+	// prompts: per key, the prompt prefixes it was sent (cachedChat).
+	prompts map[string]map[uint64]bool
 }
 
 // Start listens on a free loopback port and serves until Close.
@@ -81,6 +83,8 @@ func Start() (*Server, error) {
 		rules: map[string]Rule{},
 		used:  map[string]int{},
 		gates: map[string]chan struct{}{},
+
+		prompts: map[string]map[uint64]bool{},
 	}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
@@ -258,6 +262,8 @@ func (s *Server) answer(cw *capture, r *http.Request, in incoming, gate chan str
 			bigStream(cw)
 		case gjson.GetBytes(in.body, "stream").Bool():
 			s.stream(cw, model, gate, gjson.GetBytes(in.body, "stream_options.include_usage").Bool())
+		case strings.HasPrefix(model, CacheModelPrefix):
+			writeJSON(cw, s.cachedChat(in.rec.Key, model, in.body))
 		default:
 			writeJSON(cw, ChatCompletion(model))
 		}

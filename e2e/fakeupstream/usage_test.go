@@ -48,3 +48,28 @@ func TestStreamIncludeUsage(t *testing.T) {
 		t.Errorf("StreamChunksWithUsage = %q", got)
 	}
 }
+
+// TestPromptCache: a key reports cached the leading messages it was sent
+// before for the model; another key, or another model, starts cold.
+func TestPromptCache(t *testing.T) {
+	s := &Server{prompts: map[string]map[uint64]bool{}}
+	turn1 := `{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"}]}`
+	turn2 := `{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]}`
+	cached := func(key, model, body string) int64 {
+		return gjson.Get(s.cachedChat(key, model, []byte(body)), "usage.prompt_tokens_details.cached_tokens").Int()
+	}
+	for _, tc := range []struct {
+		name, key, model, body string
+		want                   int64
+	}{
+		{"first turn, cold", "k1", "cache-m", turn1, 0},
+		{"second turn, same key: the first turn's prompt", "k1", "cache-m", turn2, 2 * PromptTokensPerMessage},
+		{"second turn on another key: cold", "k2", "cache-m", turn2, 0},
+		{"another model: cold", "k1", "cache-n", turn2, 0},
+		{"the same prompt again: all but the last message", "k1", "cache-m", turn2, 3 * PromptTokensPerMessage},
+	} {
+		if got := cached(tc.key, tc.model, tc.body); got != tc.want {
+			t.Errorf("%s: cached %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

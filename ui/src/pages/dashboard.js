@@ -234,7 +234,7 @@ function drawUsage(ui, u) {
   ], { callback: (v) => compact(v) });
   drawTop(ui.topModels, u.byModel, "model", (g) => g);
   drawTop(ui.topTokens, u.byToken, "token", (g) => (g === "0" ? t("dash.authKey") : u.tokenNames.get(g) || "#" + g));
-  drawNow(ui.nowRow, u.now);
+  drawNow(ui.nowRow, u.now, totals);
 }
 
 function stackedBars(c, labels, any, datasets, ticks) {
@@ -246,13 +246,16 @@ function stackedBars(c, labels, any, datasets, ticks) {
   });
 }
 
-function drawNow(nowRow, now) {
+// drawNow draws the current rates and, for the period shown, the share
+// of prompt tokens the providers read from their prompt caches.
+function drawNow(nowRow, now, totals) {
   fill(nowRow, [
     ["now-rpm", "dash.rpm", now ? num(now.rpm) : "—"],
     ["now-tpm", "dash.tpm", now ? num(now.tpm) : "—"],
     ["now-rpd", "dash.rpd", now ? num(now.rpd) : "—"],
     ["now-tpd", "dash.tpd", now ? num(now.tpd) : "—"],
     ["now-success", "dash.successToday", now ? percent(now.success_rate_today) : "—"],
+    ["now-cached", "dash.cachedShare", totals.cached_share == null ? "—" : percent(totals.cached_share)],
   ].map(([id, key, v]) => h("div", { class: "stat", testid: id }, h("span", { class: "card-label", i18n: key }), h("span", { class: "stat-value", text: v }))));
 }
 

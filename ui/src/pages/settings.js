@@ -24,6 +24,23 @@ function pairsText(obj) {
   return Object.entries(obj || {}).map(([k, v]) => k + " = " + v).join("\n");
 }
 
+// prompt_affinity as "provider = on|off" lines, and back.
+function affinityText(obj) {
+  return Object.entries(obj || {}).map(([k, v]) => k + " = " + (v ? "on" : "off")).join("\n");
+}
+
+function parseAffinity(text) {
+  const out = {};
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) return;
+    const m = /^([^=\s]+)\s*=\s*(on|off)$/.exec(line);
+    if (!m) throw new Error(t("settings.badLine", { field: t("settings.affinity"), n: i + 1, want: "provider = on|off" }));
+    out[m[1]] = m[2] === "on";
+  });
+  return out;
+}
+
 export async function settings(root, ctx) {
   const mode = select({ testid: "set-access-mode" }, [
     ["open", "settings.modeOpen"], ["restricted", "settings.modeRestricted"], ["private", "settings.modePrivate"],
@@ -36,6 +53,7 @@ export async function settings(root, ctx) {
   const aliases = h("textarea", { testid: "set-aliases", rows: 5, spellcheck: "false", class: "mono", placeholder: "fast = groq/llama-3.1-8b-instant" });
   const checks = h("textarea", { testid: "set-check-models", rows: 4, spellcheck: "false", class: "mono", placeholder: "openai = gpt-4o-mini" });
   const wait = h("input", { type: "number", testid: "set-wait", min: "0", max: "30", step: "1", class: "short" });
+  const affinity = h("textarea", { testid: "set-affinity", rows: 6, spellcheck: "false", class: "mono", placeholder: "groq = on" });
   const save = h("button", { type: "submit", class: "btn primary", testid: "settings-save", i18n: "settings.save" });
   const status = h("p", { class: "form-status", testid: "settings-status", role: "status", "aria-live": "polite" });
 
@@ -51,7 +69,8 @@ export async function settings(root, ctx) {
       field("settings.freeModels", free, "settings.freeModelsHint"),
       field("settings.aliases", aliases),
       field("settings.checkModels", checks, "settings.checkModelsHint"),
-      field("settings.wait", wait)),
+      field("settings.wait", wait),
+      field("settings.affinity", affinity, "settings.affinityHint")),
     h("div", { class: "form-actions" }, save, status));
   // Log out everywhere: every admin and guest session ends, this one too.
   const everywhere = h("button", { type: "button", class: "btn danger", testid: "logout-everywhere", i18n: "settings.logoutEverywhere" });
@@ -80,6 +99,7 @@ export async function settings(root, ctx) {
     aliases.value = pairsText(s.aliases);
     checks.value = pairsText(s.check_models);
     wait.value = String(s.wait_for_cooldown_seconds);
+    affinity.value = affinityText(s.prompt_affinity);
   }
 
   form.addEventListener("submit", async (e) => {
@@ -97,6 +117,7 @@ export async function settings(root, ctx) {
         aliases: parsePairs(aliases.value, "settings.aliases", "name = provider/model"),
         check_models: parsePairs(checks.value, "settings.checkModels", "provider = model"),
         wait_for_cooldown_seconds: wait.value === "" ? null : Number(wait.value),
+        prompt_affinity: parseAffinity(affinity.value),
       };
       if (guestPw.value) body.guest_password = guestPw.value;
     } catch (err) {
