@@ -170,7 +170,7 @@ func (w *worker) testRollups(t *testing.T) {
 		t.Fatalf("csv: %v, %d rows:\n%s", err, len(rows), r.body)
 	}
 	head := strings.Join(rows[0], ",")
-	if head != "bucket,time,model,requests,successes,client_errors,upstream_errors,rejected,prompt_tokens,completion_tokens,total_tokens,estimated,latency_avg_ms" {
+	if head != "bucket,time,model,requests,successes,client_errors,upstream_errors,rejected,prompt_tokens,completion_tokens,total_tokens,estimated,latency_avg_ms,cached_tokens" {
 		t.Errorf("csv header %q", head)
 	}
 	for _, row := range rows[1:] {
