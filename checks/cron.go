@@ -107,6 +107,10 @@ func (c *Checker) cronPrune(ctx context.Context, db *sql.DB, keys *store.Keys, c
 	if n, err := store.On(db, budget).Audit().Prune(ctx, now-days*86400000); err == nil {
 		old += n
 	}
+	logDays := c.Config().RequestLogDays
+	if n, err := store.On(db, budget).Requests().Prune(ctx, now-logDays*86400000, int(c.Config().RequestLogRows)); err == nil {
+		old += n
+	}
 	// Minute rollups are kept two days; day rollups as long as history.
 	if n, err := store.On(db, budget).Rollups().Prune(ctx, now-2*86400000, now-days*86400000); err == nil {
 		old += n

@@ -80,6 +80,8 @@ var Vars = []Var{
 	{Name: "CHECK_PROBE_MAX_SECONDS", Kind: Int, Default: "86400", Min: 1, Max: 30 * 86400, Meaning: "longest wait between probes"},
 	{Name: "CHECK_RETRY_SECONDS", Kind: Int, Default: "900", Min: 1, Max: 30 * 86400, Meaning: "wait after a check that learnt nothing"},
 	{Name: "CHECK_HISTORY_DAYS", Kind: Int, Default: "30", Min: 1, Max: 3650, Meaning: "check results, key events and audit entries kept"},
+	{Name: "REQUEST_LOG_DAYS", Kind: Int, Default: "7", Min: 1, Max: 365, Meaning: "request log entries kept this many days"},
+	{Name: "REQUEST_LOG_ROWS", Kind: Int, Default: "20000", Min: 100, Max: 1000000, Meaning: "request log entries kept at most"},
 	{Name: "JOB_SUBREQUESTS", Kind: Int, Default: "40", Min: 10, Max: 10000, Meaning: "subrequests one advance of a check job may use"},
 	{Name: "JOB_TIME_BUDGET_SECONDS", Kind: Int, Default: "10", Min: 1, Max: 600, Meaning: "time one advance of a check job may take"},
 	{Name: "KEYPOOL_DEBUG", Kind: Flag, Meaning: "admin-only test routes"},
@@ -110,6 +112,7 @@ type Config struct {
 	CheckConcurrency                 int
 	Health                           rotation.HealthPolicy
 	CheckHistoryDays                 int64
+	RequestLogDays, RequestLogRows   int64
 
 	Debug bool
 }
@@ -159,6 +162,8 @@ func Parse(getenv func(string) string) Config {
 			ErrorRetry: r.seconds("CHECK_RETRY_SECONDS"),
 		},
 		CheckHistoryDays: r.int("CHECK_HISTORY_DAYS"),
+		RequestLogDays:   r.int("REQUEST_LOG_DAYS"),
+		RequestLogRows:   r.int("REQUEST_LOG_ROWS"),
 		Debug:            r.flag("KEYPOOL_DEBUG"),
 	}
 	for _, name := range provider.Names() {

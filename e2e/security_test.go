@@ -22,6 +22,7 @@ import (
 
 	"github.com/keypool/keypool/e2e/fakeupstream"
 	"github.com/keypool/keypool/handler"
+	"github.com/keypool/keypool/proxy"
 )
 
 // TestSecurity attacks each build from outside, each build with its own
@@ -99,6 +100,7 @@ type secSuite struct {
 	keyIDSecret string  // the first one's secret
 	tokID       int64   // a token for {token}
 	jobID       int64   // a check job for {job}
+	requestID   string  // a request in the request log for {request}
 
 	mu       sync.Mutex
 	secrets  map[string]string // secret → what it is
@@ -347,6 +349,12 @@ func (s *secSuite) setup(t *testing.T) {
 		t.Fatalf("start check job: %d %s", job.status, job.body)
 	}
 	s.jobID = job.json().Get("id").Int()
+	// A refused request (AUTH_KEY may not pass through to /v1/files): the
+	// request log keeps it, under the id its answer carried.
+	refused := s.w.do(t, "GET", "/v1/files", map[string]string{"Authorization": "Bearer " + s.w.token}, "")
+	if s.requestID = refused.header.Get(proxy.RequestIDHeader); refused.status != http.StatusForbidden || s.requestID == "" {
+		t.Fatalf("a refused request for the log: %d, id %q", refused.status, s.requestID)
+	}
 }
 
 // Expected statuses: a number, or "2xx".
@@ -389,7 +397,7 @@ func (e expectRow) ok(c credKind, status int) bool {
 }
 
 // sample is one concrete request for a route. Placeholders: {key},
-// {token}, {job} (ids made in setup), {freshkey} and {freshtoken} (made
+// {token}, {job}, {request} (ids made in setup), {freshkey} and {freshtoken} (made
 // for each attempt; after a refused attempt they must still exist),
 // {newkey} and {newlabel} (a new key and label each attempt; after a
 // refused one it must not exist), {adminpw}, {guestpw}, {keyid}.
@@ -461,10 +469,12 @@ var authMatrix = map[string]matrixEntry{
 		{method: "GET", path: "/admin/api/stats?group=model"},
 		{method: "GET", path: "/admin/api/stats?group=token&format=csv"},
 	}},
-	"GET /admin/api/stats/now":   {handler.Admin, rowAdminRead, []sample{{method: "GET", path: "/admin/api/stats/now"}}},
-	"GET /admin/api/debug/panic": {handler.Debug, rowAdminPanic, []sample{{method: "GET", path: "/admin/api/debug/panic"}}},
-	"GET /admin/api/debug/sleep": {handler.Debug, rowAdminRead, []sample{{method: "GET", path: "/admin/api/debug/sleep?ms=1"}}},
-	"GET /admin/api/debug/stats": {handler.Debug, rowAdminRead, []sample{{method: "GET", path: "/admin/api/debug/stats"}}},
+	"GET /admin/api/stats/now":      {handler.Admin, rowAdminRead, []sample{{method: "GET", path: "/admin/api/stats/now"}}},
+	"GET /admin/api/debug/panic":    {handler.Debug, rowAdminPanic, []sample{{method: "GET", path: "/admin/api/debug/panic"}}},
+	"GET /admin/api/debug/sleep":    {handler.Debug, rowAdminRead, []sample{{method: "GET", path: "/admin/api/debug/sleep?ms=1"}}},
+	"GET /admin/api/debug/stats":    {handler.Debug, rowAdminRead, []sample{{method: "GET", path: "/admin/api/debug/stats"}}},
+	"GET /admin/api/requests":       {handler.Admin, rowAdminRead, []sample{{method: "GET", path: "/admin/api/requests?status=4xx&limit=5"}}},
+	"GET /admin/api/requests/{rid}": {handler.Admin, rowAdminRead, []sample{{method: "GET", path: "/admin/api/requests/{request}"}}},
 	// d1=none lifts a fault: the matrix injects none.
 	"POST /admin/api/debug/faults": {handler.Debug, rowAdminChange, []sample{{method: "POST", path: "/admin/api/debug/faults?d1=none"}}},
 }
@@ -579,7 +589,7 @@ func (s *secSuite) matrixRequest(t *testing.T, name string, e matrixEntry, smp s
 		body = strings.ReplaceAll(body, "{newlabel}", newLabel)
 	}
 	rep := strings.NewReplacer("{key}", strconv.FormatInt(s.keyIDs[0], 10), "{keyid}", strconv.FormatInt(s.keyIDs[1], 10),
-		"{token}", strconv.FormatInt(s.tokID, 10), "{job}", strconv.FormatInt(s.jobID, 10),
+		"{token}", strconv.FormatInt(s.tokID, 10), "{job}", strconv.FormatInt(s.jobID, 10), "{request}", s.requestID,
 		"{adminpw}", s.w.admin, "{guestpw}", s.guestPW)
 	path, body = rep.Replace(path), rep.Replace(body)
 

@@ -99,6 +99,9 @@ func New(d Deps) *Handler {
 // OpenAI error format instead of a dead instance and a hung client.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tw := &trackingWriter{ResponseWriter: w}
+	// Every answer carries an id; a proxied request's finds its entry in
+	// the request log.
+	tw.Header().Set(proxy.RequestIDHeader, proxy.NewRequestID(h.d.Now()))
 	defer func() {
 		if v := recover(); v != nil {
 			log.Printf("keypool: panic serving %s %s: %v", r.Method, r.URL.Path, v)

@@ -39,6 +39,7 @@ type adminRoute struct {
 type adminCall struct {
 	actor string // "password" or "session"
 	id    int64  // the {id} in the path, if any
+	raw   string // the {rid} in the path (a request id), if any
 }
 
 var adminRoutes = []adminRoute{
@@ -66,6 +67,8 @@ var adminRoutes = []adminRoute{
 	{"GET", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.getToken(w, r, a.id) }},
 	{"PATCH", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.patchToken(w, r, a.id) }},
 	{"DELETE", "/tokens/{id}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.deleteToken(w, r, a.id) }},
+	{"GET", "/requests", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.listRequests(w, r) }},
+	{"GET", "/requests/{rid}", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.getRequest(w, r, a.raw) }},
 	{"GET", "/audit", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.listAudit(w, r) }},
 	{"POST", "/sessions/revoke", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.revokeAllSessions(w, r) }},
 	{"GET", "/stats", false, func(h *Handler, w http.ResponseWriter, r *http.Request, a adminCall) { h.stats(w, r) }},
@@ -103,14 +106,19 @@ func Routes() []Route {
 }
 
 // matchPath matches a path against a pattern whose "{id}" segments are
-// positive integers; id is the last one. badID: the path has the
-// pattern's shape but an id that is not a positive integer.
-func matchPath(pattern, path string) (id int64, ok, badID bool) {
+// positive integers; id is the last one; a "{rid}" segment is any
+// non-empty text, returned as raw. badID: the path has the pattern's
+// shape but an id that is not a positive integer.
+func matchPath(pattern, path string) (id int64, raw string, ok, badID bool) {
 	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
 	if len(ps) != len(xs) {
-		return 0, false, false
+		return 0, "", false, false
 	}
 	for i := range ps {
+		if ps[i] == "{rid}" && xs[i] != "" {
+			raw = xs[i]
+			continue
+		}
 		if ps[i] == "{id}" {
 			n, err := strconv.ParseInt(xs[i], 10, 64)
 			if err != nil || n <= 0 {
@@ -121,10 +129,10 @@ func matchPath(pattern, path string) (id int64, ok, badID bool) {
 			continue
 		}
 		if ps[i] != xs[i] {
-			return 0, false, false
+			return 0, "", false, false
 		}
 	}
-	return id, !badID, badID
+	return id, raw, !badID, badID
 }
 
 // admin serves /admin/api/*: authentication first, then the route table.
@@ -146,7 +154,7 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 		if rt.debug && !debug {
 			continue
 		}
-		id, ok, bad := matchPath(rt.path, p)
+		id, raw, ok, bad := matchPath(rt.path, p)
 		badID = badID || bad
 		if !ok {
 			continue
@@ -156,11 +164,11 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			rt.serve(h, w, r, adminCall{actor: actor, id: id})
+			rt.serve(h, w, r, adminCall{actor: actor, id: id, raw: raw})
 			return
 		}
-		sw := &statusWriter{ResponseWriter: w}
-		rt.serve(h, sw, r, adminCall{actor: actor, id: id})
+		sw := &statusWriter{Recorder: reply.NewRecorder(w)}
+		rt.serve(h, sw, r, adminCall{actor: actor, id: id, raw: raw})
 		if db, err := h.d.DB(); err == nil {
 			target := ""
 			if id > 0 {
@@ -184,30 +192,15 @@ func (h *Handler) admin(w http.ResponseWriter, r *http.Request) {
 // statusWriter remembers the status an admin change answered, and a note
 // the handler may leave for the audit log (never a secret).
 type statusWriter struct {
-	http.ResponseWriter
-	code int
+	reply.Recorder
 	note string
 }
 
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
 func (s *statusWriter) status() int {
-	if s.code == 0 {
+	if s.Status() == 0 {
 		return http.StatusOK
 	}
-	return s.code
+	return s.Status()
 }
 
 // auditNote leaves a note for the audit log entry of this change.

@@ -56,7 +56,6 @@ func (px *Proxy) endpointAllowed(w http.ResponseWriter, r *http.Request, c clien
 	if provider.Inference(p, surface, r.Method, rest) {
 		return true
 	}
-	px.count(served{started: px.Now(), token: c.id(), prov: p.Name, model: RefusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
 	shown := r.Method + " " + prefix + rest
 	if len(shown) > maxPathInError {
 		shown = strings.ToValidUTF8(shown[:maxPathInError], "") + "…"
@@ -69,5 +68,7 @@ func (px *Proxy) endpointAllowed(w http.ResponseWriter, r *http.Request, c clien
 		Message: who + " may not call " + shown + ": it may call the inference endpoints keypool knows " +
 			"(chat, completions, embeddings, images, audio, rerank, responses, models; Gemini generateContent…; " +
 			"Anthropic messages…); other provider endpoints need " + how}.Write(w)
+	px.count(served{started: px.Now(), token: c.id(), prov: p.Name, model: RefusedModel, class: classRejected, answer: answerOf(w)},
+		usage.Usage{}, false, 0, false)
 	return false
 }

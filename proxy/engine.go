@@ -66,7 +66,8 @@ func (px *Proxy) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set
 	// The request's line in the usage rollups; a request that never
 	// reaches an answer from a key counts as rejected.
 	fin := served{started: started, token: call.client.id(), prov: call.prov.Name, model: call.model,
-		class: classRejected, reqBytes: int64(len(call.body)), textIn: len(call.body) > 0 && isJSON(r.Header.Get("Content-Type"))}
+		class: classRejected, reqBytes: int64(len(call.body)), textIn: len(call.body) > 0 && isJSON(r.Header.Get("Content-Type")),
+		answer: answerOf(w), sampled: sampled(set.RequestLogSample)}
 	keys := store.On(db, px.Queries).Keys().Sealing(b)
 	if !px.admit(w, call.client, call) {
 		px.finish(db, keys, fin, nil)
@@ -89,6 +90,7 @@ func (px *Proxy) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set
 	held := run.drive(m)
 	defer run.cancel() // after the relay: the body may still be read
 	eff := m.Effects()
+	fin.uses = eff.Uses
 	px.applyHot(call.prov.Name, eff)
 	fin = px.reply(w, call, eff, held, strip, fin)
 	px.finish(db, keys, fin, eff.Changes)

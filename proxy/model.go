@@ -283,7 +283,8 @@ func (px *Proxy) refuseOutOfScope(w http.ResponseWriter, c client, prov, model s
 		return false
 	}
 	e.Write(w)
-	px.count(served{started: px.Now(), token: t.ID, prov: prov, model: RefusedModel, class: classRejected}, usage.Usage{}, false, 0, false)
+	px.count(served{started: px.Now(), token: t.ID, prov: prov, model: RefusedModel, class: classRejected, answer: answerOf(w)},
+		usage.Usage{}, false, 0, false)
 	px.Defer(px.flushDue)
 	return true
 }

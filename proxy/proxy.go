@@ -107,7 +107,8 @@ var modelRequired = map[string]bool{
 // comes from an alias, a "provider/model" model name, else
 // DEFAULT_PROVIDER. Paths keypool does not know pass through to the
 // provider's OpenAI-compatible API.
-func (px *Proxy) ServeOpenAI(w http.ResponseWriter, r *http.Request) {
+func (px *Proxy) ServeOpenAI(rw http.ResponseWriter, r *http.Request) {
+	w := answering(rw, r)
 	c, ok := px.checkClient(w, r)
 	if !ok {
 		return
@@ -211,7 +212,8 @@ func (px *Proxy) requestModel(contentType string, body []byte, set settings.Sett
 // Cloudflare AI Gateway when CF_ACCOUNT_ID and AI_GATEWAY are set, and
 // /api/compat/chat/completions, the gateway's OpenAI-compatible endpoint
 // for every provider.
-func (px *Proxy) ServeNative(w http.ResponseWriter, r *http.Request) {
+func (px *Proxy) ServeNative(rw http.ResponseWriter, r *http.Request) {
+	w := answering(rw, r)
 	c, ok := px.checkClient(w, r)
 	if !ok {
 		return

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keypool/keypool/pool"
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 	"github.com/keypool/keypool/usage"
@@ -40,6 +41,11 @@ type served struct {
 	reqBytes int64
 	textIn   bool // the request is text (JSON) an estimate may be made from
 	counted  bool
+	// For the request log: the client's answer, the attempts, and whether
+	// a successful request was drawn for the log's sample.
+	answer  *answerWriter
+	uses    []rotation.KeyUse
+	sampled bool
 }
 
 const rollupKey = "rollup"
@@ -82,16 +88,21 @@ func (px *Proxy) count(s served, u usage.Usage, found bool, answerBytes int64, t
 		now := px.Now()
 		px.Pool.CountToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
 	}
+	px.logRequest(s, u, c)
 }
 
 // pending is the isolate's coalesced counts, taken to be written.
 type pending struct {
-	keys    []store.KeyUsage
-	rollups []store.Rollup
-	tokens  []store.TokenUsage
+	keys     []store.KeyUsage
+	rollups  []store.Rollup
+	tokens   []store.TokenUsage
+	requests []store.LoggedRequest
+	dropped  int64 // request log entries dropped since the last flush
 }
 
-func (p pending) empty() bool { return len(p.keys) == 0 && len(p.rollups) == 0 && len(p.tokens) == 0 }
+func (p pending) empty() bool {
+	return len(p.keys) == 0 && len(p.rollups) == 0 && len(p.tokens) == 0 && len(p.requests) == 0
+}
 
 // takePending takes the counts when they are due to be written (every
 // USAGE_FLUSH_SECONDS at most; 0: after every request).
@@ -105,6 +116,7 @@ func (px *Proxy) takePending(now time.Time) pending {
 		now = px.Now()
 	}
 	p := pending{keys: px.Pool.TakeKeyUsage(), rollups: px.Pool.TakeRollups(), tokens: px.Pool.TakeTokenUsage()}
+	p.requests, p.dropped = px.Pool.TakeRequests()
 	if !p.empty() {
 		px.Pool.SetFlushed(now.UnixMilli())
 	}
@@ -129,6 +141,15 @@ func (px *Proxy) writePending(ctx context.Context, db *sql.DB, p pending) {
 		if store.Unavailable(err) {
 			px.Pool.ReturnRollups(p.rollups)
 		}
+	}
+	if err := on.Requests().Add(ctx, p.requests); err != nil {
+		log.Printf("keypool: writing the request log: %v", err)
+		if store.Unavailable(err) {
+			px.Pool.ReturnRequests(p.requests)
+		}
+	}
+	if p.dropped > 0 {
+		log.Printf("keypool: request log: %d entries dropped (at most %d wait for one flush)", p.dropped, pool.MaxPendingRequests)
 	}
 	err := on.Tokens().AddUsage(ctx, p.tokens)
 	if err != nil {

@@ -104,3 +104,35 @@ func NoSecret(w http.ResponseWriter, err error) {
 	Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "not_configured",
 		Message: "keypool will not serve keys without KEYPOOL_SECRET: " + err.Error()}.Write(w)
 }
+
+// Recorder is a ResponseWriter that remembers the status it answered,
+// for what is written about the answer afterwards (the audit log, the
+// request log). Unwrap lets the runtime find the writer underneath.
+type Recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+// NewRecorder wraps w.
+func NewRecorder(w http.ResponseWriter) Recorder { return Recorder{ResponseWriter: w} }
+
+func (s *Recorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Recorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap is the writer underneath.
+func (s *Recorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Status is the status answered (200 when only a body was written; 0
+// when nothing was).
+func (s *Recorder) Status() int { return s.code }

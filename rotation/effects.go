@@ -75,6 +75,13 @@ type CacheUpdate struct {
 type KeyUse struct {
 	Key    int64
 	Served bool // the answer went to the client (a success or the client's own error)
+	// What the attempt met, for the request log: the upstream's status
+	// (0: none, a network error or timeout), the verdict (Action's name)
+	// and its reason, and when the answer came (unix ms).
+	Status  int
+	Verdict string
+	Reason  string
+	At      int64
 }
 
 // Class is the request's line in the usage statistics.
@@ -213,7 +220,8 @@ func (m *Attempts) Effects() Effects {
 	forget := false
 	for _, t := range m.tries {
 		a := t.verdict.Action
-		e.Uses = append(e.Uses, KeyUse{Key: t.key, Served: a == Serve || a == Return})
+		e.Uses = append(e.Uses, KeyUse{Key: t.key, Served: a == Serve || a == Return, Status: t.status,
+			Verdict: a.String(), Reason: t.verdict.Reason, At: t.at})
 		if c, ok := t.change(m.req.Model); ok {
 			e.Changes = append(e.Changes, c)
 		}

@@ -49,7 +49,15 @@ const (
 	// not named keep their default (on where the provider caches prompts
 	// per account, provider.Provider.PromptCache).
 	PromptAffinity = "prompt_affinity"
+	// request_log_sample is the share (0–1) of successful requests tried
+	// on one key that the request log keeps; failed, refused and retried
+	// requests are always kept.
+	RequestLogSample = "request_log_sample"
 )
+
+// DefaultRequestLogSample is request_log_sample's default: one in a
+// hundred.
+const DefaultRequestLogSample = 0.01
 
 // checks validate each setting's stored text; "" means valid.
 var checks = map[string]func(string) string{
@@ -75,9 +83,10 @@ var checks = map[string]func(string) string{
 		}
 		return ""
 	},
-	ForwardHeaders: func(v string) string { _, e := parseHeaderNames(v, false); return e },
-	PromptAffinity: func(v string) string { _, e := parseAffinity(v); return e },
-	GatewayHeaders: func(v string) string { _, e := parseHeaderNames(v, true); return e },
+	ForwardHeaders:   func(v string) string { _, e := parseHeaderNames(v, false); return e },
+	PromptAffinity:   func(v string) string { _, e := parseAffinity(v); return e },
+	RequestLogSample: func(v string) string { _, e := parseShare(v); return e },
+	GatewayHeaders:   func(v string) string { _, e := parseHeaderNames(v, true); return e },
 	PageSize: func(v string) string {
 		if n, err := strconv.Atoi(v); err != nil || n < 10 || n > 500 {
 			return "want a whole number from 10 to 500"
@@ -133,6 +142,8 @@ type Settings struct {
 	// Affinity: provider → prompt-cache affinity on or off, where the
 	// admin changed the default (see AffinityOn).
 	Affinity map[string]bool
+	// RequestLogSample: the share of plain successes the request log keeps.
+	RequestLogSample float64
 }
 
 // AffinityOn reports whether requests to p follow their conversation's
@@ -147,7 +158,7 @@ func (s Settings) AffinityOn(p provider.Provider) bool {
 // Parse reads stored values; one that does not parse (it cannot
 // be stored that way through the API) is logged and left at its default.
 func Parse(m map[string]string) Settings {
-	s := Settings{AccessMode: AccessPrivate, PageSize: 50}
+	s := Settings{AccessMode: AccessPrivate, PageSize: 50, RequestLogSample: DefaultRequestLogSample}
 	for name, v := range m {
 		var err string
 		switch name {
@@ -177,6 +188,11 @@ func Parse(m map[string]string) Settings {
 			s.GatewayHeaders, err = parseHeaderNames(v, true)
 		case PromptAffinity:
 			s.Affinity, err = parseAffinity(v)
+		case RequestLogSample:
+			var share float64
+			if share, err = parseShare(v); err == "" {
+				s.RequestLogSample = share
+			}
 		}
 		if err != "" {
 			log.Printf("keypool: ignoring stored setting %s: %s", name, err)
@@ -253,6 +269,14 @@ func parseAffinity(v string) (map[string]bool, string) {
 		return nil, bad
 	}
 	return out, ""
+}
+
+func parseShare(v string) (float64, string) {
+	r := gjson.Parse(v)
+	if r.Type != gjson.Number || r.Float() < 0 || r.Float() > 1 {
+		return 0, "want a number from 0 to 1 (0.01: one in a hundred)"
+	}
+	return r.Float(), ""
 }
 
 func known(name string) bool { _, ok := provider.Lookup(name); return ok }
@@ -388,6 +412,7 @@ func JSON(s Settings) []byte {
 		Key(GuestReveal).Bool(s.GuestRevealKeys).Key(PageSize).Int(s.PageSize)
 	writeStrings(&b, ForwardHeaders, s.ForwardHeaders)
 	writeStrings(&b, GatewayHeaders, s.GatewayHeaders)
+	b.Key(RequestLogSample).Float(s.RequestLogSample)
 	// Every provider's affinity as it is in force, defaults included.
 	b.Key(PromptAffinity).Object()
 	for _, name := range provider.Names() {

@@ -83,7 +83,8 @@ function facts(k) {
     fact("drawer.requests", h("span", { text: num(k.requests) + " / " + num(k.successes) + " / " + num(k.failures) })),
     fact("drawer.added", h("span", { text: time(k.created_at) })),
     fact("drawer.updated", h("span", { text: time(k.updated_at) })),
-    fact("drawer.lastUsed", h("span", { text: k.last_used_at ? time(k.last_used_at) : t("common.never") })));
+    fact("drawer.lastUsed", h("span", { text: k.last_used_at ? time(k.last_used_at) : t("common.never") })),
+    fact("nav.requests", h("a", { href: "#/requests?key=" + k.id, testid: "drawer-requests", i18n: "drawer.requestsLink" })));
 }
 
 // revealSection: the full key, shown (with a copy button) only when the

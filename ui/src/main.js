@@ -6,6 +6,7 @@ import { h } from "./dom.js";
 import { applyI18n, lang, setLang } from "./i18n.js";
 import { apiPage } from "./pages/apidoc.js";
 import { audit } from "./pages/audit.js";
+import { requests } from "./pages/requests.js";
 import { dashboard } from "./pages/dashboard.js";
 import { guest } from "./pages/guest.js";
 import { keys } from "./pages/keys.js";
@@ -14,7 +15,7 @@ import { settings } from "./pages/settings.js";
 import { tokens } from "./pages/tokens.js";
 import { hideToast } from "./toast.js";
 
-const routes = { login, dashboard, keys, tokens, settings, audit, api: apiPage, guest };
+const routes = { login, dashboard, keys, tokens, requests, settings, audit, api: apiPage, guest };
 // Pages that need no admin session (the admin navigation is hidden there).
 const open = new Set(["login", "guest"]);
 

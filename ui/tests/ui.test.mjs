@@ -179,6 +179,7 @@ async function go(page, section) {
     tokens: "token-create",
     settings: "settings-save",
     audit: "audit-row",
+    requests: "requests-table",
     api: "api-curl",
   }[section];
   await byId(page, landmark).first().waitFor();
@@ -470,6 +471,36 @@ test("a token made in the UI calls the proxy", async (t) => {
     // The client token from the environment still works alongside.
     const res2 = await fetch(BASE_URL + "/v1/models", { headers: { Authorization: "Bearer " + CLIENT_TOKEN } });
     assert.equal(res2.status, 200, "GET /v1/models with CLIENT_TOKEN");
+  });
+});
+
+test("the request log finds a refused request by its id and shows it in a drawer", async (t) => {
+  // A token scoped to one model, calling another: refused (403), so the
+  // request log keeps it.
+  const tok = await admin("POST", "/tokens", { name: "ui-log-" + hex(3), models: ["only-this-model"] });
+  const res = await fetch(BASE_URL + "/v1/chat/completions", {
+    method: "POST",
+    headers: { Authorization: "Bearer " + tok.token, "Content-Type": "application/json" },
+    body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }),
+  });
+  await res.text();
+  const rid = res.headers.get("x-keypool-request-id");
+  assert.equal(res.status, 403, "a model outside the token's scope");
+  assert.ok(rid, "the answer carries X-Keypool-Request-Id");
+  await withPage(t, {}, async (page) => {
+    await loginOK(page);
+    await go(page, "requests");
+    await choose(byId(page, "req-status"), "4xx");
+    await byId(page, "req-token").fill(String(tok.id));
+    await byId(page, "requests-apply").click();
+    const row = page.locator(`[data-testid="request-row"][data-id="${rid}"]`);
+    await eventually(`the row of request ${rid}`, async () => (await row.count()) === 1);
+    assert.equal(await byId(page, "request-row").count(), 1, "the filters leave only that request");
+    await row.click();
+    const drawer = byId(page, "request-drawer");
+    await drawer.waitFor();
+    const text = await drawer.textContent();
+    assert.ok(text.includes(rid) && text.includes("403") && text.includes("/v1/chat/completions"), `the drawer shows the request: ${text}`);
   });
 });
 
