@@ -168,7 +168,14 @@ func Rerank(model string) string {
 
 // Response is the answer to POST …/responses (OpenAI Responses API).
 func Response(model string) string {
-	return `{"id":"resp_fake","object":"response","model":"` + model + `","output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hello from the fake upstream."}]}],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}`
+	// The shape of OpenAI's API reference (SDKs check it field by field).
+	return `{"id":"resp_fake","object":"response","created_at":1741476542,"status":"completed","error":null,"incomplete_details":null,` +
+		`"instructions":null,"max_output_tokens":null,"model":"` + model + `","output":[{"type":"message","id":"msg_fake","status":"completed",` +
+		`"role":"assistant","content":[{"type":"output_text","text":"Hello from the fake upstream.","annotations":[]}]}],` +
+		`"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":true,"temperature":1.0,` +
+		`"text":{"format":{"type":"text"}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled",` +
+		`"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0},"output_tokens":7,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":12},` +
+		`"user":null,"metadata":{}}`
 }
 
 // Transcription is the answer to POST …/audio/transcriptions and

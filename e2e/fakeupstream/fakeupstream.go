@@ -290,6 +290,10 @@ func (s *Server) answer(cw *capture, r *http.Request, in incoming, gate chan str
 			writeJSON(cw, OpenAIModels)
 		}
 	case strings.Contains(p, ":generateContent"):
+		if a, ok := geminiJSONAnswer(model, in.body); ok {
+			writeJSON(cw, a)
+			return
+		}
 		writeJSON(cw, GeminiGenerateContent(model))
 	case strings.HasSuffix(p, "/messages"):
 		writeJSON(cw, AnthropicMessage(model))

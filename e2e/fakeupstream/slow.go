@@ -40,7 +40,15 @@ func SlowSpec(events int, gap time.Duration) string {
 func (s *Server) slowStream(w *capture, r *http.Request, rec *Request, body []byte) bool {
 	n, gap, ok := parseSlow(r.Header.Get(SlowHeader))
 	if !ok {
-		return false
+		// A client's own stream (an SDK, a CLI) on a route whose plain
+		// answer is JSON: the same events, at once. (Chat completions
+		// have their own stream.)
+		p := r.URL.Path
+		if !strings.Contains(p, ":streamGenerateContent") && !(gjson.GetBytes(body, "stream").Bool() &&
+			(strings.HasSuffix(p, "/responses") || strings.HasSuffix(p, "/messages"))) {
+			return false
+		}
+		n, gap = 4, 0
 	}
 	events := SlowEvents(r.URL.Path, rec.Model, n, gjson.GetBytes(body, "stream").Bool(),
 		gjson.GetBytes(body, "stream_options.include_usage").Bool())
@@ -151,18 +159,27 @@ func completionsSlow(model string, n int) []string {
 
 func responsesSlow(model string, n int) []string {
 	ev := func(typ, data string) string { return "event: " + typ + "\ndata: " + data + "\n\n" }
+	seq := 0
+	next := func() string { seq++; return strconv.Itoa(seq) }
 	resp := `{"id":"resp_slow","object":"response","created_at":1732233000,"status":"in_progress","model":"` + model + `","output":[]}`
-	out := []string{ev("response.created", `{"type":"response.created","sequence_number":0,"response":`+resp+`}`)}
+	out := []string{ev("response.created", `{"type":"response.created","sequence_number":0,"response":`+resp+`}`),
+		// As OpenAI's streams do, the message item is announced, then its
+		// text in deltas, then the item whole (Codex reads that one).
+		ev("response.output_item.added", `{"type":"response.output_item.added","sequence_number":`+next()+
+			`,"output_index":0,"item":{"type":"message","id":"msg_slow","status":"in_progress","role":"assistant","content":[]}}`)}
 	text := ""
 	for i := 0; i < n; i++ {
 		text += word(i)
-		out = append(out, ev("response.output_text.delta", `{"type":"response.output_text.delta","sequence_number":`+strconv.Itoa(i+1)+
+		out = append(out, ev("response.output_text.delta", `{"type":"response.output_text.delta","sequence_number":`+next()+
 			`,"item_id":"msg_slow","output_index":0,"content_index":0,"delta":"`+word(i)+`"}`))
 	}
+	item := `{"type":"message","id":"msg_slow","status":"completed","role":"assistant","content":[{"type":"output_text","text":"` + text +
+		`","annotations":[]}]}`
+	out = append(out, ev("response.output_item.done", `{"type":"response.output_item.done","sequence_number":`+next()+
+		`,"output_index":0,"item":`+item+`}`))
 	done := `{"id":"resp_slow","object":"response","created_at":1732233000,"status":"completed","model":"` + model +
-		`","output":[{"type":"message","id":"msg_slow","status":"completed","role":"assistant","content":[{"type":"output_text","text":"` + text +
-		`","annotations":[]}]}],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}`
-	return append(out, ev("response.completed", `{"type":"response.completed","sequence_number":`+strconv.Itoa(n+1)+`,"response":`+done+`}`))
+		`","output":[` + item + `],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}`
+	return append(out, ev("response.completed", `{"type":"response.completed","sequence_number":`+next()+`,"response":`+done+`}`))
 }
 
 func geminiSlow(model string, n int) []string {

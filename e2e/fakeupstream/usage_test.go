@@ -73,3 +73,19 @@ func TestPromptCache(t *testing.T) {
 		}
 	}
 }
+
+// TestGeminiJSONAnswer: a request for JSON gets text that parses and fits
+// its schema (every property, the first enum value); others do not.
+func TestGeminiJSONAnswer(t *testing.T) {
+	body := `{"generationConfig":{"responseMimeType":"application/json","responseJsonSchema":{"type":"object","properties":` +
+		`{"reasoning":{"type":"string"},"model_choice":{"type":"string","enum":["flash","pro"]},"n":{"type":"integer"},"tags":{"type":"array"}},` +
+		`"required":["reasoning","model_choice"]}}}`
+	a, ok := geminiJSONAnswer("gemini-x", []byte(body))
+	text := gjson.Get(a, "candidates.0.content.parts.0.text").String()
+	if !ok || !gjson.Valid(text) || gjson.Get(text, "model_choice").String() != "flash" || !gjson.Get(text, "reasoning").Exists() {
+		t.Fatalf("answer %v %s (text %s)", ok, a, text)
+	}
+	if _, ok := geminiJSONAnswer("gemini-x", []byte(`{"contents":[]}`)); ok {
+		t.Errorf("a plain request got a JSON answer")
+	}
+}
