@@ -501,6 +501,7 @@ test("the request log finds a refused request by its id and shows it in a drawer
     await drawer.waitFor();
     const text = await drawer.textContent();
     assert.ok(text.includes(rid) && text.includes("403") && text.includes("/v1/chat/completions"), `the drawer shows the request: ${text}`);
+    await page.screenshot({ path: path.join(ARTIFACTS, "requests-desktop.png"), fullPage: true });
   });
 });
 

@@ -59,10 +59,14 @@ export async function requests(root, ctx) {
     h("div", { class: "pager" }, more));
 
   let before = null;
+  // A page that comes back after the filters changed is dropped: only
+  // the newest query's rows are shown.
+  let latest = 0;
   async function page() {
+    const mine = ++latest;
     more.disabled = true;
     const r = await api(query(c, before));
-    if (!ctx.alive) return;
+    if (!ctx.alive || mine !== latest) return;
     for (const e of r.requests || []) tbody.appendChild(requestRow(e));
     before = r.next_before;
     empty.hidden = tbody.children.length > 0;
