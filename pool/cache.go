@@ -106,16 +106,10 @@ const candidatesExpiredKey = "candidates-expired"
 // lifted): each is read again before it serves, but stays to be served
 // through a D1 outage, as a list past its TTL does. Dropping them would
 // leave a warm isolate with nothing to serve on while D1 is down.
-func (st *State) ExpireCandidates(ms int64) {
-	st.s.Set(candidatesExpiredKey, strconv.FormatInt(ms, 10))
-}
+func (st *State) ExpireCandidates(ms int64) { st.setInt(candidatesExpiredKey, ms) }
 
 // Fresh reports whether c was read after the last ExpireCandidates.
-func (st *State) Fresh(c Candidates) bool {
-	v, _ := st.s.Get(candidatesExpiredKey)
-	expired, _ := strconv.ParseInt(v, 10, 64)
-	return c.Read > expired
-}
+func (st *State) Fresh(c Candidates) bool { return c.Read > st.readInt(candidatesExpiredKey) }
 
 // SetCandidates caches the candidates of prov/model.
 func (st *State) SetCandidates(prov, model string, free bool, c Candidates) {

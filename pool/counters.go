@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"strconv"
-
 	"github.com/keypool/keypool/rotation"
 	"github.com/keypool/keypool/store"
 )
@@ -114,14 +112,10 @@ func (st *State) TakeRollups() []store.Rollup {
 
 // Flushed is when the counters were last taken to be written (unix ms; 0:
 // never, or due at once).
-func (st *State) Flushed() int64 {
-	v, _ := st.s.Get(flushedKey)
-	ms, _ := strconv.ParseInt(v, 10, 64)
-	return ms
-}
+func (st *State) Flushed() int64 { return st.readInt(flushedKey) }
 
 // SetFlushed records that the counters were taken at ms.
-func (st *State) SetFlushed(ms int64) { st.s.Set(flushedKey, strconv.FormatInt(ms, 10)) }
+func (st *State) SetFlushed(ms int64) { st.setInt(flushedKey, ms) }
 
 // FlushSoon makes the counters due at once.
 func (st *State) FlushSoon() { st.s.Delete(flushedKey) }

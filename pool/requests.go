@@ -43,7 +43,7 @@ func loggedRequestFields(e *store.LoggedRequest, f *Fields) {
 // full and the entry was dropped. Each entry is a record of its own, so
 // adding one costs the same however many wait.
 func (st *State) LogRequest(e store.LoggedRequest) bool {
-	n := st.addInt(requestCountKey, 0)
+	n := st.readInt(requestCountKey)
 	if n >= MaxPendingRequests {
 		st.addInt(droppedRequestsKey, 1)
 		return false
@@ -56,7 +56,7 @@ func (st *State) LogRequest(e store.LoggedRequest) bool {
 // TakeRequests takes the entries waiting, oldest first, and how many were
 // dropped since the last take.
 func (st *State) TakeRequests() (entries []store.LoggedRequest, dropped int64) {
-	n := st.addInt(requestCountKey, 0)
+	n := st.readInt(requestCountKey)
 	for i := int64(0); i < n; i++ {
 		k := requestLogKey + "\x00" + strconv.FormatInt(i, 10)
 		if v, ok := st.s.Get(k); ok {
@@ -67,7 +67,7 @@ func (st *State) TakeRequests() (entries []store.LoggedRequest, dropped int64) {
 		st.s.Delete(k)
 	}
 	st.s.Delete(requestCountKey)
-	dropped = st.addInt(droppedRequestsKey, 0)
+	dropped = st.readInt(droppedRequestsKey)
 	st.s.Delete(droppedRequestsKey)
 	return entries, dropped
 }
@@ -80,15 +80,4 @@ func (st *State) ReturnRequests(entries []store.LoggedRequest) {
 			return
 		}
 	}
-}
-
-// addInt adds n to the number stored under key and returns the sum.
-func (st *State) addInt(key string, n int64) int64 {
-	v, _ := st.s.Get(key)
-	sum, _ := strconv.ParseInt(v, 10, 64)
-	sum += n
-	if n != 0 {
-		st.s.Set(key, strconv.FormatInt(sum, 10))
-	}
-	return sum
 }

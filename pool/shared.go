@@ -17,6 +17,7 @@ package pool
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -138,3 +139,16 @@ func (st *State) Shared() Shared { return st.s }
 // ForgetCache drops every cached record (after an admin change), keeping
 // the state.
 func (st *State) ForgetCache() { st.s.ClearCache() }
+
+// readInt is the number stored under key (0: none).
+func (st *State) readInt(key string) int64 {
+	v, _ := st.s.Get(key)
+	n, _ := strconv.ParseInt(v, 10, 64)
+	return n
+}
+
+// setInt stores n under key.
+func (st *State) setInt(key string, n int64) { st.s.Set(key, strconv.FormatInt(n, 10)) }
+
+// addInt adds n to the number stored under key.
+func (st *State) addInt(key string, n int64) { st.setInt(key, st.readInt(key)+n) }

@@ -59,9 +59,3 @@ func (st *State) TakeUnwritten() []Unwritten {
 	}
 	return list
 }
-
-// HasUnwritten reports whether changes are waiting for D1.
-func (st *State) HasUnwritten() bool {
-	_, ok := st.s.Get(unwrittenKey)
-	return ok
-}

@@ -4,6 +4,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/tidwall/gjson"
 )
@@ -17,14 +18,14 @@ import (
 // header it came in and its value ("" when none): keypool's own header,
 // OpenAI's prompt_cache_key, Claude Code's and Codex's session headers,
 // Anthropic's metadata.user_id (Claude Code puts its session there), and
-// OpenAI's user.
-func explicitSession(h http.Header, body []byte) (source, value string) {
+// OpenAI's user. body is read only when it is JSON.
+func explicitSession(h http.Header, body []byte, jsonBody bool) (source, value string) {
 	for _, name := range []string{"X-Keypool-Session", "X-Claude-Code-Session-Id", "Session-Id", "Session_id"} {
 		if v := h.Get(name); v != "" {
 			return name, v
 		}
 	}
-	if !gjson.ValidBytes(body) {
+	if !jsonBody {
 		return "", ""
 	}
 	for _, path := range []string{"prompt_cache_key", "metadata.user_id", "user"} {
@@ -41,33 +42,10 @@ func explicitSession(h http.Header, body []byte) (source, value string) {
 // these stay the same while the conversation goes on; the first user
 // turn tells apart conversations that share a system prompt. Each
 // part is its raw JSON. Empty when the body has no conversation (an
-// embedding, an image): such requests are spread as before.
+// embedding, an image): such requests are spread as before. Only those
+// parts are read out of the body, not the whole conversation.
 func stablePrefix(body []byte) []string {
-	if !gjson.ValidBytes(body) {
-		return nil
-	}
-	var first string
-	// OpenAI chat (system/developer messages come first), Anthropic
-	// messages, Gemini contents, the Responses API's input.
-	for _, list := range []string{"messages", "contents", "input"} {
-		v := gjson.GetBytes(body, list)
-		if v.Type == gjson.String {
-			first = v.Raw
-			break
-		}
-		for _, m := range v.Array() {
-			role := m.Get("role").String()
-			if role == "system" || role == "developer" {
-				first += m.Raw
-				continue
-			}
-			first += m.Raw
-			break
-		}
-		if first != "" {
-			break
-		}
-	}
+	first := firstTurn(body)
 	if first == "" {
 		return nil
 	}
@@ -80,15 +58,44 @@ func stablePrefix(body []byte) []string {
 	return parts
 }
 
+// firstTurn is the leading system/developer messages and the first other
+// one of OpenAI chat messages, Anthropic messages, Gemini contents or the
+// Responses API's input (or that input when it is a string).
+func firstTurn(body []byte) string {
+	for _, list := range []string{"messages", "contents", "input"} {
+		var first strings.Builder
+		for i := 0; i < 16; i++ {
+			m := gjson.GetBytes(body, list+"."+strconv.Itoa(i))
+			if !m.Exists() {
+				break
+			}
+			first.WriteString(m.Raw)
+			if role := m.Get("role").String(); role != "system" && role != "developer" {
+				break
+			}
+		}
+		if first.Len() > 0 {
+			return first.String()
+		}
+		if v := gjson.GetBytes(body, list); v.Type == gjson.String {
+			return v.Raw
+		}
+	}
+	return ""
+}
+
 // conversation identifies the conversation call continues, for
 // rotation.Request.Conversation (0: none, the key is picked at random).
 // It is a hash of the client (its token, so one client's sessions never
 // steer another's), the model (caches are per model) and the session the
-// client names, else the conversation's stable prefix.
-func conversation(h http.Header, call upstreamCall) uint64 {
-	source, value := explicitSession(h, call.body)
+// client names, else the conversation's stable prefix (of a JSON body).
+func conversation(h http.Header, call upstreamCall, jsonBody bool) uint64 {
+	source, value := explicitSession(h, call.body, jsonBody)
 	parts := []string{source, value}
 	if source == "" {
+		if !jsonBody {
+			return 0
+		}
 		if parts = stablePrefix(call.body); parts == nil {
 			return 0
 		}

@@ -31,7 +31,7 @@ func TestConversation(t *testing.T) {
 		if h == nil {
 			h = http.Header{}
 		}
-		return conversation(h, upstreamCall{prov: openai, model: model, body: []byte(body), client: c})
+		return conversation(h, upstreamCall{prov: openai, model: model, body: []byte(body), client: c}, true)
 	}
 	session := http.Header{"X-Keypool-Session": {"s-1"}}
 	for _, tc := range []struct {
@@ -57,5 +57,14 @@ func TestConversation(t *testing.T) {
 		if got := id(body, tok(1), "m", nil); got != 0 {
 			t.Errorf("%q: identity %x, want none", body, got)
 		}
+	}
+	// A body that is not JSON (an upload) is not read; a named session
+	// still counts.
+	openaiCall := upstreamCall{prov: openai, model: "whisper-1", body: []byte(`{"messages":[{"role":"user","content":"x"}]}`), client: tok(1)}
+	if got := conversation(http.Header{}, openaiCall, false); got != 0 {
+		t.Errorf("a non-JSON body read for its conversation: %x", got)
+	}
+	if got := conversation(session, openaiCall, false); got == 0 {
+		t.Errorf("X-Keypool-Session on a non-JSON body: no identity")
 	}
 }

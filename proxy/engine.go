@@ -75,7 +75,7 @@ func (px *Proxy) forward(w http.ResponseWriter, r *http.Request, db *sql.DB, set
 	}
 	call.headers = ruleFor(set, call.prov.Family, call.viaGateway)
 	if set.AffinityOn(call.prov) {
-		call.conversation = conversation(r.Header, call)
+		call.conversation = conversation(r.Header, call, fin.textIn)
 	}
 	// An OpenAI-compatible chat stream is asked for its usage, where the
 	// provider accepts the option; when the client did not ask, the extra
@@ -280,7 +280,10 @@ func (px *Proxy) finish(db *sql.DB, keys *store.Keys, fin served, changes []rota
 		px.count(fin, usage.Usage{}, false, 0, false)
 	}
 	p := px.takePending(now)
-	if p.empty() && len(changes) == 0 && !px.Pool.HasUnwritten() {
+	// Changes kept from an outage go with the next write (the next flush
+	// at the latest): checking for them here would cost every request a
+	// read of the isolate's state.
+	if p.empty() && len(changes) == 0 {
 		return
 	}
 	ms := now.UnixMilli()
@@ -324,16 +327,13 @@ func (px *Proxy) writeChanges(ctx context.Context, keys *store.Keys, changes []r
 	var kept []pool.Unwritten
 	for i, u := range todo {
 		err := keys.Apply(ctx, []rotation.Change{u.Change}, u.At)
-		switch {
-		case err == nil:
-		case store.Unavailable(err):
+		if store.Unavailable(err) {
 			log.Printf("keypool: recording key state (kept for the next write): %v", err)
 			kept = todo[i:] // D1 is down: the rest would fail too
-		default:
-			log.Printf("keypool: recording key state: %v", err)
-		}
-		if kept != nil {
 			break
+		}
+		if err != nil {
+			log.Printf("keypool: recording key state: %v", err)
 		}
 	}
 	if n := px.Pool.KeepUnwritten(kept); n > 0 {

@@ -62,14 +62,14 @@ func answerOf(w http.ResponseWriter) *answerWriter {
 // logRequest keeps the request's entry for the next flush when it failed,
 // was refused, was retried on another key, or was sampled (the setting
 // request_log_sample). Never a body or a secret: ids and counts.
-func (px *Proxy) logRequest(s served, u usage.Usage, c store.Counts) {
+func (px *Proxy) logRequest(s served, u usage.Usage) {
 	a := s.answer
 	if a == nil || a.id == 0 || (s.class == classSuccess && len(s.uses) <= 1 && !s.sampled) {
 		return
 	}
 	e := store.LoggedRequest{ID: a.id, TokenID: s.token, Provider: s.prov, Model: s.model, Route: a.route,
 		Status: a.Status(), Class: s.class, KeyID: s.key, Attempts: attemptsJSON(s.uses, s.started),
-		Prompt: u.Prompt, Completion: u.Completion, Cached: u.Cached, Estimated: u.Estimated, LatencyMS: c.LatencyMS}
+		Prompt: u.Prompt, Completion: u.Completion, Cached: u.Cached, Estimated: u.Estimated, LatencyMS: s.latency.Milliseconds()}
 	for _, k := range s.uses {
 		e.Keys = append(e.Keys, k.Key)
 	}

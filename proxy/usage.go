@@ -88,7 +88,7 @@ func (px *Proxy) count(s served, u usage.Usage, found bool, answerBytes int64, t
 		now := px.Now()
 		px.Pool.CountToken(s.token, utcDay(now), 0, u.Total(), now.UnixMilli())
 	}
-	px.logRequest(s, u, c)
+	px.logRequest(s, u)
 }
 
 // pending is the isolate's coalesced counts, taken to be written.

@@ -502,6 +502,19 @@ test("the request log finds a refused request by its id and shows it in a drawer
     const text = await drawer.textContent();
     assert.ok(text.includes(rid) && text.includes("403") && text.includes("/v1/chat/completions"), `the drawer shows the request: ${text}`);
     await page.screenshot({ path: path.join(ARTIFACTS, "requests-desktop.png"), fullPage: true });
+
+    // A key's drawer links to the requests that tried it, filtered.
+    await go(page, "keys");
+    const key = byId(page, "key-row").first();
+    await key.waitFor();
+    const keyID = await key.getAttribute("data-id");
+    await key.getByTestId("key-open").click();
+    const link = byId(page, "drawer-requests");
+    await link.waitFor();
+    assert.equal(await link.getAttribute("href"), "#/requests?key=" + keyID, "the key drawer's requests link");
+    await link.click();
+    await byId(page, "requests-table").waitFor();
+    assert.equal(await byId(page, "req-key").inputValue(), keyID, "the Requests page opened on that key");
   });
 });
 
