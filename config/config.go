@@ -53,7 +53,7 @@ var Vars = []Var{
 	{Name: "MAX_ATTEMPTS", Kind: Int, Default: "3", Min: 1, Max: 10, Meaning: "failed attempts per request that may be the request's or the upstream's"},
 	{Name: "RETRY_BUDGET_SECONDS", Kind: Int, Default: "30", Min: 1, Max: 600, Meaning: "no new attempt starts later than this after the request arrived"},
 	{Name: "UPSTREAM_TIMEOUT_SECONDS", Kind: Int, Default: "300", Min: 0, Max: 3600, Meaning: "wait for an attempt's response headers (0: no limit)"},
-	{Name: "STREAM_IDLE_SECONDS", Kind: Int, Default: "600", Min: 0, Max: 3600, Meaning: "an answer body that sends nothing this long is ended (0: no limit)"},
+	{Name: "STREAM_IDLE_SECONDS", Kind: Int, Default: "600", Min: 0, Max: 3600, Meaning: "an answer body that sends nothing this long is ended, and a WebSocket session where nothing moves is closed (0: no limit)"},
 	{Name: "COOLDOWN_SECONDS", Kind: Int, Default: secs(rotation.DefaultCooldown), Min: 1, Max: 86400, Meaning: "rest of a rate-limited key-model without a hint"},
 	{Name: "MAX_COOLDOWN_SECONDS", Kind: Int, Default: secs(rotation.DefaultMaxCooldown), Min: 1, Max: 86400, Meaning: "longest rest a run of hint-less 429s grows to"},
 	{Name: "STORM_KEYS", Kind: Int, Default: strconv.Itoa(rotation.DefaultStorm.Keys), Min: 2, Max: 1000, Meaning: "distinct keys failing at once that make a storm"},

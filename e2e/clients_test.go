@@ -41,6 +41,7 @@ func TestClients(t *testing.T) {
 			t.Run("claude-code", func(t *testing.T) { w.testClaudeCode(t, dir, pool) })
 			t.Run("gemini-cli", func(t *testing.T) { w.testGeminiCLI(t, dir, pool) })
 			t.Run("codex", func(t *testing.T) { w.testCodex(t, dir, pool) })
+			t.Run("codex-websocket", func(t *testing.T) { w.testCodexSocket(t, dir, pool) })
 		})
 	}
 }
@@ -200,6 +201,52 @@ wire_api = "responses"
 	paths := w.upstreamSince(t, before, pool["openai"])
 	if !strings.Contains(string(out), "w1 w2 w3 w4") || len(paths) == 0 {
 		t.Errorf("codex exec: %q, want the fake's streamed answer", out)
+	}
+}
+
+// testCodexSocket: Codex CLI's exec over the Responses WebSocket, with
+// its built-in OpenAI provider pointed at keypool (openai_base_url), and
+// with a custom provider that allows the socket: the whole exec (its
+// prewarm and its turn) goes over the socket, with no fallback to HTTPS
+// (which Codex takes only after six seconds of failed handshakes).
+func (w *worker) testCodexSocket(t *testing.T, dir string, pool map[string]string) {
+	configs := []struct{ name, toml, env string }{
+		{"built-in provider", `model = "gpt-4o-mini"
+openai_base_url = "` + w.base + `/v1"
+`, "CODEX_API_KEY"},
+		{"custom provider", `model = "gpt-4o-mini"
+model_provider = "keypool"
+
+[model_providers.keypool]
+name = "keypool"
+base_url = "` + w.base + `/v1"
+env_key = "KEYPOOL_TOKEN"
+wire_api = "responses"
+supports_websockets = true
+`, "KEYPOOL_TOKEN"},
+	}
+	for _, c := range configs {
+		home := t.TempDir()
+		must(t, os.MkdirAll(filepath.Join(home, ".codex"), 0o755))
+		must(t, os.WriteFile(filepath.Join(home, ".codex", "config.toml"), []byte(c.toml), 0o644))
+		before := len(w.up.Requests())
+		env := []string{"HOME=" + home, "CODEX_HOME=" + filepath.Join(home, ".codex"), c.env + "=" + w.token, "NO_COLOR=1"}
+		out := runClient(t, dir, env, filepath.Join(dir, "node_modules", ".bin", "codex"), "exec", "--skip-git-repo-check", "Say hi")
+		t.Logf("%s: codex exec printed %q", c.name, strings.TrimSpace(string(out)))
+		var shakes, msgs int
+		for _, p := range w.upstreamSince(t, before, pool["openai"]) {
+			switch {
+			case strings.HasPrefix(p, "GET /v1/responses"):
+				shakes++
+			case strings.HasPrefix(p, fakeupstream.SocketMethod+" /v1/responses gpt-4o-mini"):
+				msgs++
+			default:
+				t.Errorf("%s: %s reached the upstream: Codex left the WebSocket", c.name, p)
+			}
+		}
+		if !strings.Contains(string(out), "w1 w2 w3 w4") || shakes == 0 || msgs < 2 {
+			t.Errorf("%s: codex exec: %q after %d handshakes and %d messages, want the fake's answer over the socket", c.name, out, shakes, msgs)
+		}
 	}
 }
 

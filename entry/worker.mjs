@@ -25,10 +25,13 @@
 import "./wasm_exec.js";
 import { createRuntimeContext, loadModule } from "./runtime.mjs";
 import * as streams from "./streams.mjs";
+import * as sockets from "./sockets.mjs";
 import { guardEnv } from "./store.mjs";
 
 // Go's workerjs hands upstream bodies to streams.mjs through this global.
 globalThis.keypoolStreams = streams;
+// … and Responses WebSockets to sockets.mjs.
+globalThis.keypoolSockets = sockets;
 
 // syumai/workers calls this from Go to catch JS exceptions.
 globalThis.tryCatch = (fn) => {
@@ -142,7 +145,8 @@ function noBody(method, status) {
 // serve makes the one call into Go for a request and builds the Response
 // from Go's one answer: status, "name\0value\0…" headers, and a body that
 // is null, bytes, a stream handed on, or true (Go pushes chunks into the
-// writer returned to it). A body-less answer keeps its headers (HEAD's
+// writer returned to it); for a 101 it is the WebSocket the client gets
+// (sockets.mjs). A body-less answer keeps its headers (HEAD's
 // Content-Length) and never gets a body.
 function serve(inst, req) {
   let head = req.method + "\0" + req.url + "\0";
@@ -150,6 +154,10 @@ function serve(inst, req) {
   return new Promise((resolve) => {
     inst.binding.serve(head, req.body, (status, headers, body) => {
       const init = { status, headers: boundary.headers(headers) };
+      if (status === 101) {
+        resolve(new Response(null, { ...init, webSocket: body }));
+        return undefined;
+      }
       if (noBody(req.method, status)) {
         if (body instanceof ReadableStream) body.cancel().catch(() => {});
         resolve(new Response(null, init));

@@ -57,7 +57,13 @@ var openAIInference = concat(
 		"/audio/speech", "/audio/transcriptions", "/audio/translations",
 		"/rerank", "/responses", "/responses/input_tokens"),
 	eps("GET", "/models", "/models/{ids}"),
+	// The Responses API over WebSocket (a GET with Upgrade: websocket).
+	eps(MethodSocket, "/responses"),
 )
+
+// MethodSocket is the method Inference is asked about for a WebSocket
+// handshake: a GET that opens a socket is not the GET of the same path.
+const MethodSocket = "WEBSOCKET"
 
 var (
 	geminiVerbs = []string{"generateContent", "streamGenerateContent", "countTokens", "embedContent",

@@ -38,6 +38,12 @@ func TestInference(t *testing.T) {
 		{"openai", SurfaceOpenAI, "POST", "/chat/completions/chatcmpl-abc", false},
 		{"openai", SurfaceOpenAI, "DELETE", "/chat/completions/chatcmpl-abc", false},
 		{"openai", SurfaceOpenAI, "GET", "/responses/resp_abc", false},
+		// The Responses WebSocket; a plain GET of the same path lists
+		// stored responses, and no other path opens a socket.
+		{"openai", SurfaceOpenAI, MethodSocket, "/responses", true},
+		{"openai", SurfaceOpenAI, "GET", "/responses", false},
+		{"openai", SurfaceOpenAI, MethodSocket, "/chat/completions", false},
+		{"openai", SurfaceOpenAI, MethodSocket, "/responses/resp_abc", false},
 		{"openai", SurfaceOpenAI, "DELETE", "/responses/resp_abc", false},
 		{"openai", SurfaceOpenAI, "GET", "/responses/resp_abc/input_items", false},
 		{"openai", SurfaceOpenAI, "POST", "/responses/resp_abc/cancel", false},

@@ -71,6 +71,9 @@ type Provider struct {
 	// organization, Anthropic per workspace, Gemini per project, DeepSeek
 	// and xAI per account), so prompt-cache affinity is on by default.
 	PromptCache bool
+	// ResponsesSocket: the provider serves its Responses API over
+	// WebSocket too (GET …/responses with Upgrade: websocket).
+	ResponsesSocket bool
 	// KeyPrefixes lists the prefixes real keys of this provider start with.
 	// Empty means any well-formed token is accepted.
 	KeyPrefixes []string
@@ -80,7 +83,7 @@ var registry = map[string]Provider{
 	"openai": {
 		Name: "openai", Origin: "https://api.openai.com", NativePrefix: "/v1", OpenAIPrefix: "/v1",
 		KeyHeader: "Authorization", KeyBearer: true, Family: FamilyOpenAI, StreamUsage: true, PromptCache: true,
-		Gateway: true, GatewayOpenAI: "", GatewayCompat: "openai",
+		Gateway: true, GatewayOpenAI: "", GatewayCompat: "openai", ResponsesSocket: true,
 		KeyPrefixes: []string{"sk-"},
 	},
 	"siliconflow": {

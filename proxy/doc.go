@@ -3,8 +3,9 @@
 // API, and AI Gateway's compat endpoint). It identifies and admits the
 // client (token scope, quotas, rate), reads only what it must decide on
 // (the model, a failed answer's head), picks keys with package rotation,
-// relays the answer with its body and stream left in JS, and counts the
-// usage in the isolate's pool. Everything it touches of the world comes
+// relays the answer with its body and stream left in JS (and the
+// Responses API's WebSocket, message by message in the runtime), and
+// counts the usage in the isolate's pool. Everything it touches of the world comes
 // in through Proxy's fields.
 package proxy
 

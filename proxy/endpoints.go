@@ -53,10 +53,14 @@ func (px *Proxy) endpointAllowed(w http.ResponseWriter, r *http.Request, c clien
 			surface = provider.SurfaceGateway
 		}
 	}
-	if provider.Inference(p, surface, r.Method, rest) {
+	method := r.Method
+	if isSocket(r) {
+		method = provider.MethodSocket
+	}
+	if provider.Inference(p, surface, method, rest) {
 		return true
 	}
-	shown := r.Method + " " + prefix + rest
+	shown := method + " " + prefix + rest
 	if len(shown) > maxPathInError {
 		shown = strings.ToValidUTF8(shown[:maxPathInError], "") + "…"
 	}

@@ -175,7 +175,8 @@ func (p *proxyRun) try(step rotation.Step) attemptAnswer {
 		return got
 	}
 	got.resp, got.answer.Status, got.answer.Header = resp, resp.StatusCode, resp.Header
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	got.answer.Upgrade = p.call.socket
+	if (resp.StatusCode < 200 || resp.StatusCode > 299) && !(p.call.socket && resp.StatusCode == http.StatusSwitchingProtocols) {
 		got.answer.Body, _ = io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
 		got.excerpt = provider.MaskExcerpt(got.answer.Body, step.Key.Secret)
 	}
@@ -249,6 +250,9 @@ func (px *Proxy) reply(w http.ResponseWriter, call upstreamCall, eff rotation.Ef
 	fin.class, fin.key = string(eff.Class), rep.Key
 	switch rep.Kind {
 	case rotation.ReplyServe:
+		if call.socket {
+			return px.relaySocket(w, call, held.resp, rep.Attempts, rep.Key, fin)
+		}
 		fin.latency, fin.counted = px.Now().Sub(fin.started), true
 		f := fin
 		px.relayServed(w, held.resp, rep.Attempts, rep.Key, strip, func(r usage.Relayed, text bool) {

@@ -51,6 +51,8 @@ type upstreamCall struct {
 	// conversation identifies the conversation the request continues,
 	// when prompt-cache affinity is on for the provider (set by forward).
 	conversation uint64
+	// socket: a WebSocket handshake (see serveSocket).
+	socket bool
 }
 
 // dbAndBody is the database and the request's body; false: answered.
@@ -123,6 +125,10 @@ func (px *Proxy) ServeOpenAI(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	set := px.Settings(r.Context(), db)
+	if isSocket(r) {
+		px.serveSocket(w, r, db, set, c, rest, up)
+		return
+	}
 	if rest == "/models" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		px.listModels(w, r, db, set, c)
 		return
@@ -330,6 +336,13 @@ func (px *Proxy) upstreamRequest(ctx context.Context, r *http.Request, call upst
 		panic(err)
 	}
 	req.Header = upstreamHeaders(r.Header, call.headers)
+	if call.socket {
+		// The runtime's fetch makes the handshake (key, version) itself.
+		req.Header.Set("Upgrade", "websocket")
+		if p := r.Header.Get("Sec-Websocket-Protocol"); p != "" {
+			req.Header.Set("Sec-Websocket-Protocol", p)
+		}
+	}
 	call.prov.Authorize(req.Header, secret, call.openAIRoute)
 	if call.viaGateway {
 		// A client's own metadata reaches here only when gateway_headers allows it.

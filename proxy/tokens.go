@@ -138,13 +138,14 @@ func (px *Proxy) admit(w http.ResponseWriter, c client, call upstreamCall) bool 
 }
 
 // scopeRefusal is the 403 for a call outside the token's providers or
-// models, zero when the call is inside them.
+// models, zero when the call is inside them. A WebSocket handshake names
+// no model: its session's models are checked message by message.
 func scopeRefusal(t *store.Token, call upstreamCall) reply.Error {
 	if len(t.Providers) > 0 && !slices.Contains(t.Providers, call.prov.Name) {
 		return reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "provider_not_allowed",
 			Message: "this keypool token may not use provider " + strconv.Quote(call.prov.Name) + "; allowed: " + strings.Join(t.Providers, ", ")}
 	}
-	if len(t.Models) > 0 && !modelAllowed(t.Models, call.prov.Name, call.model) {
+	if len(t.Models) > 0 && !call.socket && !modelAllowed(t.Models, call.prov.Name, call.model) {
 		return reply.Error{Status: http.StatusForbidden, Type: "permission_error", Code: "model_not_allowed",
 			Message: "this keypool token may not use model " + strconv.Quote(call.model) + "; allowed: " + strings.Join(t.Models, ", ")}
 	}

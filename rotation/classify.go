@@ -73,6 +73,9 @@ type Answer struct {
 	// Body is the start of a failed answer's body (nil for 2xx): enough
 	// for the error object every provider sends.
 	Body []byte
+	// Upgrade: the request asked to switch protocols (a WebSocket
+	// handshake), so 101 is the success and any 2xx a refusal.
+	Upgrade bool
 	// Streak is the key-model's failures in a row before this one, used
 	// to grow cooldowns (see Candidate).
 	Streak int64
@@ -146,6 +149,11 @@ func (p Policy) Classify(a Answer, now time.Time) Verdict {
 	p = p.defaults()
 	s := a.Status
 	switch {
+	case a.Upgrade && s == http.StatusSwitchingProtocols:
+		return Verdict{Action: Serve}
+	case a.Upgrade && s >= 200 && s < 300:
+		// An upstream that ignored the upgrade; the client sees its answer.
+		return Verdict{Action: Return}
 	case s >= 200 && s < 300:
 		return Verdict{Action: Serve}
 	case s == 0:

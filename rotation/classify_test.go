@@ -717,6 +717,30 @@ func TestClassifyStatusOnly(t *testing.T) {
 	}
 }
 
+// A 101 serves only when the request asked to switch protocols (a
+// WebSocket handshake); anywhere else the Worker could not relay it.
+func TestClassifyUpgrade(t *testing.T) {
+	tests := []struct {
+		status  int
+		upgrade bool
+		action  Action
+	}{
+		{101, true, Serve},
+		{101, false, Retry},
+		{200, true, Return}, // the upstream ignored the upgrade: the client gets its answer
+		{401, true, Return},
+		{429, true, Cool},
+		{500, true, Retry},
+	}
+	for _, tt := range tests {
+		v := Policy{}.Classify(Answer{Status: tt.status, Upgrade: tt.upgrade}, clsNow)
+		if v.Action != tt.action {
+			t.Errorf("status %d, upgrade %v: action %v, want %v", tt.status, tt.upgrade, v.Action, tt.action)
+		}
+		checkReason(t, tt.status, v)
+	}
+}
+
 // Every status, with and without an error body: 2xx serves with no reason,
 // everything else that blames a key or retries has a reason naming the
 // status, and cooldowns stay in range.

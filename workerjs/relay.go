@@ -89,7 +89,7 @@ type rawBodyWriter interface {
 // response has gone (the body flows only then); it returns once the body
 // is over. ok is false when w cannot take a JS stream; nothing was sent.
 func (b *jsBody) Relay(w http.ResponseWriter, strip bool, kind usage.Kind, idle time.Duration) (wait func() usage.Relayed, ok bool) {
-	rw, ok := rawWriter(w)
+	rw, ok := writerOf[rawBodyWriter](w)
 	if !ok || b.handed {
 		return nil, false
 	}
@@ -108,14 +108,17 @@ func (b *jsBody) Relay(w http.ResponseWriter, strip bool, kind usage.Kind, idle 
 	}, true
 }
 
-func rawWriter(w http.ResponseWriter) (rawBodyWriter, bool) {
+// writerOf finds the writer of type T under w, through the wrappers
+// that Unwrap (the proxy's recorders).
+func writerOf[T any](w http.ResponseWriter) (T, bool) {
 	for {
-		if rw, ok := w.(rawBodyWriter); ok {
-			return rw, true
+		if t, ok := w.(T); ok {
+			return t, true
 		}
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 		if !ok {
-			return nil, false
+			var zero T
+			return zero, false
 		}
 		w = u.Unwrap()
 	}

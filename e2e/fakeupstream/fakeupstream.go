@@ -69,6 +69,7 @@ type Server struct {
 	gates map[string]chan struct{}
 	// prompts: per key, the prompt prefixes it was sent (cachedChat).
 	prompts map[string]map[uint64]bool
+	open    int // WebSocket sessions open
 }
 
 // Start listens on a free loopback port and serves until Close.
@@ -156,7 +157,11 @@ func RequestKey(r *http.Request) string {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := readIncoming(r)
 	cw := &capture{ResponseWriter: w}
+	upgraded := false
 	defer func() {
+		if upgraded { // recorded at the upgrade
+			return
+		}
 		in.rec.Status, in.rec.Sent = cw.status, cw.buf
 		s.mu.Lock()
 		s.reqs = append(s.reqs, in.rec)
@@ -182,6 +187,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// OpenAI refuses an organisation or project header that does not
 		// name the key's own, before it looks at the request.
 		writeStatus(cw, sel.Status, nil, sel.Body)
+		return
+	}
+	if isSocket(r) {
+		upgraded = s.socket(w, r, in.rec)
 		return
 	}
 	accountHeaders(cw.Header(), r.URL.Path)
