@@ -85,6 +85,21 @@ func (w *worker) testSocketRelay(t *testing.T, up *fakeupstream.Server) {
 		t.Fatalf("a refused handshake reached the upstream (%d requests)", n-before)
 	}
 
+	// A WebSocket anywhere else is refused with 426 (Codex then uses
+	// HTTPS at once), before any upstream call.
+	// (A socket on a path that is no inference endpoint is outside the
+	// token's scope: 403.)
+	for path, status := range map[string]int{"/api/openai/responses": http.StatusUpgradeRequired, "/v1/chat/completions": http.StatusForbidden} {
+		h := http.Header{"Authorization": {"Bearer " + w.token}}
+		_, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(w.base, "http")+path, h)
+		if err == nil || resp == nil || resp.StatusCode != status {
+			t.Fatalf("a WebSocket on %s: %v %+v, want %d", path, err, resp, status)
+		}
+	}
+	if n := len(up.Requests()); n != before {
+		t.Fatalf("a refused handshake reached the upstream (%d requests)", n-before)
+	}
+
 	c, resp, err := w.dialSocket(t, map[string]string{"Authorization": "Bearer " + w.token,
 		"OpenAI-Beta": "responses_websockets=2026-02-06", fakeupstream.SlowHeader: "6x250"})
 	if err != nil {
@@ -264,12 +279,17 @@ func (w *worker) testSocketScope(t *testing.T, up *fakeupstream.Server) {
 	if len(events) != 1 || gjson.Get(events[0], "error.code").String() != "model_not_allowed" {
 		t.Fatalf("a model outside the token's scope: %v", events)
 	}
+	// A message whose model cannot be read is refused too.
+	must(t, c.WriteMessage(websocket.TextMessage, []byte(`{"type":"response.create","model":`)))
+	if _, data, err := c.ReadMessage(); err != nil || gjson.GetBytes(data, "error.code").String() != "invalid_json" {
+		t.Fatalf("a message that is not JSON: %s %v", data, err)
+	}
 	if events, _ = socketTurn(t, c, "gpt-socket-ok"); !strings.Contains(events[len(events)-1], "response.completed") {
 		t.Fatalf("the allowed model: %v", events)
 	}
 	for _, r := range up.Requests()[before:] {
-		if r.Model == "gpt-socket-other" {
-			t.Fatalf("the refused response.create reached the upstream: %s", r.Body)
+		if r.Model == "gpt-socket-other" || r.Method == fakeupstream.SocketMethod && !gjson.ValidBytes(r.Body) {
+			t.Fatalf("a refused message reached the upstream: %s", r.Body)
 		}
 	}
 	// A token for another provider is refused at the handshake.

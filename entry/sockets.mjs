@@ -31,8 +31,9 @@ function sendableCode(code) {
     : 1000;
 }
 
-function errorEvent(code, type, message) {
-  return JSON.stringify({ type: "error", status: 403, error: { type, code, message, param: "model" } });
+// errorEvent is an error as the Responses WebSocket sends one.
+function errorEvent(status, code, type, message) {
+  return JSON.stringify({ type: "error", status, error: { type, code, message, param: status === 403 ? "model" : null } });
 }
 
 export function relay(res, allow, idleMs) {
@@ -137,7 +138,7 @@ function refusal(data, allow) {
   try {
     o = JSON.parse(data);
   } catch {
-    return errorEvent("invalid_json", "invalid_request_error", "keypool could not read this message as JSON");
+    return errorEvent(400, "invalid_json", "invalid_request_error", "keypool could not read this message as JSON");
   }
   if (!o || o.type !== "response.create") return "";
   let why;
@@ -146,7 +147,7 @@ function refusal(data, allow) {
   } catch {
     why = "keypool could not check this message's model";
   }
-  return why ? errorEvent("model_not_allowed", "permission_error", why) : "";
+  return why ? errorEvent(403, "model_not_allowed", "permission_error", why) : "";
 }
 
 // isFinal: a server message that may end a response; a cheap test before

@@ -229,6 +229,10 @@ func (px *Proxy) ServeNative(rw http.ResponseWriter, r *http.Request) {
 	if !ok || !px.endpointAllowed(w, r, c, "/api/"+name, "/"+rest) {
 		return
 	}
+	if isSocket(r) {
+		refuseSocket(w, r.Method+" /api/"+name+"/"+rest)
+		return
+	}
 	if name == "compat" {
 		px.proxyCompat(w, r, up, c)
 		return

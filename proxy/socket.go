@@ -46,18 +46,14 @@ func isSocket(r *http.Request) bool {
 
 // serveSocket serves a WebSocket handshake on /v1 (rest: the path after
 // it, up: rest escaped). It goes to the default provider, straight to
-// its API (AI Gateway is not asked to carry the socket). A socket keypool
-// will not relay is refused with 426, on which Codex goes to HTTPS at
-// once (on 404 or 5xx it retries for six seconds first).
+// its API (AI Gateway is not asked to carry the socket).
 func (px *Proxy) serveSocket(w http.ResponseWriter, r *http.Request, db *sql.DB, set settings.Settings, c client, rest, up string) {
 	prov, ok := px.provider(w, px.defaultProvider())
 	if !ok {
 		return
 	}
 	if r.Method != http.MethodGet || rest != "/responses" || !prov.ResponsesSocket {
-		reply.Error{Status: http.StatusUpgradeRequired, Type: "invalid_request_error", Code: "websocket_not_supported",
-			Message: "keypool relays WebSockets only for GET /v1/responses (the Responses API) of a default provider that serves it " +
-				"(openai); " + prov.Name + " " + r.Method + " /v1" + rest + " is served over HTTPS"}.Write(w)
+		refuseSocket(w, r.Method+" /v1"+rest+" (default provider "+prov.Name+")")
 		return
 	}
 	t := px.Target(prov)
@@ -65,6 +61,15 @@ func (px *Proxy) serveSocket(w http.ResponseWriter, r *http.Request, db *sql.DB,
 	base, _ := prov.OpenAIBase(t)
 	px.forward(w, r, db, set, upstreamCall{prov: prov, url: base + up + upstreamQuery(r.URL), openAIRoute: true,
 		client: c, socket: true})
+}
+
+// refuseSocket answers a WebSocket keypool does not relay (what: the
+// request) with 426, on which Codex goes to HTTPS at once (on a 404 or
+// 5xx it retries for six seconds first).
+func refuseSocket(w http.ResponseWriter, what string) {
+	reply.Error{Status: http.StatusUpgradeRequired, Type: "invalid_request_error", Code: "websocket_not_supported",
+		Message: "keypool relays WebSockets only for GET /v1/responses, to a default provider that serves it (openai); " +
+			what + " is served over HTTPS only"}.Write(w)
 }
 
 // relaySocket relays a served handshake's socket and counts each
