@@ -110,6 +110,9 @@ func (w *worker) testSocketRelay(t *testing.T, up *fakeupstream.Server) {
 		t.Fatalf("handshake answer %d %v", resp.StatusCode, resp.Header)
 	}
 	for turn, model := range []string{"gpt-socket-a", "gpt-socket-b"} {
+		if turn > 0 {
+			time.Sleep(1500 * time.Millisecond) // the user thinks: not the response's latency
+		}
 		events, at := socketTurn(t, c, model)
 		want := fakeupstream.SocketEvents(model, 6)
 		if strings.Join(events, "\n") != strings.Join(want, "\n") {
@@ -148,12 +151,17 @@ func (w *worker) testSocketRelay(t *testing.T, up *fakeupstream.Server) {
 	if msgs[0].Model != "gpt-socket-a" || msgs[1].Model != "gpt-socket-b" || !strings.Contains(string(msgs[0].Body), `"input_text","text":"hi"`) {
 		t.Errorf("messages upstream: %s / %s", msgs[0].Body, msgs[1].Body)
 	}
-	// Each finished response is a request in the rollups, with its usage.
+	// Each finished response is a request in the rollups, with its usage
+	// and its latency from the message that asked for it (eight pauses
+	// of 250 ms between its events: about 2 s, not counting the 1.5 s
+	// the client waited before it asked).
 	for _, model := range []string{"gpt-socket-a", "gpt-socket-b"} {
 		eventually(t, model+" counted", func() bool {
 			got := w.adminCall(t, "GET", "/admin/api/stats?granularity=day&provider=openai&model="+model, "").json()
+			ms := got.Get("totals.latency_avg_ms").Float()
+			t.Logf("%s: %s", model, got.Get("totals").Raw)
 			return got.Get("totals.requests").Int() == 1 && got.Get("totals.prompt_tokens").Int() == 5 &&
-				got.Get("totals.completion_tokens").Int() == 7
+				got.Get("totals.completion_tokens").Int() == 7 && ms >= 1900 && ms < 3000
 		})
 	}
 }

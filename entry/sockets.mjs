@@ -15,7 +15,8 @@
 //   response.create through, else the message of the error event the
 //   client gets instead; the message does not reach the upstream;
 // - next() resolves with the next finished response, as the JSON
-//   {"model", "usage", "status"} (usage as the provider reported it), or
+//   {"model", "usage", "status", "ms"} (usage as the provider reported
+//   it; ms since the client's last message before it ended), or
 //   null once the session is over: either side closed or failed, or
 //   nothing moved for idleMs (0: no limit);
 // - a close on one side closes the other with the same code and reason.
@@ -59,6 +60,7 @@ export function relay(res, allow, idleMs) {
   let waiting = null; // next()'s resolver
   let over = false;
   let timer = null;
+  let asked = Date.now(); // when the client last sent a message
 
   const deliver = (v) => {
     if (waiting) {
@@ -90,6 +92,7 @@ export function relay(res, allow, idleMs) {
 
   server.addEventListener("message", (e) => {
     touch();
+    asked = Date.now();
     if (allow) {
       const why = refusal(e.data, allow);
       if (why) {
@@ -112,7 +115,7 @@ export function relay(res, allow, idleMs) {
       return;
     }
     if (typeof e.data === "string" && isFinal(e.data)) {
-      const v = finishedResponse(e.data);
+      const v = finishedResponse(e.data, Date.now() - asked);
       if (v) deliver(v);
     }
   });
@@ -156,7 +159,7 @@ function isFinal(s) {
   return s.includes('"response.completed"') || s.includes('"response.failed"') || s.includes('"response.incomplete"');
 }
 
-function finishedResponse(s) {
+function finishedResponse(s, ms) {
   let o;
   try {
     o = JSON.parse(s);
@@ -165,5 +168,5 @@ function finishedResponse(s) {
   }
   const r = o && o.response;
   if (!r || !/^response\.(completed|failed|incomplete)$/.test(o.type)) return null;
-  return JSON.stringify({ model: String(r.model || ""), usage: r.usage || null, status: o.type.slice("response.".length) });
+  return JSON.stringify({ model: String(r.model || ""), usage: r.usage || null, status: o.type.slice("response.".length), ms });
 }

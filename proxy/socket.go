@@ -33,7 +33,8 @@ type socketRelayer interface {
 	// non-empty answer refuses it with that message, and it never reaches
 	// the upstream. A session where nothing moves for idle (0: no limit)
 	// is closed. next blocks until a response is finished and returns it
-	// as JSON {"model","usage","status"}; false once the session is over.
+	// as JSON {"model","usage","status","ms"} (ms: from the client's
+	// message that asked for it); false once the session is over.
 	// ok is false when there is no socket to relay (the isolate relays as
 	// many as it may); nothing was sent.
 	RelaySocket(w http.ResponseWriter, allow func(model string) string, idle time.Duration) (next func() ([]byte, bool), ok bool)
@@ -100,10 +101,8 @@ func (px *Proxy) relaySocket(w http.ResponseWriter, call upstreamCall, resp *htt
 	fin.latency = px.Now().Sub(fin.started)
 	px.logRequest(fin, usage.Usage{})
 	px.Defer(func() {
-		started := fin.started
 		for v, more := next(); more; v, more = next() {
-			px.countResponse(fin, v, started)
-			started = px.Now()
+			px.countResponse(fin, v)
 			px.flushDue()
 		}
 		for range *refused {
@@ -134,9 +133,11 @@ func socketScope(call upstreamCall) (func(string) string, *[]string) {
 }
 
 // countResponse counts one finished response of a session in the
-// rollups: its model and usage as the provider reported them.
-func (px *Proxy) countResponse(fin served, v []byte, started time.Time) {
-	fin.started, fin.latency = started, px.Now().Sub(started)
+// rollups: its model and usage as the provider reported them, its
+// latency from the client's message that asked for it.
+func (px *Proxy) countResponse(fin served, v []byte) {
+	fin.latency = time.Duration(gjson.GetBytes(v, "ms").Int()) * time.Millisecond
+	fin.started = px.Now().Add(-fin.latency)
 	fin.model = gjson.GetBytes(v, "model").String()
 	fin.class = classSuccess
 	if gjson.GetBytes(v, "status").String() == "failed" {
