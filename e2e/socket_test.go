@@ -277,6 +277,10 @@ func (w *worker) testSocketScope(t *testing.T, up *fakeupstream.Server) {
 	if r.status != http.StatusCreated || tok == "" {
 		t.Fatalf("create token: %d %s", r.status, r.body)
 	}
+	refusedCount := func() int64 {
+		return w.adminCall(t, "GET", "/admin/api/stats?granularity=day&model=%28refused%29", "").json().Get("totals.rejected").Int()
+	}
+	wasRefused := refusedCount()
 	c, resp, err := w.dialSocket(t, map[string]string{"Authorization": "Bearer " + tok})
 	if err != nil {
 		t.Fatalf("handshake: %v %+v", err, resp)
@@ -300,6 +304,9 @@ func (w *worker) testSocketScope(t *testing.T, up *fakeupstream.Server) {
 			t.Fatalf("a refused message reached the upstream: %s", r.Body)
 		}
 	}
+	// The refused model counts as a rejected request once the session is over.
+	c.Close()
+	eventually(t, "the refused model counted", func() bool { return refusedCount() == wasRefused+1 })
 	// A token for another provider is refused at the handshake.
 	other := w.adminCall(t, "POST", "/admin/api/tokens", `{"name":"socket anthropic","providers":["anthropic"]}`).json().Get("token").String()
 	if _, resp, err := w.dialSocket(t, map[string]string{"Authorization": "Bearer " + other}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {

@@ -105,7 +105,7 @@ func (px *Proxy) relaySocket(w http.ResponseWriter, call upstreamCall, resp *htt
 			px.countResponse(fin, v)
 			px.flushDue()
 		}
-		for range *refused {
+		for i := 0; i < *refused; i++ {
 			px.count(served{started: px.Now(), token: fin.token, prov: fin.prov, model: RefusedModel, class: classRejected},
 				usage.Usage{}, false, 0, false)
 		}
@@ -114,21 +114,23 @@ func (px *Proxy) relaySocket(w http.ResponseWriter, call upstreamCall, resp *htt
 	return fin
 }
 
-// socketScope is the model check of a session's token (nil: none), and
-// the models it refused, counted when the session ends.
-func socketScope(call upstreamCall) (func(string) string, *[]string) {
-	var refused []string
-	t, prov := call.client.tok, call.prov.Name
+// socketScope is the model check of a session's token (nil: none), the
+// same as over HTTPS (scopeRefusal), and the count of the models it
+// refused, counted as rejected requests when the session ends.
+func socketScope(call upstreamCall) (func(string) string, *int) {
+	refused := 0
+	t := call.client.tok
 	if t == nil || len(t.Models) == 0 {
 		return nil, &refused
 	}
-	models := t.Models
 	return func(model string) string {
-		if modelAllowed(models, prov, model) {
-			return ""
+		asked := call
+		asked.model, asked.socket = model, false
+		e := scopeRefusal(t, asked)
+		if e.Status != 0 {
+			refused++
 		}
-		refused = append(refused, model)
-		return "this keypool token may not use model " + strconv.Quote(model) + "; allowed: " + strings.Join(models, ", ")
+		return e.Message
 	}, &refused
 }
 
